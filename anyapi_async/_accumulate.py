@@ -1,0 +1,239 @@
+"""Folding stream chunks into a `ChatCompletion`: pure, one chunk in, a snapshot out.
+
+Text pieces are kept in lists and joined once, so accumulation is linear in the stream
+length. Tool-call fragments are merged by ``index`` with the tolerance real servers need:
+no ``index`` at all (a fragment with a new id starts a new call, one without continues the
+last), indexes starting at 1, several fragments for one index in a single delta, and the
+id and name repeated in every fragment (a repeated name is not appended again).
+"""
+
+from __future__ import annotations
+
+from ._types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChatCompletionTokenLogprob,
+    Choice,
+    ChoiceDeltaToolCall,
+    ChoiceLogprobs,
+    CompletionUsage,
+    FunctionCall,
+)
+
+__all__ = ["ChunkAccumulator"]
+
+
+def _merge_name(current: str | None, piece: str | None) -> str | None:
+    if not piece:
+        return current
+    if not current or piece.startswith(current):
+        # First fragment, or a server that repeats the full (or growing) name each time.
+        return piece
+    return current + piece
+
+
+class _ToolCall:
+    __slots__ = ("arguments", "id", "index", "name", "type")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: str | None = None
+        self.type: str | None = None
+        self.name: str | None = None
+        self.arguments: list[str] = []
+
+    def build(self) -> ChatCompletionMessageToolCall:
+        return ChatCompletionMessageToolCall(
+            id=self.id or "",
+            type=self.type or "function",
+            function=FunctionCall(name=self.name or "", arguments="".join(self.arguments)),
+        )
+
+
+class _ChoiceState:
+    __slots__ = (
+        "by_index",
+        "content",
+        "finish_reason",
+        "function_args",
+        "function_name",
+        "index",
+        "logprobs",
+        "reasoning",
+        "reasoning_content",
+        "refusal",
+        "refusal_logprobs",
+        "role",
+        "tool_calls",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.role: str | None = None
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.reasoning: list[str] = []
+        self.reasoning_content: list[str] = []
+        self.tool_calls: list[_ToolCall] = []
+        self.by_index: dict[int, _ToolCall] = {}
+        self.function_name: str | None = None
+        self.function_args: list[str] | None = None
+        self.logprobs: list[ChatCompletionTokenLogprob] | None = None
+        self.refusal_logprobs: list[ChatCompletionTokenLogprob] | None = None
+        self.finish_reason: str | None = None
+
+    def add_tool_call(self, delta: ChoiceDeltaToolCall) -> _ToolCall:
+        calls = self.tool_calls
+        index = delta.index
+        if index is None:
+            last = calls[-1] if calls else None
+            if last is None or (delta.id and last.id and delta.id != last.id):
+                return self._new_call(len(calls))
+            return last
+        call = self.by_index.get(index)
+        if call is None or (delta.id and call.id and delta.id != call.id):
+            # A new id at a known index: a server that numbers every call 0.
+            return self._new_call(index)
+        return call
+
+    def _new_call(self, index: int) -> _ToolCall:
+        call = _ToolCall(index)
+        self.tool_calls.append(call)
+        self.by_index[index] = call
+        return call
+
+    def build(self) -> Choice:
+        tool_calls = [c.build() for c in self.tool_calls] or None
+        function_call = None
+        if self.function_args is not None or self.function_name is not None:
+            function_call = FunctionCall(
+                name=self.function_name or "", arguments="".join(self.function_args or ())
+            )
+        logprobs = None
+        if self.logprobs is not None or self.refusal_logprobs is not None:
+            logprobs = ChoiceLogprobs(content=self.logprobs, refusal=self.refusal_logprobs)
+        message = ChatCompletionMessage(
+            role=self.role or "assistant",
+            content="".join(self.content) if self.content or not tool_calls else None,
+            refusal="".join(self.refusal) if self.refusal else None,
+            tool_calls=tool_calls,
+            function_call=function_call,
+            reasoning_content="".join(self.reasoning_content) if self.reasoning_content else None,
+            reasoning="".join(self.reasoning) if self.reasoning else None,
+        )
+        return Choice(
+            index=self.index, message=message, finish_reason=self.finish_reason, logprobs=logprobs
+        )
+
+
+class ChunkAccumulator:
+    """Builds the final `ChatCompletion` of a stream from its chunks.
+
+    Example::
+
+        acc = ChunkAccumulator()
+        for chunk in chunks:
+            acc.add(chunk)
+        completion = acc.completion()
+    """
+
+    __slots__ = (
+        "_choices",
+        "created",
+        "id",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self._choices: dict[int, _ChoiceState] = {}
+        self.id = ""
+        self.model = ""
+        self.created = 0
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.usage: CompletionUsage | None = None
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        """Fold one chunk in."""
+        if not self.id:
+            self.id = chunk.id
+            self.created = chunk.created
+        if not self.model:
+            self.model = chunk.model
+        if chunk.system_fingerprint is not None:
+            self.system_fingerprint = chunk.system_fingerprint
+        if chunk.service_tier is not None:
+            self.service_tier = chunk.service_tier
+        if chunk.usage is not None:
+            # Some providers repeat a running total on every chunk; the last one wins.
+            self.usage = chunk.usage
+        states = self._choices
+        for choice in chunk.choices:
+            state = states.get(choice.index)
+            if state is None:
+                state = states[choice.index] = _ChoiceState(choice.index)
+            delta = choice.delta
+            if delta.content is not None:
+                state.content.append(delta.content)
+            if delta.role is not None and state.role is None:
+                state.role = delta.role
+            if delta.tool_calls is not None:
+                for fragment in delta.tool_calls:
+                    call = state.add_tool_call(fragment)
+                    if fragment.id and not call.id:
+                        call.id = fragment.id
+                    if fragment.type and not call.type:
+                        call.type = fragment.type
+                    function = fragment.function
+                    if function is not None:
+                        call.name = _merge_name(call.name, function.name)
+                        if function.arguments:
+                            call.arguments.append(function.arguments)
+            if delta.refusal is not None:
+                state.refusal.append(delta.refusal)
+            if delta.reasoning_content is not None:
+                state.reasoning_content.append(delta.reasoning_content)
+            if delta.reasoning is not None:
+                state.reasoning.append(delta.reasoning)
+            if delta.function_call is not None:
+                fc = delta.function_call
+                state.function_name = _merge_name(state.function_name, fc.name)
+                if state.function_args is None:
+                    state.function_args = []
+                if fc.arguments:
+                    state.function_args.append(fc.arguments)
+            logprobs = choice.logprobs
+            if logprobs is not None:
+                if logprobs.content is not None:
+                    if state.logprobs is None:
+                        state.logprobs = []
+                    state.logprobs.extend(logprobs.content)
+                if logprobs.refusal is not None:
+                    if state.refusal_logprobs is None:
+                        state.refusal_logprobs = []
+                    state.refusal_logprobs.extend(logprobs.refusal)
+            if choice.finish_reason is not None:
+                state.finish_reason = choice.finish_reason
+
+    def text(self, index: int = 0) -> str:
+        """The content of choice ``index`` so far."""
+        state = self._choices.get(index)
+        return "".join(state.content) if state is not None else ""
+
+    def completion(self) -> ChatCompletion:
+        """A snapshot of everything folded in so far, as a ``chat.completion``."""
+        return ChatCompletion(
+            id=self.id,
+            object="chat.completion",
+            created=self.created,
+            model=self.model,
+            choices=[self._choices[i].build() for i in sorted(self._choices)],
+            usage=self.usage,
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+        )

@@ -1,0 +1,484 @@
+"""`AsyncClient`: settings, environment defaults, open/close, and the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import ssl
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import msgspec
+
+from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven, Timeout, TimeoutTypes
+from ._decode import JSON_DECODER, decode_lenient
+from ._exceptions import (
+    APIError,
+    APIResponseValidationError,
+    error_from_payload,
+    make_status_error,
+)
+from ._hooks import AttemptInfo, Hooks
+from ._meta import ResponseInfo, Timings, request_id_of
+from ._retry import DEFAULT_MAX_RETRIES, Retrier, RetryPolicy
+from ._sse import DEFAULT_MAX_EVENT_SIZE
+from ._streaming import AsyncStream
+from ._transport import (
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    AiohttpTransport,
+    Request,
+    Response,
+    Transport,
+)
+from ._types import ChatCompletionChunk
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ._resources import Chat, Models
+
+__all__ = ["DEFAULT_BASE_URL", "AsyncClient"]
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL: Final = "https://api.anyapi.ai/v1"
+ENV_API_KEY: Final = "ANYAPI_API_KEY"
+ENV_BASE_URL: Final = "ANYAPI_BASE_URL"
+#: Largest error body kept for an exception.
+MAX_ERROR_BODY: Final = 1024 * 1024
+
+logger = logging.getLogger("anyapi_async")
+
+ApiKey = str | Callable[[], Awaitable[str]] | None
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def check_header(name: str, value: object) -> str:
+    """Refuse header values that are not strings or that could split the header block."""
+    if not isinstance(value, str):
+        raise TypeError(f"Header {name!r} must be a str, not {type(value).__name__}")
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        # The value is not echoed: it may be a credential.
+        raise ValueError(f"Header {name!r} contains a CR or LF character")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http:// or https:// URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        warnings.warn(
+            f"base_url {url!r} uses plain HTTP to a non-loopback host: the API key would "
+            "travel unencrypted. Use https://.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return url.rstrip("/")
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` fit for logs: credentials masked."""
+    secret = {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+    return {k: ("***" if k.lower() in secret else v) for k, v in headers.items()}
+
+
+class AsyncClient:
+    """An asyncio client for AnyAPI and any OpenAI-compatible chat-completions endpoint.
+
+    One client holds one pooled aiohttp session for its whole life; create it once and
+    share it::
+
+        async with AsyncClient() as client:          # key from ANYAPI_API_KEY
+            c = await client.chat.completions.create(
+                model="gpt-5", messages=[{"role": "user", "content": "Hello!"}]
+            )
+            print(c.choices[0].message.content)
+
+    Args:
+        api_key: the key, or an async callable returning it (awaited per request, for
+            rotating credentials). Default: ``ANYAPI_API_KEY``.
+        base_url: default ``ANYAPI_BASE_URL``, else ``https://api.anyapi.ai/v1``.
+        timeout: seconds, or a `Timeout` with separate limits.
+        max_retries: retries after the first attempt (see `RetryPolicy`).
+        session: a caller-owned ``aiohttp.ClientSession``; the client never closes it.
+        max_concurrency: bound on requests in flight through this client (a stream holds
+            its slot until closed).
+        http_referer, x_title: AnyAPI attribution headers.
+    """
+
+    def __init__(
+        self,
+        api_key: ApiKey = None,
+        base_url: str | None = None,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        *,
+        default_headers: Mapping[str, str] | None = None,
+        http_referer: str | None = None,
+        x_title: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_host: int = 0,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        verify: bool | ssl.SSLContext = True,
+        trust_env: bool = False,
+        retry_policy: RetryPolicy | None = None,
+        hooks: Sequence[Hooks] = (),
+        max_concurrency: int | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        idempotency_keys: bool = False,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get(ENV_API_KEY)
+        if api_key is None or api_key == "":
+            raise ValueError(
+                f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
+            )
+        self._key_provider: Callable[[], Awaitable[str]] | None = None
+        if callable(api_key):
+            self._key_provider = api_key
+        elif isinstance(api_key, str):
+            check_header("Authorization", api_key)
+        else:
+            raise TypeError("api_key must be a str or an async callable returning one")
+        self.base_url = _check_base_url(
+            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        )
+        self.timeout = Timeout.coerce(timeout)
+        policy = retry_policy if retry_policy is not None else RetryPolicy()
+        self.retry_policy = policy.with_max_retries(max_retries)
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1 or None")
+        for size_name, size in (
+            ("max_response_size", max_response_size),
+            ("max_event_size", max_event_size),
+        ):
+            if size < 1:
+                raise ValueError(f"{size_name} must be >= 1")
+        self.max_concurrency = max_concurrency
+        self.max_response_size = max_response_size
+        self.max_event_size = max_event_size
+        self.idempotency_keys = idempotency_keys
+        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        headers = {
+            "User-Agent": f"anyapi-async/{_version()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        if http_referer is not None:
+            headers["HTTP-Referer"] = http_referer
+        if x_title is not None:
+            headers["X-Title"] = x_title
+        for name, value in (default_headers or {}).items():
+            headers[name] = value
+        if isinstance(api_key, str):
+            headers["Authorization"] = f"Bearer {api_key}"
+        for name, value in headers.items():
+            check_header(name, value)
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._transport: Transport = transport or AiohttpTransport(
+            session=session,
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            keepalive_timeout=keepalive_timeout,
+            verify=verify,
+            trust_env=trust_env,
+        )
+        self._retrier = Retrier(self._transport, hooks)
+        self._owner = True
+        self._closed = False
+        self._chat: Chat | None = None
+        self._models: Models | None = None
+
+    # --- public surface ------------------------------------------------------------------
+
+    @property
+    def chat(self) -> Chat:
+        """``client.chat.completions.create(...)`` and friends."""
+        if self._chat is None:
+            from ._resources import Chat
+
+            self._chat = Chat(self)
+        return self._chat
+
+    @property
+    def models(self) -> Models:
+        """``await client.models.list()``."""
+        if self._models is None:
+            from ._resources import Models
+
+            self._models = Models(self)
+        return self._models
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry_policy.max_retries
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def with_options(
+        self,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry_policy: RetryPolicy | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
+    ) -> AsyncClient:
+        """A copy with other settings that shares this client's connection pool.
+
+        The copy does not own the pool: closing it leaves the original working.
+        """
+        copy = object.__new__(AsyncClient)
+        copy.__dict__.update(self.__dict__)
+        copy._owner = False
+        copy._chat = None
+        copy._models = None
+        if not isinstance(timeout, NotGiven):
+            copy.timeout = Timeout.coerce(timeout)
+        if not isinstance(retry_policy, NotGiven):
+            copy.retry_policy = retry_policy
+        if not isinstance(max_retries, NotGiven):
+            copy.retry_policy = copy.retry_policy.with_max_retries(max_retries)
+        if not isinstance(default_headers, NotGiven):
+            for name, value in default_headers.items():
+                check_header(name, value)
+            copy._headers = {**self._headers, **default_headers}
+            copy._stream_headers = {**copy._headers, "Accept": "text/event-stream"}
+        return copy
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless the session is the caller's); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owner:
+            await self._transport.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncClient(base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"max_retries={self.max_retries})"
+        )
+
+    # --- the request path ----------------------------------------------------------------
+
+    async def _build_request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        stream: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> Request:
+        if self._closed:
+            raise RuntimeError("Cannot send a request: the client has been closed.")
+        headers = (self._stream_headers if stream else self._headers).copy()
+        url = self.base_url + path
+        timeout = self.timeout
+        if self._key_provider is not None:
+            key = await self._key_provider()
+            headers["Authorization"] = f"Bearer {check_header('Authorization', key)}"
+        idempotency_key = None
+        if options:
+            extra_headers = options.get("extra_headers")
+            if extra_headers:
+                for name, value in extra_headers.items():
+                    if value is None:
+                        headers.pop(name, None)
+                    else:
+                        headers[name] = check_header(name, value)
+            extra_query = options.get("extra_query")
+            if extra_query:
+                url += ("&" if "?" in url else "?") + urlencode(extra_query)
+            if "timeout" in options:
+                timeout = Timeout.coerce(options["timeout"])
+            idempotency_key = options.get("idempotency_key")
+        if idempotency_key is None and self.idempotency_keys and method == "POST":
+            idempotency_key = f"anyapi-{uuid.uuid4().hex}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = check_header("Idempotency-Key", idempotency_key)
+        deadline = None
+        if timeout.total is not None:
+            deadline = asyncio.get_running_loop().time() + timeout.total
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Request: %s %s headers=%s", method, url, redact_headers(headers))
+        return Request(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+            stream=stream,
+            deadline=deadline,
+        )
+
+    def _policy(self, options: Mapping[str, Any] | None) -> RetryPolicy:
+        if options and "max_retries" in options:
+            return self.retry_policy.with_max_retries(options["max_retries"])
+        return self.retry_policy
+
+    async def _raise_for_status(self, response: Response) -> None:
+        body: Any = None
+        try:
+            raw = await response.read(MAX_ERROR_BODY)
+        except APIError as exc:  # the status still tells what happened
+            logger.debug("Could not read the error body: %r", exc)
+            raw = b""
+        if raw:
+            try:
+                body = JSON_DECODER.decode(raw)
+            except msgspec.DecodeError:
+                body = raw[:2000].decode("utf-8", "replace")
+        raise make_status_error(
+            response.status, body, response.headers, request_id_of(response.headers)
+        )
+
+    async def _send_json(
+        self, request: Request, options: Mapping[str, Any] | None, decoder: msgspec.json.Decoder[T]
+    ) -> T:
+        """Send a request whose answer is one JSON body, decoded by ``decoder``."""
+        loop = asyncio.get_running_loop()
+        timings = Timings(loop.time())
+        hooks = self._retrier.hooks
+        max_size = self.max_response_size
+
+        async def handle(response: Response, attempt: AttemptInfo | int) -> T:
+            timings.headers = loop.time()
+            body = await response.read(max_size)
+            result = self._decode_body(body, response, decoder)
+            timings.finished = timings.first_token = loop.time()
+            if isinstance(result, msgspec.Struct) and hasattr(result, "__dict__"):
+                n = attempt if isinstance(attempt, int) else attempt.attempt
+                result.__dict__["_http"] = ResponseInfo(
+                    response.status, response.headers, n, timings
+                )
+            if hooks and not isinstance(attempt, int):
+                for hook in hooks:
+                    hook.on_complete(attempt, getattr(result, "usage", None))
+            return result
+
+        policy = self._policy(options)
+        semaphore = self._semaphore
+        if semaphore is None:
+            return await self._retrier.send(request, handle, policy, self._raise_for_status)
+        async with semaphore:
+            return await self._retrier.send(request, handle, policy, self._raise_for_status)
+
+    @staticmethod
+    def _decode_body(body: bytes, response: Response, decoder: msgspec.json.Decoder[T]) -> T:
+        try:
+            result = decoder.decode(body)
+        except msgspec.ValidationError:
+            try:
+                obj = JSON_DECODER.decode(body)
+            except msgspec.DecodeError as exc:  # pragma: no cover - the strict pass parsed it
+                raise APIResponseValidationError(
+                    "The response is not valid JSON", status_code=response.status, body=body
+                ) from exc
+            if isinstance(obj, dict) and (
+                obj.get("error") is not None or obj.get("object") == "error"
+            ):
+                raise error_from_payload(
+                    obj, response.status, response.headers, request_id_of(response.headers)
+                ) from None
+            try:
+                result = decode_lenient(body, decoder.type)
+            except msgspec.ValidationError as exc:
+                raise APIResponseValidationError(
+                    f"The response does not have the expected shape: {exc}",
+                    status_code=response.status,
+                    body=body,
+                ) from exc
+        except msgspec.DecodeError as exc:
+            raise APIResponseValidationError(
+                "The response is not valid JSON", status_code=response.status, body=body
+            ) from exc
+        error = getattr(result, "error", None)
+        if error is not None or getattr(result, "object", None) == "error":
+            # A gateway that began with 200 and then failed upstream.
+            raise error_from_payload(
+                JSON_DECODER.decode(body),
+                response.status,
+                response.headers,
+                request_id_of(response.headers),
+            )
+        if getattr(result, "choices", True) == [] and b'"choices"' not in body:
+            raise APIResponseValidationError(
+                "The response has no 'choices'", status_code=response.status, body=body
+            )
+        return result
+
+    async def _send_stream(
+        self, request: Request, options: Mapping[str, Any] | None
+    ) -> AsyncStream[ChatCompletionChunk]:
+        """Send a streaming request; return once its first event has arrived."""
+        loop = asyncio.get_running_loop()
+        timings = Timings(loop.time())
+        semaphore = self._semaphore
+        timeout = request.timeout
+        first_by = timings.started + timeout.first_event if timeout.first_event else None
+        hooks = self._retrier.hooks
+
+        async def handle(response: Response, attempt: AttemptInfo | int) -> AsyncStream[Any]:
+            timings.headers = loop.time()
+            stream: AsyncStream[ChatCompletionChunk] = AsyncStream(
+                response,
+                attempt=attempt,
+                timings=timings,
+                max_event_size=self.max_event_size,
+                idle=timeout.idle,
+                first_event_by=first_by,
+                hooks=hooks,
+            )
+            await stream._start()
+            if semaphore is not None:
+                # From here the stream holds the slot until it is closed.
+                stream._on_close = semaphore.release
+            return stream
+
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            return await self._retrier.send(
+                request, handle, self._policy(options), self._raise_for_status
+            )
+        except BaseException:
+            if semaphore is not None:
+                semaphore.release()
+            raise

@@ -1,0 +1,103 @@
+"""Settings as values: `Timeout` and the "not given" marker."""
+
+from __future__ import annotations
+
+from typing import Final, Union
+
+import msgspec
+
+__all__ = ["DEFAULT_TIMEOUT", "NOT_GIVEN", "NotGiven", "Timeout", "TimeoutTypes"]
+
+
+#: Marks an argument the caller did not pass, where ``None`` has a meaning of its own.
+#: It is msgspec's ``UNSET``, so a field left at it is also left out of the encoded JSON.
+NotGiven = msgspec.UnsetType
+NOT_GIVEN: Final = msgspec.UNSET
+
+_LIMITS = ("connect", "read", "first_event", "idle", "total")
+
+
+class Timeout:
+    """Timeout limits in seconds; ``None`` switches a limit off.
+
+    ======================  ============================================================
+    ``connect``             opening the TCP (and TLS) connection
+    ``read``                silence between any two bytes received, headers included
+    ``first_event``         from sending the request to the response headers, and for a
+                            stream to its first event
+    ``idle``                silence between two parsed stream events; SSE comments and
+                            keep-alive pings do not count as events
+    ``total``               the whole call: every attempt and every backoff wait
+    ======================  ============================================================
+
+    ``Timeout(30)`` sets ``connect``, ``read`` and ``idle`` to 30 s and leaves ``total``
+    and ``first_event`` off, so a long stream that keeps producing tokens is never cut,
+    while a silent or stalled one fails within 30 s. Any limit can be set on its own::
+
+        Timeout(30, total=120)           # as above, and never more than 2 minutes in all
+        Timeout(connect=5, idle=20)      # only these two limits
+    """
+
+    __slots__ = ("_aiohttp", "connect", "first_event", "idle", "read", "total")
+
+    def __init__(
+        self,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        *,
+        connect: float | NotGiven | None = NOT_GIVEN,
+        read: float | NotGiven | None = NOT_GIVEN,
+        first_event: float | NotGiven | None = NOT_GIVEN,
+        idle: float | NotGiven | None = NOT_GIVEN,
+        total: float | NotGiven | None = NOT_GIVEN,
+    ) -> None:
+        base = None if isinstance(timeout, NotGiven) else timeout
+        self.connect = _pick(connect, base, "connect")
+        self.read = _pick(read, base, "read")
+        self.idle = _pick(idle, base, "idle")
+        self.first_event = _pick(first_event, None, "first_event")
+        self.total = _pick(total, None, "total")
+        self._aiohttp: object = None  # the transport caches its own form here
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Timeout) and all(
+            getattr(self, k) == getattr(other, k) for k in _LIMITS
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in _LIMITS))
+
+    def __repr__(self) -> str:
+        values = {k: getattr(self, k) for k in _LIMITS}
+        if values["connect"] == values["read"] == values["idle"] is not None:
+            parts = [repr(values["connect"])]
+            parts += [f"{k}={values[k]!r}" for k in ("first_event", "total") if values[k]]
+        else:
+            parts = [f"{k}={v!r}" for k, v in values.items() if v is not None]
+        return f"Timeout({', '.join(parts)})"
+
+    @classmethod
+    def coerce(cls, value: TimeoutTypes) -> Timeout:
+        """A `Timeout` from a number, ``None`` (no limits) or a `Timeout`."""
+        if isinstance(value, Timeout):
+            return value
+        if value is None or isinstance(value, (int, float)):
+            return cls(value)
+        raise TypeError(f"timeout must be a number, None or a Timeout, not {type(value).__name__}")
+
+
+def _pick(value: float | NotGiven | None, default: float | None, name: str) -> float | None:
+    if isinstance(value, NotGiven):
+        value = default
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Timeout {name} must be a number of seconds or None")
+    if not value > 0:
+        raise ValueError(f"Timeout {name} must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+TimeoutTypes = Union[float, int, None, Timeout]
+
+#: The client's default: `Timeout(60)`.
+DEFAULT_TIMEOUT: Final = Timeout(60.0)

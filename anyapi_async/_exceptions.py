@@ -1,0 +1,248 @@
+"""The public error tree.
+
+```
+APIError
+├── APIConnectionError               transport failed, or a stream was cut short
+│   └── APITimeoutError              a timeout fired (``.limit`` says which)
+├── APIStatusError                   a non-2xx answer, or an error object in a body/stream
+│   ├── BadRequestError 400          ├── AuthenticationError 401
+│   ├── PaymentRequiredError 402     ├── PermissionDeniedError 403
+│   ├── NotFoundError 404            ├── ConflictError 409
+│   ├── UnprocessableEntityError 422 ├── RateLimitError 429
+│   └── InternalServerError >= 500
+├── APIResponseValidationError       a body that is not the expected JSON
+└── ResponseTooLargeError            a body larger than the configured limit
+```
+
+Every message is built from server data and our own words only: the API key is never part
+of an exception's message or args.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseTooLargeError",
+    "StreamError",
+    "UnprocessableEntityError",
+]
+
+#: Longest piece of a non-JSON body quoted in an exception message.
+SNIPPET_LENGTH = 200
+
+
+class APIError(Exception):
+    """Base class of every error this library raises for the API's or the network's sake."""
+
+    message: str
+    #: How many HTTP attempts the call made before giving up (set by the retry layer).
+    attempts: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.attempts is not None and self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class APIConnectionError(APIError):
+    """The request could not be sent, or the response was cut before its end."""
+
+    def __init__(self, message: str = "Connection error.") -> None:
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """A timeout limit fired; ``limit`` names it (connect, read, first_event, idle, total)."""
+
+    def __init__(self, message: str = "Request timed out.", *, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status or an error object."""
+
+    status_code: int
+    body: Any
+    headers: Mapping[str, str]
+    request_id: str | None
+    code: str | int | None
+    type: str | None
+    param: str | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers if headers is not None else {}
+        self.request_id = request_id
+        err = body.get("error", body) if isinstance(body, dict) else None
+        if not isinstance(err, dict):
+            err = {}
+        code = err.get("code")
+        self.code = code if isinstance(code, (str, int)) else None
+        self.type = err.get("type") if isinstance(err.get("type"), str) else None
+        self.param = err.get("param") if isinstance(err.get("param"), str) else None
+        metadata = err.get("metadata")
+        self.metadata: Mapping[str, Any] | None = metadata if isinstance(metadata, dict) else None
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PaymentRequiredError(APIStatusError):
+    """402: the account is out of credits (AnyAPI answers this when the balance runs out)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or resource."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such model or route."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with the server's state."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well-formed but could not be processed."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests or tokens for the account's budget."""
+
+
+class InternalServerError(APIStatusError):
+    """>= 500: the gateway or an upstream provider failed."""
+
+
+class StreamError(APIStatusError):
+    """An error object arrived inside a stream or a 2xx body, without its own error status."""
+
+
+class APIResponseValidationError(APIError):
+    """The body was not the JSON this endpoint answers; ``body_snippet`` holds its start."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.body_snippet = snippet(body) if body is not None else ""
+        self.headers = headers if headers is not None else {}
+        if self.body_snippet:
+            message = f"{message}; body starts: {self.body_snippet!r}"
+        super().__init__(message)
+
+
+class ResponseTooLargeError(APIError):
+    """A response body or stream event exceeded the configured size limit."""
+
+
+STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def snippet(body: bytes) -> str:
+    """A short printable start of ``body`` for messages."""
+    text = body[: SNIPPET_LENGTH * 4].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text[:SNIPPET_LENGTH] + ("…" if len(text) > SNIPPET_LENGTH else "")
+
+
+def error_message(body: Any, status_code: int | None) -> str:
+    """The human message of an error body, falling back to the status."""
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        msg = err.get("message")
+        if isinstance(msg, str) and msg:
+            return msg
+        detail = err.get("detail")
+        if isinstance(detail, str) and detail:
+            return detail
+    elif isinstance(err, str) and err:
+        return err
+    return f"HTTP {status_code}" if status_code else "Error"
+
+
+def make_status_error(
+    status_code: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> APIStatusError:
+    """The `APIStatusError` subclass for ``status_code``, carrying the decoded ``body``."""
+    if status_code >= 500:
+        cls: type[APIStatusError] = InternalServerError
+    elif status_code < 400:
+        cls = StreamError
+    else:
+        cls = STATUS_ERRORS.get(status_code, APIStatusError)
+    prefix = f"Error code: {status_code}" if status_code >= 400 else "Error in response"
+    message = f"{prefix} - {error_message(body, status_code)}"
+    return cls(message, status_code=status_code, body=body, headers=headers, request_id=request_id)
+
+
+def error_from_payload(
+    payload: Mapping[str, Any],
+    status_code: int,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> APIStatusError:
+    """An error object received with a 2xx status (in a body or a stream event).
+
+    The error's own numeric ``code`` picks the class when it looks like an HTTP status
+    (AnyAPI and OpenRouter put the upstream status there), else it is a `StreamError`.
+    """
+    err = payload.get("error", payload)
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    effective = code if isinstance(code, int) and 400 <= code < 600 else status_code
+    return make_status_error(effective, dict(payload), headers, request_id)

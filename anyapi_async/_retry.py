@@ -1,0 +1,281 @@
+"""Retries: the policy, the backoff and ``Retry-After`` maths, and the loop around the transport.
+
+Delay before retry ``n`` (1-based), unless the server says otherwise::
+
+    cap   = min(max_delay, initial_delay * multiplier ** (n - 1))
+    delay = uniform(0, cap)        # "full jitter"; jitter=False gives delay = cap
+
+A ``retry-after-ms`` or ``Retry-After`` header (seconds or an HTTP date, RFC 9110 §10.2.3)
+replaces the computed delay, capped at ``max_retry_after``. ``x-should-retry: true|false``
+from the server overrides the status table. A ``Timeout.total`` deadline bounds the whole
+call: a wait that would end past it is not taken, and the last error is raised instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+)
+from ._hooks import AttemptInfo
+
+if TYPE_CHECKING:
+    from ._hooks import Hooks
+    from ._transport import Request, Response, Transport
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "INITIAL_RETRY_DELAY",
+    "MAX_RETRY_DELAY",
+    "RetryPolicy",
+    "Retrier",
+    "parse_retry_after",
+]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_RETRIES: Final = 2
+INITIAL_RETRY_DELAY: Final = 0.5
+RETRY_MULTIPLIER: Final = 2.0
+MAX_RETRY_DELAY: Final = 8.0
+MAX_RETRY_AFTER: Final = 60.0
+RETRY_STATUSES: Final = frozenset((408, 409, 429, 500, 502, 503, 504))
+
+logger = logging.getLogger("anyapi_async")
+
+#: Replaced by tests (and `anyapi_async.testing`) to make waits instant.
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class RetryPolicy:
+    """Which failures are retried, and how long to wait between attempts.
+
+    ``max_retries`` counts retries, so ``max_retries=2`` makes at most 3 attempts. Connection
+    errors and timeouts that happen before any response byte arrived are retried (the
+    server cannot have produced anything the caller saw), and so are the statuses in
+    ``retry_statuses``. ``jitter=True`` spreads each wait uniformly over ``[0, delay]``.
+    """
+
+    __slots__ = (
+        "initial_delay",
+        "jitter",
+        "max_delay",
+        "max_retries",
+        "max_retry_after",
+        "multiplier",
+        "retry_connection_errors",
+        "retry_statuses",
+        "retry_timeouts",
+    )
+
+    def __init__(
+        self,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        *,
+        initial_delay: float = INITIAL_RETRY_DELAY,
+        multiplier: float = RETRY_MULTIPLIER,
+        max_delay: float = MAX_RETRY_DELAY,
+        jitter: bool = True,
+        max_retry_after: float = MAX_RETRY_AFTER,
+        retry_statuses: Sequence[int] | frozenset[int] = RETRY_STATUSES,
+        retry_connection_errors: bool = True,
+        retry_timeouts: bool = True,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        for name, value in (
+            ("initial_delay", initial_delay),
+            ("max_delay", max_delay),
+            ("max_retry_after", max_retry_after),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if not multiplier >= 1:
+            raise ValueError(f"multiplier must be >= 1, got {multiplier!r}")
+        self.max_retries = max_retries
+        self.initial_delay = float(initial_delay)
+        self.multiplier = float(multiplier)
+        self.max_delay = float(max_delay)
+        self.jitter = jitter
+        self.max_retry_after = float(max_retry_after)
+        self.retry_statuses = frozenset(retry_statuses)
+        self.retry_connection_errors = retry_connection_errors
+        self.retry_timeouts = retry_timeouts
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryPolicy(max_retries={self.max_retries}, initial_delay={self.initial_delay}, "
+            f"multiplier={self.multiplier}, max_delay={self.max_delay}, jitter={self.jitter})"
+        )
+
+    def with_max_retries(self, max_retries: int) -> RetryPolicy:
+        """A copy with another ``max_retries``."""
+        if max_retries == self.max_retries:
+            return self
+        copy = RetryPolicy(max_retries)
+        for name in self.__slots__:
+            if name != "max_retries":
+                setattr(copy, name, getattr(self, name))
+        return copy
+
+    def backoff(self, retry: int, *, rand: Callable[[], float] = random.random) -> float:
+        """The computed wait before retry number ``retry`` (1-based)."""
+        cap = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        return cap * rand() if self.jitter else cap
+
+    def delay(
+        self,
+        retry: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        now: float | None = None,
+    ) -> float:
+        """The wait before retry ``retry``: the server's ``Retry-After`` if any, else backoff."""
+        if headers is not None:
+            after = parse_retry_after(headers, now=now)
+            if after is not None:
+                return min(after, self.max_retry_after)
+        return self.backoff(retry)
+
+    def should_retry(self, exc: BaseException, *, before_response: bool) -> bool:
+        """Whether ``exc`` is worth another attempt under this policy."""
+        if isinstance(exc, APIStatusError):
+            verdict = exc.headers.get("x-should-retry") if exc.headers else None
+            if verdict == "true":
+                return True
+            if verdict == "false":
+                return False
+            return exc.status_code in self.retry_statuses
+        if isinstance(exc, APITimeoutError):
+            return before_response and self.retry_timeouts
+        if isinstance(exc, APIConnectionError):
+            return before_response and self.retry_connection_errors
+        return False
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            ms = float(value)
+        except ValueError:
+            pass
+        else:
+            if ms >= 0 and ms == ms:
+                return ms / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return None
+    return seconds
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, APIStatusError):
+        return f"{exc.status_code} {type(exc).__name__}"
+    return type(exc).__name__
+
+
+class Retrier:
+    """Sends a request through the transport, retrying what the policy allows.
+
+    ``handle`` turns a 2xx `Response` into the call's result (reading and decoding the
+    body, or opening a stream up to its first event) and gets the `AttemptInfo` when hooks
+    are configured, else the attempt number. It runs inside the loop, so an error object
+    received with status 200 is retried like the status it names.
+    """
+
+    __slots__ = ("hooks", "transport")
+
+    def __init__(self, transport: Transport, hooks: Sequence[Hooks] = ()) -> None:
+        self.transport = transport
+        self.hooks = tuple(hooks)
+
+    async def send(
+        self,
+        request: Request,
+        handle: Callable[[Response, AttemptInfo | int], Awaitable[T]],
+        policy: RetryPolicy,
+        raise_for_status: Callable[[Response], Awaitable[None]],
+    ) -> T:
+        attempt = 0
+        hooks = self.hooks
+        loop = asyncio.get_running_loop()
+        while True:
+            attempt += 1
+            if attempt > 1:
+                request.headers["X-Retry-Count"] = str(attempt - 1)
+            info = None
+            if hooks:
+                info = AttemptInfo(request.method, request.url, attempt, request.stream)
+                for hook in hooks:
+                    hook.on_request(info)
+            before_response = True
+            try:
+                response = await self.transport.send(request)
+                before_response = False
+                if info is not None:
+                    for hook in hooks:
+                        hook.on_response(info, response.status, response.headers)
+                if not 200 <= response.status < 300:
+                    await raise_for_status(response)
+                return await handle(response, info or attempt)
+            except APIError as exc:
+                if attempt > policy.max_retries or not policy.should_retry(
+                    exc, before_response=before_response
+                ):
+                    exc.attempts = attempt
+                    if info is not None:
+                        for hook in hooks:
+                            hook.on_error(info, exc)
+                    raise
+                headers = exc.headers if isinstance(exc, APIStatusError) else None
+                delay = policy.delay(attempt, headers)
+                if request.deadline is not None and loop.time() + delay >= request.deadline:
+                    exc.attempts = attempt
+                    logger.info(
+                        "Not retrying %s %s after %s: the wait of %.2fs would pass the total "
+                        "timeout",
+                        request.method,
+                        request.url,
+                        _describe(exc),
+                        delay,
+                    )
+                    raise
+                logger.info(
+                    "Retrying %s %s in %.2fs (retry %d of %d) after %s",
+                    request.method,
+                    request.url,
+                    delay,
+                    attempt,
+                    policy.max_retries,
+                    _describe(exc),
+                )
+                if info is not None:
+                    for hook in hooks:
+                        hook.on_retry(info, delay, exc)
+                await _sleep(delay)

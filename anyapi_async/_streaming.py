@@ -1,0 +1,357 @@
+"""Streams: `AsyncStream` of chunks, and the events it can be made to end with."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+
+from ._decode import CHUNK_DECODER, JSON_DECODER, decode_lenient
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    error_from_payload,
+)
+from ._meta import ResponseInfo, Timings, request_id_of
+from ._sse import ServerSentEvent, SSEDecoder
+from ._types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChoiceDelta,
+    ChoiceDeltaFunctionCall,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+    ChunkChoice,
+)
+
+if TYPE_CHECKING:
+    from ._hooks import AttemptInfo, Hooks
+    from ._transport import Response, Watchdog
+
+__all__ = ["AsyncStream"]
+
+T = TypeVar("T")
+
+
+class _Closed(Exception):
+    """Raised into a pending read when another task closes the stream."""
+
+
+def _completion_as_chunk(completion: ChatCompletion) -> ChatCompletionChunk:
+    """A server that ignored ``stream=true`` and answered JSON: present it as one chunk."""
+    choices = []
+    for c in completion.choices:
+        m = c.message
+        tool_calls = None
+        if m.tool_calls:
+            tool_calls = [
+                ChoiceDeltaToolCall(
+                    index=i,
+                    id=tc.id,
+                    type=tc.type,
+                    function=ChoiceDeltaToolCallFunction(
+                        name=tc.function.name, arguments=tc.function.arguments
+                    ),
+                )
+                for i, tc in enumerate(m.tool_calls)
+            ]
+        fc = m.function_call
+        delta = ChoiceDelta(
+            role=m.role,
+            content=m.content,
+            refusal=m.refusal,
+            tool_calls=tool_calls,
+            function_call=None
+            if fc is None
+            else ChoiceDeltaFunctionCall(name=fc.name, arguments=fc.arguments),
+            reasoning_content=m.reasoning_content,
+            reasoning=m.reasoning,
+        )
+        choices.append(
+            ChunkChoice(
+                index=c.index, delta=delta, finish_reason=c.finish_reason, logprobs=c.logprobs
+            )
+        )
+    return ChatCompletionChunk(
+        id=completion.id,
+        created=completion.created,
+        model=completion.model,
+        choices=choices,
+        usage=completion.usage,
+        system_fingerprint=completion.system_fingerprint,
+        service_tier=completion.service_tier,
+    )
+
+
+class AsyncStream(Generic[T]):
+    """The chunks of a streamed completion, as they arrive.
+
+    Use it as an async iterator inside ``async with``; leaving the block, breaking out of
+    the loop, an exception or cancellation releases the connection::
+
+        stream = await client.chat.completions.create(model=m, messages=msgs, stream=True)
+        async with stream:
+            async for chunk in stream:
+                print(chunk.choices[0].delta.content or "", end="")
+
+    The stream ends normally on ``data: [DONE]``, or at the end of the body once every
+    choice has a ``finish_reason``. A body that ends any other way raises
+    `APIConnectionError`; an error event raises the matching `APIStatusError`.
+    `close` may be called from any task.
+    """
+
+    def __init__(
+        self,
+        response: Response,
+        *,
+        attempt: AttemptInfo | int,
+        timings: Timings,
+        max_event_size: int,
+        idle: float | None,
+        first_event_by: float | None,
+        hooks: tuple[Hooks, ...] = (),
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._response = response
+        self._chunks = response.chunks()
+        self._decoder = SSEDecoder(max_event_size)
+        self._backlog: list[bytes | ServerSentEvent] = []
+        self._json_chunk: ChatCompletionChunk | None = None
+        self._attempt = attempt
+        self._hooks = hooks
+        self._on_close = on_close
+        self._closed = False
+        self._done = False
+        self._iterator: AsyncIterator[T] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timings = timings
+        self._idle = idle
+        self._first_event_by = first_event_by
+        self._watchdog: Watchdog | None = None
+        self.usage: Any = None
+        attempts = attempt if isinstance(attempt, int) else attempt.attempt
+        #: Headers, request id, rate limits, timings and attempts of this stream.
+        self.http = ResponseInfo(response.status, response.headers, attempts, timings)
+
+    @property
+    def headers(self) -> Any:
+        """The response headers."""
+        return self._response.headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id (``x-request-id`` or similar), if it sent one."""
+        return request_id_of(self._response.headers)
+
+    async def _start(self) -> None:
+        """Read up to the first event, so errors before it can still be retried."""
+        response = self._response
+        if response.content_type in ("application/json", "text/json"):
+            # Some gateways answer errors (and some servers whole completions) as plain
+            # JSON even when a stream was asked for.
+            body = await response.read()
+            self._done = True
+            self._json_chunk = self._decode_slow(body)
+            return
+        self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
+        try:
+            while not self._backlog:
+                try:
+                    data = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    self._backlog = self._decoder.flush()
+                    break
+                self._backlog = self._decoder.feed(data)
+            # Check the first event now: an error event here is retried like a status.
+            for item in self._backlog:
+                payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
+                if payload.strip() and payload[:1] != b"[":
+                    self._decode(payload)
+                break
+        except BaseException:
+            await self.close()
+            raise
+
+    def _decode(self, payload: bytes) -> ChatCompletionChunk:
+        try:
+            chunk = CHUNK_DECODER.decode(payload)
+        except msgspec.ValidationError:
+            chunk = self._decode_slow(payload)
+        except msgspec.DecodeError as exc:
+            raise APIResponseValidationError(
+                "A stream event is not valid JSON", status_code=self._response.status, body=payload
+            ) from exc
+        if chunk.error is not None or chunk.object == "error":
+            raise error_from_payload(
+                JSON_DECODER.decode(payload),
+                self._response.status,
+                self._response.headers,
+                self.request_id,
+            )
+        return chunk
+
+    def _decode_slow(self, payload: bytes) -> ChatCompletionChunk:
+        try:
+            obj = JSON_DECODER.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise APIResponseValidationError(
+                "A stream event is not valid JSON", status_code=self._response.status, body=payload
+            ) from exc
+        if isinstance(obj, dict) and (obj.get("error") is not None or obj.get("object") == "error"):
+            raise error_from_payload(
+                obj, self._response.status, self._response.headers, self.request_id
+            )
+        if isinstance(obj, dict) and obj.get("object") == "chat.completion":
+            return _completion_as_chunk(msgspec.convert(obj, ChatCompletion, strict=False))
+        try:
+            return decode_lenient(payload, ChatCompletionChunk)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise APIResponseValidationError(
+                f"A stream event is not a chat.completion.chunk: {exc}",
+                status_code=self._response.status,
+                body=payload,
+            ) from exc
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        if self._iterator is None:
+            self._iterator = self._iterate()  # type: ignore[assignment]
+        assert self._iterator is not None
+        return self._iterator
+
+    async def __anext__(self) -> T:
+        return await self.__aiter__().__anext__()
+
+    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+        decode = CHUNK_DECODER.decode
+        decoder = self._decoder
+        watchdog = self._watchdog
+        time = self._loop.time
+        timings = self._timings
+        seen: set[int] = set()
+        finished: set[int] = set()
+        payloads = self._backlog
+        self._backlog = []
+        chunks = self._chunks
+        at_eof = False
+        try:
+            if self._json_chunk is not None:
+                timings.first_token = timings.finished = time()
+                yield self._json_chunk
+                return
+            while True:
+                for item in payloads:
+                    payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
+                    if payload[:1] == b"[" and payload.strip() == b"[DONE]":
+                        self._done = True
+                        break
+                    try:
+                        chunk = decode(payload)
+                    except (msgspec.ValidationError, msgspec.DecodeError):
+                        if not payload.strip():
+                            continue
+                        if at_eof:
+                            try:
+                                chunk = self._decode_slow(payload)
+                            except APIResponseValidationError as exc:
+                                raise APIConnectionError(
+                                    "The stream ended in the middle of an event"
+                                ) from exc
+                        else:
+                            chunk = self._decode_slow(payload)
+                    if chunk.error is not None or chunk.object == "error":
+                        self._decode(payload)
+                    if chunk.usage is not None:
+                        self.usage = chunk.usage
+                    for choice in chunk.choices:
+                        if choice.finish_reason is None:
+                            seen.add(choice.index)
+                        else:
+                            finished.add(choice.index)
+                    if timings.first_token is None:
+                        timings.first_token = time()
+                        if watchdog is not None:
+                            watchdog.first_event_seen()
+                    if watchdog is not None:
+                        watchdog.since = math.inf
+                        yield chunk
+                        watchdog.since = time()
+                    else:
+                        yield chunk
+                if self._done or at_eof:
+                    break
+                try:
+                    data = await chunks.__anext__()
+                except StopAsyncIteration:
+                    at_eof = True
+                    payloads = decoder.flush()
+                    continue
+                payloads = decoder.feed(data)
+            if not self._done and not (finished and seen <= finished):
+                raise APIConnectionError(
+                    "The stream ended before its end: no [DONE] and "
+                    + ("no finish_reason" if not finished else "not every choice finished")
+                )
+            if self._done and not at_eof:
+                await self._drain()
+            timings.finished = time()
+            if self._hooks and not isinstance(self._attempt, int):
+                for hook in self._hooks:
+                    hook.on_complete(self._attempt, self.usage)
+        except _Closed:
+            return
+        except APIConnectionError:
+            if self._closed:  # closed by the caller, maybe from another task: a quiet end
+                return
+            raise
+        finally:
+            await self.close()
+
+    async def _drain(self) -> None:
+        # Read what follows [DONE] (normally just the end of the chunked body) so the
+        # connection goes back to the pool; a server that keeps it open gets it closed.
+        try:
+            async for _ in self._chunks:
+                pass
+        except (APIConnectionError, _Closed):
+            self._response.close()
+
+    async def close(self) -> None:
+        """Release the connection; idempotent, and safe to call from another task."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        response = self._response
+        if self._done or response.at_eof():
+            response.release()
+        else:
+            # A reader in another task wakes with _Closed and ends quietly.
+            response.abort(_Closed())
+        if self._on_close is not None:
+            self._on_close()
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+        iterator = self._iterator
+        if iterator is not None:
+            await iterator.aclose()  # type: ignore[attr-defined]
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if not self._closed:
+            # Never schedule work from here: only warn, as unclosed files do.
+            _warn(
+                "AsyncStream was garbage-collected while open; use `async with stream:` "
+                "or `await stream.close()`",
+                ResourceWarning,
+                stacklevel=2,
+            )

@@ -1,0 +1,403 @@
+"""The only module that knows aiohttp: one pooled session, timeouts and error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import ssl
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ._config import Timeout
+from ._exceptions import APIConnectionError, APITimeoutError, ResponseTooLargeError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout_after
+else:  # pragma: no cover - exercised on 3.10 only
+    from async_timeout import timeout as _timeout_after
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "AiohttpTransport",
+    "Request",
+    "Response",
+    "Transport",
+    "Watchdog",
+]
+
+DEFAULT_MAX_CONNECTIONS: Final = 100
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 30.0
+DEFAULT_DNS_CACHE_TTL: Final = 300
+#: Largest non-streaming (or error) body read into memory.
+DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
+MAX_REDIRECTS: Final = 5
+_REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
+#: Headers that carry credentials and must not follow a redirect to another origin.
+_SECRET_HEADERS: Final = ("Authorization", "Proxy-Authorization", "Api-Key", "X-Api-Key")
+
+
+class Request:
+    """One HTTP attempt, fully prepared: the retry layer sends the same object again."""
+
+    __slots__ = ("body", "deadline", "headers", "method", "stream", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: Timeout,
+        stream: bool = False,
+        deadline: float | None = None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+        self.stream = stream
+        #: ``loop.time()`` by which the whole call must end (from ``Timeout.total``).
+        self.deadline = deadline
+
+
+class Transport(Protocol):
+    """What the retry layer needs from a transport."""
+
+    async def send(self, request: Request) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Response:
+    """An HTTP response whose body has not been read yet."""
+
+    __slots__ = ("_closed", "_resp", "headers", "status", "url")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self._closed = False
+        self.status: int = resp.status
+        self.headers: CIMultiDictProxy[str] = resp.headers
+        self.url = str(resp.url)
+
+    @property
+    def content_type(self) -> str:
+        return self._resp.content_type
+
+    async def read(self, limit: int = DEFAULT_MAX_RESPONSE_SIZE) -> bytes:
+        """The whole body, refusing one larger than ``limit`` bytes; releases the connection."""
+        resp = self._resp
+        try:
+            with map_errors():
+                length = resp.content_length
+                if length is not None and length <= limit:
+                    return await resp.read()
+                if length is not None:
+                    raise _too_large(limit)
+                parts: list[bytes] = []
+                size = 0
+                content = resp.content
+                while data := await content.readany():
+                    size += len(data)
+                    if size > limit:
+                        raise _too_large(limit)
+                    parts.append(data)
+                return b"".join(parts)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a transfer that breaks raises `APIConnectionError`."""
+        readany = self._resp.content.readany
+        with map_errors(reading_stream=True):
+            while data := await readany():
+                yield data
+
+    def at_eof(self) -> bool:
+        """Whether the whole body has been received."""
+        return self._resp.content.at_eof()
+
+    def release(self) -> None:
+        """Give the connection back to the pool (or close it if the body was not read)."""
+        if not self._closed:
+            self._closed = True
+            self._resp.release()
+
+    def close(self) -> None:
+        """Close the connection at once; safe to call from any task, any number of times."""
+        self._closed = True
+        self._resp.close()
+
+    def abort(self, exc: BaseException) -> None:
+        """Wake a pending read with ``exc`` and drop the connection."""
+        if not self._resp.content.is_eof():
+            self._resp.content.set_exception(exc)
+        self.close()
+
+    def watchdog(
+        self, loop: AbstractEventLoop, idle: float | None, first_event_by: float | None
+    ) -> Watchdog | None:
+        """A timer that aborts this response when stream events stop coming."""
+        if idle is None and first_event_by is None:
+            return None
+        return Watchdog(self, loop, idle, first_event_by)
+
+
+class Watchdog:
+    """Enforces the ``idle`` and ``first_event`` limits of a stream without per-event timers.
+
+    The stream sets `since` to the loop time when it starts waiting for an event and to
+    ``inf`` while the caller holds one; a single timer handle re-arms itself and fires only
+    if a wait has lasted too long. That costs two attribute stores per event instead of a
+    timer per event.
+    """
+
+    __slots__ = ("_first_by", "_handle", "_idle", "_loop", "_response", "fired", "since")
+
+    def __init__(
+        self,
+        response: Response,
+        loop: AbstractEventLoop,
+        idle: float | None,
+        first_event_by: float | None,
+    ) -> None:
+        self._response = response
+        self._loop = loop
+        self._idle = idle
+        self._first_by = first_event_by
+        self.since = loop.time()
+        self.fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(self._deadline())
+
+    def _deadline(self) -> float:
+        idle_by = self.since + self._idle if self._idle is not None else math.inf
+        if self._first_by is not None:
+            return min(idle_by, self._first_by)
+        return idle_by
+
+    def _arm(self, when: float) -> None:
+        if when == math.inf:
+            # Not waiting now: look again one idle period later.
+            when = self._loop.time() + (self._idle or 1.0)
+        self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        deadline = self._deadline()
+        if self._loop.time() < deadline:
+            self._arm(deadline)
+            return
+        first = self._first_by is not None and deadline == self._first_by
+        self.fired = "first_event" if first else "idle"
+        what = "the first stream event" if first else "the next stream event"
+        self._handle = None
+        self._response.abort(
+            APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
+        )
+
+    def first_event_seen(self) -> None:
+        """Lift the ``first_event`` limit once an event has arrived."""
+        self._first_by = None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _too_large(limit: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"Response body exceeds max_response_size ({limit} bytes); "
+        "raise the limit if such bodies are expected."
+    )
+
+
+@contextlib.contextmanager
+def map_errors(*, reading_stream: bool = False) -> Iterator[None]:
+    """Translate aiohttp and timeout errors into the library's, cause chained."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise APITimeoutError("Timed out connecting to the server", limit="connect") from exc
+    except aiohttp.SocketTimeoutError as exc:
+        raise APITimeoutError(
+            "Timed out reading from the server (read limit)", limit="read"
+        ) from exc
+    except asyncio.TimeoutError as exc:
+        raise APITimeoutError("Request exceeded its total timeout", limit="total") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise APIConnectionError(f"The response was cut before its end: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        what = "The stream broke" if reading_stream else "Connection error"
+        raise APIConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _origin(url: URL) -> tuple[str | None, str | None, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+class AiohttpTransport:
+    """Sends requests through one `aiohttp.ClientSession` with a pooled connector.
+
+    The session is created on first use inside the running loop, so a transport (and the
+    client holding it) may be built at import time. A caller-owned session is used as is and
+    never closed here.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_host: int = 0,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        verify: bool | ssl.SSLContext = True,
+        trust_env: bool = False,
+    ) -> None:
+        self._session = session
+        self._owns_session = session is None
+        self._loop: AbstractEventLoop | None = None
+        self._limits = (max_connections, max_connections_per_host, keepalive_timeout)
+        self._verify = verify
+        self._trust_env = trust_env
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and (self._loop is loop or not self._owns_session):
+            return session
+        if self._closed:
+            raise RuntimeError("Cannot send a request: the client has been closed.")
+        if session is not None and self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError(
+                "This AsyncClient is bound to another event loop that is still open. "
+                "Create one client per event loop."
+            )
+        if session is not None:
+            # The old loop is gone together with its sockets; forget that session quietly.
+            session.detach()
+        limit, per_host, keepalive = self._limits
+        connector = aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=per_host,
+            keepalive_timeout=keepalive,
+            ttl_dns_cache=DEFAULT_DNS_CACHE_TTL,
+            ssl=self._verify if isinstance(self._verify, ssl.SSLContext) else bool(self._verify),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, trust_env=self._trust_env, auto_decompress=True
+        )
+        self._loop = loop
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        """Send ``request`` and return once the response headers are in."""
+        session = self._get_session()
+        timeout = request.timeout
+        client_timeout: Any = timeout._aiohttp
+        if client_timeout is None:
+            client_timeout = timeout._aiohttp = aiohttp.ClientTimeout(
+                total=None, sock_connect=timeout.connect, sock_read=timeout.read
+            )
+        if request.deadline is not None:
+            remaining = request.deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise APITimeoutError("Request exceeded its total timeout", limit="total")
+            client_timeout = aiohttp.ClientTimeout(
+                total=remaining, sock_connect=timeout.connect, sock_read=timeout.read
+            )
+        url = request.url
+        headers: Mapping[str, str] = request.headers
+        for _ in range(MAX_REDIRECTS + 1):
+            with map_errors():
+                if timeout.first_event is None:
+                    resp = await session.request(
+                        request.method,
+                        url,
+                        data=request.body,
+                        headers=headers,
+                        timeout=client_timeout,
+                        allow_redirects=False,
+                    )
+                else:
+                    try:
+                        async with _timeout_after(timeout.first_event):
+                            resp = await session.request(
+                                request.method,
+                                url,
+                                data=request.body,
+                                headers=headers,
+                                timeout=client_timeout,
+                                allow_redirects=False,
+                            )
+                    except asyncio.TimeoutError as exc:
+                        if isinstance(exc, aiohttp.ClientError):
+                            raise
+                        raise APITimeoutError(
+                            "Timed out waiting for the response headers (first_event limit)",
+                            limit="first_event",
+                        ) from exc
+            if resp.status not in _REDIRECTS or "Location" not in resp.headers:
+                return Response(resp)
+            headers = self._redirect_headers(resp, headers)
+            url = str(resp.url.join(URL(resp.headers["Location"])))
+            resp.release()
+        raise APIConnectionError(f"Too many redirects (more than {MAX_REDIRECTS})")
+
+    @staticmethod
+    def _redirect_headers(
+        resp: aiohttp.ClientResponse, headers: Mapping[str, str]
+    ) -> Mapping[str, str]:
+        # Credentials go only to the origin they were meant for (aiohttp does the same in
+        # recent versions; we follow redirects ourselves so every version behaves alike).
+        target = resp.url.join(URL(resp.headers["Location"]))
+        if _origin(target) == _origin(resp.url):
+            return headers
+        lowered = {h.lower() for h in _SECRET_HEADERS}
+        return {k: v for k, v in headers.items() if k.lower() not in lowered}
+
+    async def aclose(self) -> None:
+        """Close the session if we own it; idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is None or not self._owns_session or session.closed:
+            return
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop() and loop.is_closed():
+            session.detach()
+            return
+        await session.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        session = self._session
+        if self._owns_session and session is not None and not session.closed:
+            # Never schedule work here: the loop may be closing or closed already.
+            _warn(
+                "AsyncClient was garbage-collected without being closed; use "
+                "`async with AsyncClient() as client:` or `await client.aclose()`.",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            session.detach()

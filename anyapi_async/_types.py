@@ -1,0 +1,507 @@
+"""Wire types: msgspec Structs for responses and chunks, TypedDicts for request parameters.
+
+Responses decode straight from bytes. Unknown fields are ignored (msgspec's default), and
+every field has a default, so a provider that leaves one out or adds its own never breaks
+decoding. Fields that providers send as ``null`` are typed ``X | None``; for the few that
+should never be null (``id``, ``index``…), `decode_lenient` drops stray nulls
+on a slow second pass (`_decode.py`) instead of typing everything as optional.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union
+
+import msgspec
+
+from ._config import Timeout
+
+if TYPE_CHECKING:
+    from ._meta import ResponseInfo
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionMessage",
+    "ChatCompletionMessageToolCall",
+    "ChatCompletionTokenLogprob",
+    "Choice",
+    "ChoiceDelta",
+    "ChoiceDeltaFunctionCall",
+    "ChoiceDeltaToolCall",
+    "ChoiceDeltaToolCallFunction",
+    "ChoiceLogprobs",
+    "ChunkChoice",
+    "CompletionTokensDetails",
+    "CompletionUsage",
+    "ErrorObject",
+    "Function",
+    "FunctionCall",
+    "Model",
+    "ModelList",
+    "PromptTokensDetails",
+    "TopLogprob",
+]
+
+
+class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Common config: keyword construction, and defaults left out when re-encoded."""
+
+
+# --- logprobs -----------------------------------------------------------------------------
+
+
+class TopLogprob(_Base):
+    """One alternative token at a position."""
+
+    token: str = ""
+    logprob: float = 0.0
+    bytes: list[int] | None = None
+
+
+class ChatCompletionTokenLogprob(_Base):
+    """A generated token with its log probability and the most likely alternatives."""
+
+    token: str = ""
+    logprob: float = 0.0
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(_Base):
+    """Log probabilities of a choice's content (and refusal) tokens."""
+
+    content: list[ChatCompletionTokenLogprob] | None = None
+    refusal: list[ChatCompletionTokenLogprob] | None = None
+
+
+# --- non-streaming ------------------------------------------------------------------------
+
+
+class FunctionCall(_Base):
+    """A function name and its JSON-encoded arguments."""
+
+    name: str = ""
+    arguments: str = ""
+
+
+Function = FunctionCall
+
+
+class ChatCompletionMessageToolCall(_Base):
+    """A tool call the model asked for."""
+
+    id: str = ""
+    type: str = "function"
+    function: FunctionCall = msgspec.field(default_factory=FunctionCall)
+
+
+class ChatCompletionMessage(_Base):
+    """The assistant's message in a choice."""
+
+    role: str = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+    function_call: FunctionCall | None = None
+    #: Reasoning text that some providers add (DeepSeek, vLLM: ``reasoning_content``;
+    #: OpenRouter and others: ``reasoning``).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+
+
+class Choice(_Base):
+    """One completion choice."""
+
+    index: int = 0
+    message: ChatCompletionMessage = msgspec.field(default_factory=ChatCompletionMessage)
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class PromptTokensDetails(_Base):
+    """Breakdown of the prompt tokens."""
+
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class CompletionTokensDetails(_Base):
+    """Breakdown of the completion tokens."""
+
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+
+class CompletionUsage(_Base):
+    """Token counts of a request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    #: Cost that some gateways report (OpenRouter-style ``usage.cost``).
+    cost: float | None = None
+
+
+class ErrorObject(_Base):
+    """An ``{"error": {...}}`` object; ``code`` is an int on AnyAPI, a string on OpenAI."""
+
+    message: str = ""
+    type: str | None = None
+    code: int | str | None = None
+    param: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ChatCompletion(_Base, dict=True):
+    """A ``chat.completion`` object.
+
+    ``completion.http`` holds the HTTP facts of the call that produced it (headers, request
+    id, rate limits, timings, attempts); it is ``None`` for one built by hand.
+    """
+
+    id: str = ""
+    object: str = "chat.completion"
+    created: int = 0
+    model: str = ""
+    choices: list[Choice] = []
+    usage: CompletionUsage | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    #: Set when a gateway answers an error object with a 2xx status; never returned to users.
+    error: ErrorObject | None = None
+
+    @property
+    def http(self) -> ResponseInfo | None:
+        """Headers, request id, rate limits and timings of the response (not a wire field)."""
+        info: ResponseInfo | None = self.__dict__.get("_http")
+        return info
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+class ChoiceDeltaFunctionCall(_Base):
+    """A fragment of a legacy function call."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCallFunction(_Base):
+    """A fragment of a tool call's function: the name once, arguments in pieces."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCall(_Base):
+    """A fragment of a tool call, merged by ``index`` across chunks."""
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: ChoiceDeltaToolCallFunction | None = None
+
+
+class ChoiceDelta(_Base):
+    """What a chunk adds to a choice."""
+
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
+    function_call: ChoiceDeltaFunctionCall | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class ChunkChoice(_Base):
+    """One choice's piece of a chunk."""
+
+    index: int = 0
+    delta: ChoiceDelta = msgspec.field(default_factory=ChoiceDelta)
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(_Base):
+    """A ``chat.completion.chunk`` event of a stream."""
+
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int = 0
+    model: str = ""
+    choices: list[ChunkChoice] = []
+    usage: CompletionUsage | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    #: Set when the event is an error object; the stream raises instead of yielding it.
+    error: ErrorObject | None = None
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+class Model(_Base):
+    """An entry of ``GET /models``."""
+
+    id: str = ""
+    object: str = "model"
+    created: int | None = None
+    owned_by: str | None = None
+
+
+class ModelList(_Base):
+    """The answer of ``GET /models``."""
+
+    object: str = "list"
+    data: list[Model] = []
+
+
+# --- request parameters (TypedDicts: callers pass plain dicts) ----------------------------
+
+
+class _ImageURLRequired(TypedDict):
+    url: str
+
+
+class ImageURL(_ImageURLRequired, total=False):
+    detail: Literal["auto", "low", "high"]
+
+
+class InputAudio(TypedDict):
+    data: str
+    format: str
+
+
+class ContentPartText(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class ContentPartImage(TypedDict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ContentPartAudio(TypedDict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class ContentPartFile(TypedDict):
+    type: Literal["file"]
+    file: dict[str, str]
+
+
+ContentPart = Union[ContentPartText, ContentPartImage, ContentPartAudio, ContentPartFile]
+
+
+class FunctionCallParam(TypedDict):
+    name: str
+    arguments: str
+
+
+class ToolCallParam(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallParam
+
+
+class _DeveloperMessageParamRequired(TypedDict):
+    role: Literal["developer"]
+    content: str | list[ContentPartText]
+
+
+class DeveloperMessageParam(_DeveloperMessageParamRequired, total=False):
+    name: str
+
+
+class _SystemMessageParamRequired(TypedDict):
+    role: Literal["system"]
+    content: str | list[ContentPartText]
+
+
+class SystemMessageParam(_SystemMessageParamRequired, total=False):
+    name: str
+
+
+class _UserMessageParamRequired(TypedDict):
+    role: Literal["user"]
+    content: str | list[ContentPart]
+
+
+class UserMessageParam(_UserMessageParamRequired, total=False):
+    name: str
+
+
+class _AssistantMessageParamRequired(TypedDict):
+    role: Literal["assistant"]
+
+
+class AssistantMessageParam(_AssistantMessageParamRequired, total=False):
+    content: str | list[ContentPartText] | None
+    refusal: str | None
+    name: str
+    tool_calls: list[ToolCallParam]
+    function_call: FunctionCallParam | None
+
+
+class ToolMessageParam(TypedDict):
+    role: Literal["tool"]
+    content: str | list[ContentPartText]
+    tool_call_id: str
+
+
+class FunctionMessageParam(TypedDict):
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+ChatCompletionMessageParam = Union[
+    DeveloperMessageParam,
+    SystemMessageParam,
+    UserMessageParam,
+    AssistantMessageParam,
+    ToolMessageParam,
+    FunctionMessageParam,
+]
+
+
+class _FunctionDefinitionRequired(TypedDict):
+    name: str
+
+
+class FunctionDefinition(_FunctionDefinitionRequired, total=False):
+    description: str
+    parameters: dict[str, Any]
+    strict: bool | None
+
+
+class ToolParam(TypedDict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoiceFunction(TypedDict):
+    name: str
+
+
+class NamedToolChoice(TypedDict):
+    type: Literal["function"]
+    function: NamedToolChoiceFunction
+
+
+ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
+
+
+class _JSONSchemaFormatRequired(TypedDict):
+    name: str
+
+
+class JSONSchemaFormat(_JSONSchemaFormatRequired, total=False):
+    description: str
+    schema: dict[str, Any]
+    strict: bool | None
+
+
+class ResponseFormatText(TypedDict):
+    type: Literal["text"]
+
+
+class ResponseFormatJSONObject(TypedDict):
+    type: Literal["json_object"]
+
+
+class ResponseFormatJSONSchema(TypedDict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Union[ResponseFormatText, ResponseFormatJSONObject, ResponseFormatJSONSchema]
+
+
+class StreamOptions(TypedDict, total=False):
+    include_usage: bool
+    include_obfuscation: bool
+
+
+class Prediction(TypedDict):
+    type: Literal["content"]
+    content: str | list[ContentPartText]
+
+
+class AudioParam(TypedDict):
+    voice: str
+    format: str
+
+
+__all__ += [
+    "AssistantMessageParam",
+    "ChatCompletionMessageParam",
+    "ContentPart",
+    "DeveloperMessageParam",
+    "FunctionDefinition",
+    "ResponseFormat",
+    "StreamOptions",
+    "SystemMessageParam",
+    "ToolChoice",
+    "ToolMessageParam",
+    "ToolParam",
+    "UserMessageParam",
+]
+
+
+class CompletionCreateParams(TypedDict, total=False):
+    """Every ``create()`` parameter besides ``model``, ``messages`` and ``stream``.
+
+    Wire parameters are sent exactly as given; the last six are client options.
+    """
+
+    audio: AudioParam | None
+    frequency_penalty: float | None
+    function_call: Literal["none", "auto"] | NamedToolChoiceFunction
+    functions: list[FunctionDefinition]
+    logit_bias: dict[str, int] | None
+    logprobs: bool | None
+    max_completion_tokens: int | None
+    max_tokens: int | None
+    metadata: dict[str, str] | None
+    modalities: list[Literal["text", "audio"]] | None
+    n: int | None
+    parallel_tool_calls: bool
+    prediction: Prediction | None
+    presence_penalty: float | None
+    prompt_cache_key: str
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None
+    response_format: ResponseFormat
+    safety_identifier: str
+    seed: int | None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None
+    stop: str | list[str] | None
+    store: bool | None
+    stream_options: StreamOptions | None
+    temperature: float | None
+    tool_choice: ToolChoice
+    tools: list[ToolParam]
+    top_logprobs: int | None
+    top_p: float | None
+    user: str
+    verbosity: Literal["low", "medium", "high"] | None
+    web_search_options: dict[str, Any]
+    # client options, never sent as body fields
+    extra_headers: dict[str, str] | None
+    extra_query: dict[str, str] | None
+    extra_body: dict[str, Any] | None
+    timeout: float | Timeout | None
+    max_retries: int
+    idempotency_key: str | None
+
+
+__all__ += ["CompletionCreateParams"]
