@@ -1,0 +1,57 @@
+"""Shared fixtures: a mocked endpoint (aioresponses) and instant retries."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import aioresponses.core as aioresponses_core
+import pytest
+from aioresponses import aioresponses
+
+import anyapi_async
+from anyapi_async import _retry
+
+BASE_URL = "https://api.test/v1"
+API_KEY = "sk-test-SECRET-key-0123456789"
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds ClientResponse without ``stream_writer``, which aiohttp 3.14
+    requires (aioresponses issue #289). Supplying a writer stub keeps the mocks working on
+    the newest aiohttp, so the suite needs no aiohttp pin."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[misc]
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make retry waits instant; the list records each wait asked for."""
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(_retry, "_sleep", sleep)
+    return waits
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    """aioresponses for request-shape and error-mapping unit tests (no sockets)."""
+    with aioresponses() as m:
+        yield m
+
+
+@pytest.fixture
+async def client(no_backoff: list[float]) -> AsyncIterator[anyapi_async.AsyncClient]:
+    """A client pointed at the mocked base URL."""
+    async with anyapi_async.AsyncClient(api_key=API_KEY, base_url=BASE_URL) as c:
+        yield c

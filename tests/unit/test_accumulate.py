@@ -1,0 +1,236 @@
+"""Folding chunks into a final completion, with the tool-call quirks of real servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from anyapi_async import ChatCompletionChunk, ChunkAccumulator
+
+
+def chunk(choices: list[dict[str, Any]], **extra: Any) -> ChatCompletionChunk:
+    body = {"id": "c1", "model": "m", "created": 5, "choices": choices, **extra}
+    return msgspec.convert(body, ChatCompletionChunk)
+
+
+def fold(chunks: list[ChatCompletionChunk]) -> Any:
+    acc = ChunkAccumulator()
+    for c in chunks:
+        acc.add(c)
+    return acc.completion()
+
+
+def tc(**kw: Any) -> dict[str, Any]:
+    return {"index": 0, "delta": {"tool_calls": [kw]}}
+
+
+def test_text_n2_usage_and_fingerprint() -> None:
+    """Interleaved choices, an empty-choices usage chunk and system_fingerprint."""
+    final = fold(
+        [
+            chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}]),
+            chunk([{"index": 1, "delta": {"role": "assistant", "content": "B"}}]),
+            chunk([{"index": 0, "delta": {"content": "A"}}], system_fingerprint="fp_1"),
+            chunk([{"index": 1, "delta": {"content": "b"}, "finish_reason": "length"}]),
+            chunk([{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]),
+            chunk([], usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+        ]
+    )
+    assert [c.message.content for c in final.choices] == ["Aa", "Bb"]
+    assert [c.finish_reason for c in final.choices] == ["stop", "length"]
+    assert final.usage.total_tokens == 7
+    assert (final.id, final.model, final.created, final.system_fingerprint) == (
+        "c1",
+        "m",
+        5,
+        "fp_1",
+    )
+    assert final.object == "chat.completion"
+
+
+def test_tool_calls_merged_by_index() -> None:
+    """id and name once, arguments in fragments, two parallel calls."""
+    final = fold(
+        [
+            chunk(
+                [tc(index=0, id="call_a", type="function", function={"name": "f", "arguments": ""})]
+            ),
+            chunk([tc(index=0, function={"arguments": '{"x"'})]),
+            chunk(
+                [
+                    tc(
+                        index=1,
+                        id="call_b",
+                        type="function",
+                        function={"name": "g", "arguments": "{}"},
+                    )
+                ]
+            ),
+            chunk([tc(index=0, function={"arguments": ": 1}"})]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    calls = final.choices[0].message.tool_calls
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("call_a", "f", '{"x": 1}'),
+        ("call_b", "g", "{}"),
+    ]
+    assert final.choices[0].message.content is None
+
+
+def test_repeated_id_and_name_are_not_concatenated() -> None:
+    """Servers that repeat the full id and name in every fragment."""
+    final = fold(
+        [
+            chunk(
+                [tc(index=0, id="c", type="function", function={"name": "get", "arguments": "{"})]
+            ),
+            chunk(
+                [tc(index=0, id="c", type="function", function={"name": "get", "arguments": "}"})]
+            ),
+        ]
+    )
+    call = final.choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name, call.function.arguments) == ("c", "get", "{}")
+
+
+def test_no_index_and_first_index_one() -> None:
+    """Fragments without index follow ids; a first index of 1 is fine."""
+    no_index = fold(
+        [
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{"}}]
+                        },
+                    }
+                ]
+            ),
+            chunk([{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": "}"}}]}}]),
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {"id": "b", "function": {"name": "g", "arguments": "[]"}}
+                            ]
+                        },
+                    }
+                ]
+            ),
+        ]
+    )
+    assert [(c.id, c.function.arguments) for c in no_index.choices[0].message.tool_calls] == [
+        ("a", "{}"),
+        ("b", "[]"),
+    ]
+    one = fold([chunk([tc(index=1, id="x", function={"name": "h", "arguments": "{}"})])])
+    assert one.choices[0].message.tool_calls[0].id == "x"
+
+
+def test_two_fragments_same_index_in_one_delta() -> None:
+    """Two fragments for one index inside a single delta append in order."""
+    final = fold(
+        [
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "c",
+                                    "function": {"name": "f", "arguments": '{"a":'},
+                                },
+                                {"index": 0, "function": {"arguments": "2}"}},
+                            ]
+                        },
+                    }
+                ]
+            )
+        ]
+    )
+    assert final.choices[0].message.tool_calls[0].function.arguments == '{"a":2}'
+
+
+def test_same_index_new_id_starts_new_call() -> None:
+    """A server that numbers every parallel call 0 still gives separate calls."""
+    final = fold(
+        [
+            chunk([tc(index=0, id="a", function={"name": "f", "arguments": "{}"})]),
+            chunk([tc(index=0, id="b", function={"name": "g", "arguments": "{}"})]),
+        ]
+    )
+    assert [c.id for c in final.choices[0].message.tool_calls] == ["a", "b"]
+
+
+def test_legacy_function_call_logprobs_refusal_reasoning() -> None:
+    """function_call deltas, logprob lists, refusal and reasoning accumulate."""
+    lp = {"token": "x", "logprob": -0.1, "bytes": [120], "top_logprobs": []}
+    final = fold(
+        [
+            chunk([{"index": 0, "delta": {"function_call": {"name": "f", "arguments": ""}}}]),
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"function_call": {"arguments": "{}"}},
+                        "logprobs": {"content": [lp]},
+                    }
+                ]
+            ),
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"refusal": "no", "reasoning_content": "r1", "reasoning": "s"},
+                        "logprobs": {"content": [lp]},
+                    }
+                ]
+            ),
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"refusal": "pe", "reasoning_content": "r2"},
+                        "finish_reason": "function_call",
+                    }
+                ]
+            ),
+        ]
+    )
+    m = final.choices[0].message
+    assert (m.function_call.name, m.function_call.arguments) == ("f", "{}")
+    assert (m.refusal, m.reasoning_content, m.reasoning) == ("nope", "r1r2", "s")
+    assert [e.token for e in final.choices[0].logprobs.content] == ["x", "x"]
+
+
+def test_usage_on_every_chunk_last_wins() -> None:
+    """Running usage totals on every chunk: the last one is kept."""
+    final = fold(
+        [
+            chunk(
+                [{"index": 0, "delta": {"content": "a"}}],
+                usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            ),
+            chunk(
+                [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}],
+                usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            ),
+        ]
+    )
+    assert final.usage.completion_tokens == 2
+
+
+def test_accumulation_is_linear() -> None:
+    """100,000 one-character deltas fold quickly into one string (no quadratic joins)."""
+    acc = ChunkAccumulator()
+    piece = chunk([{"index": 0, "delta": {"content": "x"}}])
+    for _ in range(100_000):
+        acc.add(piece)
+    assert acc.text() == "x" * 100_000
