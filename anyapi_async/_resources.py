@@ -11,6 +11,7 @@ from ._chat_stream import ChatCompletionStreamManager
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
+    ChatCompletionMessage,
     ChatCompletionMessageParam,
     CompletionCreateParams,
     ModelList,
@@ -30,6 +31,9 @@ CLIENT_OPTIONS: Final = frozenset(
 )
 WIRE_PARAMS: Final = frozenset(CompletionCreateParams.__annotations__) - CLIENT_OPTIONS
 MAX_TOP_LOGPROBS: Final = 20
+
+#: A message dict, or a response message sent back as part of the history.
+MessageInput = ChatCompletionMessageParam | ChatCompletionMessage
 
 _encoder = msgspec.json.Encoder()
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
@@ -123,7 +127,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessageParam],
+        messages: Sequence[MessageInput],
         stream: Literal[False] = False,
         **params: Unpack[CompletionCreateParams],
     ) -> ChatCompletion: ...
@@ -133,7 +137,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessageParam],
+        messages: Sequence[MessageInput],
         stream: Literal[True],
         **params: Unpack[CompletionCreateParams],
     ) -> AsyncStream[ChatCompletionChunk]: ...
@@ -143,7 +147,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessageParam],
+        messages: Sequence[MessageInput],
         stream: bool,
         **params: Unpack[CompletionCreateParams],
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
@@ -152,7 +156,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessageParam],
+        messages: Sequence[MessageInput],
         stream: bool = False,
         **params: Unpack[CompletionCreateParams],
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
@@ -183,7 +187,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessageParam],
+        messages: Sequence[MessageInput],
         **params: Unpack[CompletionCreateParams],
     ) -> ChatCompletionStreamManager:
         """Stream a completion with helpers; use with ``async with``.

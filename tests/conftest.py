@@ -28,7 +28,7 @@ class _CompatResponse(aiohttp.ClientResponse):
         super().__init__(*args, **kwargs)
 
 
-aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[misc]
+aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from anyapi_async import ResponseTooLargeError, SSEDecoder, ServerSentEvent
+from anyapi_async import ResponseTooLargeError, ServerSentEvent, SSEDecoder
 
 
 def decode_all(chunks: list[bytes], **kwargs: int) -> list[bytes | ServerSentEvent]:
@@ -111,7 +111,7 @@ EXPECTED = [b'{"a": "\xc3\xa9"}', b"p", b"line1\nline2", b'{"b":2}', b"[DONE]"]
 def test_any_split_gives_same_events(cuts: list[int]) -> None:
     """However the network splits the bytes, the same events come out."""
     points = sorted(set(cuts))
-    chunks = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)])]
+    chunks = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
     assert payloads(decode_all(chunks)) == EXPECTED
 
 
