@@ -292,7 +292,7 @@ class AsyncStream(Generic[T]):
                 payloads = decoder.feed(data)
             if not self._done and not (finished and seen <= finished):
                 raise APIConnectionError(
-                    "The stream ended before its end: no [DONE] and "
+                    "The stream ended early: no [DONE] and "
                     + ("no finish_reason" if not finished else "not every choice finished")
                 )
             if self._done and not at_eof:
