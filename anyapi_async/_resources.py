@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, overload
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
+from . import _parsing, _tools
 from ._chat_stream import ChatCompletionStreamManager
 from ._types import (
     ChatCompletion,
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._client import AsyncClient
+    from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
     from ._streaming import AsyncStream
+    from ._tools import FunctionTool, ToolCallResult, ToolRunParams, ToolRunResult
 
 __all__ = ["Chat", "Completions", "Models"]
 
@@ -31,6 +34,8 @@ CLIENT_OPTIONS: Final = frozenset(
 )
 WIRE_PARAMS: Final = frozenset(CompletionCreateParams.__annotations__) - CLIENT_OPTIONS
 MAX_TOP_LOGPROBS: Final = 20
+
+T = TypeVar("T")
 
 #: A message dict, or a response message sent back as part of the history.
 MessageInput = ChatCompletionMessageParam | ChatCompletionMessage
@@ -209,6 +214,91 @@ class Completions:
             return await client._send_stream(request, options)
 
         return ChatCompletionStreamManager(open_stream)
+
+    async def parse(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        response_format: type[T],
+        **params: Unpack[ParseParams],
+    ) -> ParsedChatCompletion[T]:
+        """Create a completion whose reply is JSON decoded into ``response_format``.
+
+        ``response_format`` is a msgspec Struct (or any type msgspec can describe); the
+        request asks for its JSON schema. ``choices[i].message.parsed`` holds the decoded
+        object, ``None`` on a refusal. Raises `ContentValidationError` when a reply does
+        not decode into the type. See `anyapi_async._parsing`.
+
+        Example::
+
+            class Person(msgspec.Struct):
+                name: str
+                age: int
+
+            c = await client.chat.completions.parse(
+                model="gpt-5", messages=msgs, response_format=Person
+            )
+            person = c.choices[0].message.parsed
+        """
+        return await _parsing.parse(self, model, messages, response_format, params)
+
+    def stream_parse(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        response_format: type[T],
+        **params: Unpack[ParseParams],
+    ) -> ParsedChatCompletionStreamManager[T]:
+        """`stream` with `parse`'s ``response_format``: text as it arrives, the object at the end.
+
+        Example::
+
+            async with client.chat.completions.stream_parse(
+                model=m, messages=msgs, response_format=Person
+            ) as s:
+                async for text in s.text_deltas():
+                    print(text, end="")
+                person = await s.get_final_parsed()
+        """
+        return _parsing.stream_parse(self, model, messages, response_format, params)
+
+    async def run_tools(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        tools: Sequence[FunctionTool[Any, Any] | Callable[..., Any]],
+        max_rounds: int = _tools.DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = None,
+        on_tool_result: Callable[[ToolCallResult], Awaitable[None] | None] | None = None,
+        **params: Unpack[ToolRunParams],
+    ) -> ToolRunResult:
+        """Let the model call Python functions until it answers; see `anyapi_async._tools`.
+
+        ``tools`` are async or sync functions (or `function_tool` objects). The calls of a
+        round run concurrently; a bad argument, an exception or a ``tool_timeout`` becomes
+        an error message for the model. Raises `ToolRoundsExceededError` when the model
+        still wants tools after ``max_rounds`` requests.
+
+        Example::
+
+            result = await client.chat.completions.run_tools(
+                model="gpt-5", messages=msgs, tools=[get_weather]
+            )
+            print(result.content)
+        """
+        return await _tools.run_tools(
+            self,
+            model=model,
+            messages=messages,
+            tools=tools,
+            max_rounds=max_rounds,
+            tool_timeout=tool_timeout,
+            on_tool_result=on_tool_result,
+            params=params,
+        )
 
 
 class Chat:
