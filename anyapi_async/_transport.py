@@ -290,14 +290,14 @@ class AiohttpTransport:
             return session
         if self._closed:
             raise RuntimeError("Cannot send a request: the client has been closed.")
-        if session is not None and self._loop is not None and not self._loop.is_closed():
-            raise RuntimeError(
-                "This AsyncClient is bound to another event loop that is still open. "
-                "Create one client per event loop."
-            )
         if session is not None:
-            # The old loop is gone together with its sockets; forget that session quietly.
-            session.detach()
+            # Its pooled sockets belong to the other loop and cannot be moved or, once that
+            # loop is closed, even closed cleanly: refuse instead of hanging or leaking.
+            raise RuntimeError(
+                "This AsyncClient's connection pool belongs to another event loop (the one "
+                "it was first used in). Create one client per event loop, for example with "
+                "`async with AsyncClient() as client:` inside your async main."
+            )
         limit, per_host, keepalive = self._limits
         connector = aiohttp.TCPConnector(
             limit=limit,
@@ -385,9 +385,15 @@ class AiohttpTransport:
         if session is None or not self._owns_session or session.closed:
             return
         loop = self._loop
-        if loop is not None and loop is not asyncio.get_running_loop() and loop.is_closed():
-            session.detach()
-            return
+        if loop is not None and loop is not asyncio.get_running_loop():
+            if loop.is_closed():
+                # Nothing can be closed cleanly any more; let aiohttp report what leaked.
+                session.detach()
+                return
+            raise RuntimeError(
+                "Close the AsyncClient in the event loop it was used in "
+                "(its connection pool belongs to that loop)."
+            )
         await session.close()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
