@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import ssl
-import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -78,6 +76,8 @@ def check_header(name: str, value: object) -> str:
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -330,6 +330,8 @@ class AsyncClient:
                 timeout = Timeout.coerce(options["timeout"])
             idempotency_key = options.get("idempotency_key")
         if idempotency_key is None and self.idempotency_keys and method == "POST":
+            import uuid
+
             idempotency_key = f"anyapi-{uuid.uuid4().hex}"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = check_header("Idempotency-Key", idempotency_key)

@@ -14,7 +14,6 @@ call: a wait that would end past it is not taken, and the last error is raised i
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
@@ -181,6 +180,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # only servers that send HTTP dates pay for this import
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
