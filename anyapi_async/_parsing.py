@@ -186,6 +186,10 @@ def json_schema(tp: Any) -> tuple[dict[str, Any], bool]:
         raise TypeError(f"Cannot build a JSON schema for {tp!r}: {exc}") from exc
     defs: dict[str, Any] = raw.pop("$defs", {})
     keep = _recursive_defs(defs)
+    root = raw.get("$ref")
+    if isinstance(root, str) and root.startswith(_DEF_PREFIX) and len(raw) == 1:
+        # Strict mode wants an object at the root, even for a recursive type.
+        raw = defs[root[len(_DEF_PREFIX) :]]
     schema = _rewrite(raw, defs, keep)
     if keep:
         schema["$defs"] = {name: _rewrite(defs[name], defs, keep) for name in sorted(keep)}
