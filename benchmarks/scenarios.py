@@ -88,12 +88,11 @@ SCENARIOS: dict[str, Scenario] = {
             "stream-tools", "stream-tools", "Tool-call stream: 2 calls, arguments in 996 fragments"
         ),
         Scenario(
-            "stream-paced-c16",
             "stream-paced",
-            "Paced streams (one event every 2 ms, 500 chunks), concurrency 16",
-            concurrency=16,
-            count=48,
-            quick_count=16,
+            "stream-paced",
+            "Paced stream (one event every 2 ms, 500 chunks), concurrency 1",
+            count=4,
+            quick_count=1,
             warmup_route="ttfc",
         ),
         Scenario(
