@@ -121,7 +121,7 @@ class AsyncClient:
             rotating credentials). Default: ``ANYAPI_API_KEY``.
         base_url: default ``ANYAPI_BASE_URL``, else ``https://api.anyapi.ai/v1``.
         timeout: seconds, or a `Timeout` with separate limits.
-        max_retries: retries after the first attempt (see `RetryPolicy`).
+        max_retries: retries after the first attempt (default 2, or ``retry_policy``'s).
         session: a caller-owned ``aiohttp.ClientSession``; the client never closes it.
         max_concurrency: bound on requests in flight through this client (a stream holds
             its slot until closed).
@@ -133,7 +133,7 @@ class AsyncClient:
         api_key: ApiKey = None,
         base_url: str | None = None,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | NotGiven = NOT_GIVEN,
         *,
         default_headers: Mapping[str, str] | None = None,
         http_referer: str | None = None,
@@ -169,8 +169,11 @@ class AsyncClient:
             base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         )
         self.timeout = Timeout.coerce(timeout)
-        policy = retry_policy if retry_policy is not None else RetryPolicy()
-        self.retry_policy = policy.with_max_retries(max_retries)
+        # max_retries defaults to 2, or to the retry_policy's own value when one is given.
+        policy = retry_policy if retry_policy is not None else RetryPolicy(DEFAULT_MAX_RETRIES)
+        if not isinstance(max_retries, NotGiven):
+            policy = policy.with_max_retries(max_retries)
+        self.retry_policy = policy
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1 or None")
         for size_name, size in (

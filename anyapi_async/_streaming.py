@@ -149,6 +149,13 @@ class AsyncStream(Generic[T]):
 
     async def _start(self) -> None:
         """Read up to the first event, so errors before it can still be retried."""
+        try:
+            await self._read_first_event()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _read_first_event(self) -> None:
         response = self._response
         if response.content_type in ("application/json", "text/json"):
             # Some gateways answer errors (and some servers whole completions) as plain
@@ -158,23 +165,19 @@ class AsyncStream(Generic[T]):
             self._json_chunk = self._decode_slow(body)
             return
         self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
-        try:
-            while not self._backlog:
-                try:
-                    data = await self._chunks.__anext__()
-                except StopAsyncIteration:
-                    self._backlog = self._decoder.flush()
-                    break
-                self._backlog = self._decoder.feed(data)
-            # Check the first event now: an error event here is retried like a status.
-            for item in self._backlog:
-                payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
-                if payload.strip() and payload[:1] != b"[":
-                    self._decode(payload)
+        while not self._backlog:
+            try:
+                data = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._backlog = self._decoder.flush()
                 break
-        except BaseException:
-            await self.close()
-            raise
+            self._backlog = self._decoder.feed(data)
+        # Check the first event now: an error event here is retried like a status.
+        for item in self._backlog:
+            payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
+            if payload.strip() and payload[:1] != b"[":
+                self._decode(payload)
+            break
 
     def _decode(self, payload: bytes) -> ChatCompletionChunk:
         try:
