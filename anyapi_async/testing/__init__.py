@@ -1,0 +1,53 @@
+"""A local AnyAPI-compatible server for demos and for testing code that uses the client.
+
+``LocalServer`` is a real aiohttp server on 127.0.0.1 that answers chat completions
+(streaming or not) and model listings with deterministic replies, can be scripted with
+exact responses and faults, and records what it received. ``python -m anyapi_async.testing``
+runs one from the command line; the pytest plugin offers ``anyapi_server`` and
+``anyapi_client`` fixtures. See docs/testing.md.
+
+This package never imports the client at import time, and ``import anyapi_async`` does not
+import it.
+"""
+
+from __future__ import annotations
+
+from ._request import JSON_OBJECT_SCHEMA
+from ._schema import sample_schema
+from ._script import (
+    ErrorResponse,
+    FaultOptions,
+    Faults,
+    Generated,
+    Hang,
+    JSONResponse,
+    RawResponse,
+    Redirect,
+    Scripted,
+    SSEResponse,
+)
+from ._server import DEFAULT_MODEL, LocalServer, RecordedRequest
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "JSON_OBJECT_SCHEMA",
+    "ErrorResponse",
+    "FaultOptions",
+    "Faults",
+    "Generated",
+    "Hang",
+    "JSONResponse",
+    "LocalServer",
+    "RawResponse",
+    "RecordedRequest",
+    "Redirect",
+    "SSEResponse",
+    "Scripted",
+    "sample_schema",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,56 @@
+"""``python -m anyapi_async.testing``: run a local server until interrupted.
+
+The first line of stdout is the base URL (``http://127.0.0.1:PORT/v1``), flushed at once,
+so another process can read it and connect. SIGINT or SIGTERM stops the server; the exit
+status is then 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._server import DEFAULT_MODEL, LocalServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anyapi_async.testing",
+        description="Run a local OpenAI-compatible chat-completions server for tests and demos.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the reply generator")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model id listed by /v1/models")
+    return parser
+
+
+async def serve(host: str, port: int, seed: int, model: str) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with LocalServer(host=host, port=port, seed=seed, model=model) as server:
+        print(server.base_url, flush=True)
+        print("Serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(serve(args.host, args.port, args.seed, args.model))
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""``LocalServer``: a real chat-completions server on 127.0.0.1 for demos and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ._deliver import deliver
+from ._reply import completion_body, plan_answer, stream_chunks
+from ._request import RequestError, parse_request
+from ._script import DONE_EVENT, Faults, Generated, Hang, Scripted, sse_event
+
+__all__ = ["DEFAULT_MODEL", "LocalServer", "RecordedRequest"]
+
+DEFAULT_MODEL: Final = "anyapi-local"
+#: Seconds aiohttp may wait for handlers at shutdown; ours are cancelled first, so this
+#: only bounds a stuck one.
+SHUTDOWN_TIMEOUT: Final = 1.0
+MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+RATE_LIMIT_REQUESTS: Final = 10_000
+RATE_LIMIT_TOKENS: Final = 2_000_000
+#: Header values never stored in ``requests``; Authorization keeps its scheme.
+SECRET_HEADERS: Final = frozenset({"authorization", "api-key", "x-api-key"})
+_NO_FAULTS: Final = Faults()
+_MISSING_KEY: Final = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_NOT_JSON: Final = (
+    "We could not parse the JSON body of your request. The API expects a JSON payload, "
+    "but what was sent was not valid JSON."
+)
+_encode = msgspec.json.encode
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the server received it; secrets in headers are masked.
+
+    ``headers`` look-ups ignore case (``headers["content-type"]``); ``json`` is the decoded
+    body, or None when the body is empty or not JSON.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: CIMultiDict[str]
+    body: bytes
+    json: Any
+    #: The ``x-request-id`` the server answered with.
+    request_id: str
+
+
+class LocalServer:
+    """An OpenAI-compatible chat-completions server on a free local port.
+
+    It answers ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` with
+    deterministic replies derived from the request, accepts any Bearer key, can be scripted
+    with exact responses and faults, and records every request::
+
+        async with LocalServer() as server:
+            client = AsyncClient(api_key="sk-test", base_url=server.base_url)
+            server.queue(ErrorResponse(429, headers={"Retry-After": "1"}))
+            ...
+            assert server.requests[-1].json["model"] == "gpt-4o"
+    """
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, seed: int = 0, model: str = DEFAULT_MODEL
+    ) -> None:
+        self.host = host
+        self.seed = seed
+        self.model = model
+        self.requests: list[RecordedRequest] = []
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._queue: deque[Scripted] = deque()
+        self._default: Scripted | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[tuple[int, Any]] = set()
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._count = 0
+        ids = random.Random(seed)
+        self._tag = f"{ids.getrandbits(64):016x}"
+        self._ids = ids
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> LocalServer:
+        """Bind and start serving; returns the server."""
+        if self._runner is not None:
+            return self
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = runner.addresses[0][1]
+        self._runner = runner
+        return self
+
+    async def aclose(self) -> None:
+        """Stop serving, ending stalled and hung responses at once. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._tasks):
+            task.cancel()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> LocalServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        self._require_started()
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT``, without the ``/v1`` prefix."""
+        self._require_started()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        """The base URL to give a client: ``http://HOST:PORT/v1``."""
+        return self.url + "/v1"
+
+    def _require_started(self) -> None:
+        if self._runner is None:
+            raise RuntimeError("LocalServer is not running: use 'async with' or await start()")
+
+    # --- scripting and recording -------------------------------------------------------
+
+    def queue(self, *responses: Scripted) -> None:
+        """Answer the next chat-completions requests with ``responses``, in order."""
+        for response in responses:
+            if not isinstance(response, Scripted):
+                raise TypeError(f"expected a scripted response, got {type(response).__name__}")
+        self._queue.extend(responses)
+
+    def set_default(self, response: Scripted | None) -> None:
+        """Answer with ``response`` when the queue is empty (None: the generator)."""
+        self._default = response
+
+    @property
+    def queued(self) -> int:
+        """How many scripted responses wait in the queue."""
+        return len(self._queue)
+
+    def requests_for(self, path: str) -> list[RecordedRequest]:
+        """Recorded requests for ``path`` (``"/chat/completions"`` or with ``/v1``)."""
+        return [r for r in self.requests if r.path in (path, "/v1" + path)]
+
+    @property
+    def in_flight(self) -> int:
+        """Chat-completions requests being answered now."""
+        return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most chat-completions requests answered at once since start or reset."""
+        return self._max_in_flight
+
+    @property
+    def connections(self) -> int:
+        """Distinct TCP connections that carried requests since start or reset."""
+        return len(self._connections)
+
+    def reset(self) -> None:
+        """Forget queued responses, recorded requests and counters."""
+        self._queue.clear()
+        self.requests.clear()
+        self._connections.clear()
+        self._max_in_flight = self._in_flight
+
+    # --- handlers ----------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        record = await self._record(request)
+        denied = self._check_auth(request, record)
+        if denied is not None:
+            return denied
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            scripted = self._queue.popleft() if self._queue else self._default
+            return await self._answer(request, record, scripted)
+        finally:
+            self._in_flight -= 1
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _answer(
+        self, request: web.Request, record: RecordedRequest, scripted: Scripted | None
+    ) -> web.StreamResponse:
+        if isinstance(scripted, Hang):
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        if scripted is None or isinstance(scripted, Generated):
+            return await self._generate(request, record, scripted)
+        content_type, events, sse = scripted.render()
+        headers = self._headers(record, content_type, scripted.headers)
+        return await deliver(
+            request,
+            status=scripted.status,
+            headers=headers,
+            events=events,
+            sse=sse,
+            faults=scripted.faults,
+        )
+
+    async def _generate(
+        self, request: web.Request, record: RecordedRequest, scripted: Generated | None
+    ) -> web.StreamResponse:
+        if record.json is None:
+            return self._error(record, 400, _NOT_JSON)
+        try:
+            req = parse_request(record.json)
+        except RequestError as exc:
+            return self._error(record, 400, exc.message, param=exc.param, code=exc.code)
+        answer = plan_answer(
+            req, server_seed=self.seed, text=scripted.text if scripted is not None else None
+        )
+        cid = f"chatcmpl-{self._ids.getrandbits(120):030x}"
+        created = int(time.time())
+        extra = scripted.headers if scripted is not None else {}
+        faults = scripted.faults if scripted is not None else _NO_FAULTS
+        status = scripted.status if scripted is not None else 200
+        if not req.stream:
+            body = _encode(completion_body(answer, id=cid, created=created))
+            headers = self._headers(record, "application/json", extra, answer.prompt_tokens)
+            if faults is _NO_FAULTS:
+                return web.Response(status=status, body=body, headers=headers)
+            events, sse = [body], False
+        else:
+            chunks = stream_chunks(answer, id=cid, created=created)
+            events = [sse_event(chunk) for chunk in chunks]
+            events.append(DONE_EVENT)
+            headers = self._headers(
+                record, "text/event-stream; charset=utf-8", extra, answer.prompt_tokens
+            )
+            sse = True
+        return await deliver(
+            request, status=status, headers=headers, events=events, sse=sse, faults=faults
+        )
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        record = await self._record(request)
+        denied = self._check_auth(request, record)
+        if denied is not None:
+            return denied
+        body = {"object": "list", "data": [self._model_object(self.model)]}
+        return self._json(record, body)
+
+    async def _model(self, request: web.Request) -> web.StreamResponse:
+        record = await self._record(request)
+        denied = self._check_auth(request, record)
+        if denied is not None:
+            return denied
+        return self._json(record, self._model_object(request.match_info["model"]))
+
+    def _model_object(self, model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "anyapi"}
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        record = await self._record(request)
+        message = f"Unknown request URL: {request.method} {request.path}."
+        return self._error(record, 404, message, code="unknown_url")
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        self._count += 1
+        request_id = f"req_{self._tag}{self._count:016x}"
+        transport = request.transport
+        if transport is not None:
+            self._connections.add((id(transport), transport.get_extra_info("peername")))
+        body = await request.read()
+        try:
+            decoded = msgspec.json.decode(body) if body else None
+        except msgspec.DecodeError:
+            decoded = None
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in request.headers.items():
+            if name.lower() in SECRET_HEADERS:
+                scheme, _, rest = value.partition(" ")
+                value = f"{scheme} ***" if rest else "***"
+            headers.add(name, value)
+        record = RecordedRequest(
+            request.method, request.path, dict(request.query), headers, body, decoded, request_id
+        )
+        self.requests.append(record)
+        return record
+
+    def _check_auth(self, request: web.Request, record: RecordedRequest) -> web.Response | None:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            return None
+        return self._error(record, 401, _MISSING_KEY)
+
+    def _headers(
+        self,
+        record: RecordedRequest,
+        content_type: str,
+        extra: Mapping[str, str] | None = None,
+        tokens: int = 0,
+    ) -> CIMultiDict[str]:
+        n = self._count
+        headers = CIMultiDict(
+            {
+                "Content-Type": content_type,
+                "x-request-id": record.request_id,
+                "x-ratelimit-limit-requests": str(RATE_LIMIT_REQUESTS),
+                "x-ratelimit-remaining-requests": str(
+                    RATE_LIMIT_REQUESTS - 1 - n % RATE_LIMIT_REQUESTS
+                ),
+                "x-ratelimit-reset-requests": "6ms",
+                "x-ratelimit-limit-tokens": str(RATE_LIMIT_TOKENS),
+                "x-ratelimit-remaining-tokens": str(max(0, RATE_LIMIT_TOKENS - tokens)),
+                "x-ratelimit-reset-tokens": "0s",
+            }
+        )
+        for name, value in (extra or {}).items():  # scripted headers win, whatever their case
+            headers[name] = value
+        if content_type.startswith("text/event-stream"):
+            headers.setdefault("Cache-Control", "no-cache")
+        return headers
+
+    def _json(self, record: RecordedRequest, body: Any, status: int = 200) -> web.Response:
+        headers = self._headers(record, "application/json")
+        return web.Response(status=status, body=_encode(body), headers=headers)
+
+    def _error(
+        self,
+        record: RecordedRequest,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> web.Response:
+        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+        return self._json(record, {"error": error}, status)
