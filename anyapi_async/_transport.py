@@ -8,7 +8,7 @@ import math
 import ssl
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._config import Timeout
-from ._exceptions import APIConnectionError, APITimeoutError, ResponseTooLargeError
+from ._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout_after
@@ -123,12 +123,9 @@ class Response:
         finally:
             self.release()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> BodyIterator:
         """The body as it arrives; a transfer that breaks raises `APIConnectionError`."""
-        readany = self._resp.content.readany
-        with map_errors(reading_stream=True):
-            while data := await readany():
-                yield data
+        return BodyIterator(self._resp)
 
     def at_eof(self) -> bool:
         """Whether the whole body has been received."""
@@ -229,24 +226,63 @@ def _too_large(limit: int) -> ResponseTooLargeError:
     )
 
 
+def translate_error(exc: BaseException, *, reading_stream: bool = False) -> APIError | None:
+    """The library's error for an aiohttp or timeout error, or None for anything else."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError("Timed out connecting to the server", limit="connect")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return APITimeoutError("Timed out reading from the server (read limit)", limit="read")
+    if isinstance(exc, asyncio.TimeoutError):
+        return APITimeoutError("Request exceeded its total timeout", limit="total")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError(f"The response was cut before its end: {exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        what = "The stream broke" if reading_stream else "Connection error"
+        return APIConnectionError(f"{what}: {type(exc).__name__}: {exc}")
+    return None
+
+
 @contextlib.contextmanager
 def map_errors(*, reading_stream: bool = False) -> Iterator[None]:
-    """Translate aiohttp and timeout errors into the library's, cause chained."""
+    """Translate aiohttp and timeout errors into the library's, cause chained.
+
+    Unknown exceptions pass through untouched: they are bugs to see, not to wrap.
+    """
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise APITimeoutError("Timed out connecting to the server", limit="connect") from exc
-    except aiohttp.SocketTimeoutError as exc:
-        raise APITimeoutError(
-            "Timed out reading from the server (read limit)", limit="read"
-        ) from exc
-    except asyncio.TimeoutError as exc:
-        raise APITimeoutError("Request exceeded its total timeout", limit="total") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise APIConnectionError(f"The response was cut before its end: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        what = "The stream broke" if reading_stream else "Connection error"
-        raise APIConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        mapped = translate_error(exc, reading_stream=reading_stream)
+        if mapped is None:  # pragma: no cover - both branches above are mapped
+            raise
+        raise mapped from exc
+
+
+class BodyIterator:
+    """The body as it arrives; a transfer that breaks raises `APIConnectionError`.
+
+    A plain iterator rather than an async generator, so an abandoned one needs no
+    finalisation by the event loop.
+    """
+
+    __slots__ = ("_readany",)
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._readany = resp.content.readany
+
+    def __aiter__(self) -> BodyIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._readany()
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            mapped = translate_error(exc, reading_stream=True)
+            if mapped is None:  # pragma: no cover
+                raise
+            raise mapped from exc
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 def _origin(url: URL) -> tuple[str | None, str | None, int | None]:
@@ -331,7 +367,7 @@ class AiohttpTransport:
         url = request.url
         headers: Mapping[str, str] = request.headers
         for _ in range(MAX_REDIRECTS + 1):
-            with map_errors():
+            try:
                 if timeout.first_event is None:
                     resp = await session.request(
                         request.method,
@@ -342,29 +378,47 @@ class AiohttpTransport:
                         allow_redirects=False,
                     )
                 else:
-                    try:
-                        async with _timeout_after(timeout.first_event):
-                            resp = await session.request(
-                                request.method,
-                                url,
-                                data=request.body,
-                                headers=headers,
-                                timeout=client_timeout,
-                                allow_redirects=False,
-                            )
-                    except asyncio.TimeoutError as exc:
-                        if isinstance(exc, aiohttp.ClientError):
-                            raise
-                        raise APITimeoutError(
-                            "Timed out waiting for the response headers (first_event limit)",
-                            limit="first_event",
-                        ) from exc
+                    resp = await self._request_with_first_event_limit(
+                        session, request, url, headers, client_timeout
+                    )
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                mapped = translate_error(exc)
+                if mapped is None:  # pragma: no cover
+                    raise
+                raise mapped from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return Response(resp)
             headers = self._redirect_headers(resp, headers)
             url = str(resp.url.join(URL(resp.headers["Location"])))
             resp.release()
         raise APIConnectionError(f"Too many redirects (more than {MAX_REDIRECTS})")
+
+    @staticmethod
+    async def _request_with_first_event_limit(
+        session: aiohttp.ClientSession,
+        request: Request,
+        url: str,
+        headers: Mapping[str, str],
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        limit = request.timeout.first_event
+        try:
+            async with _timeout_after(limit):
+                return await session.request(
+                    request.method,
+                    url,
+                    data=request.body,
+                    headers=headers,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                )
+        except asyncio.TimeoutError as exc:
+            if isinstance(exc, aiohttp.ClientError):  # aiohttp's own connect/read limits
+                raise
+            raise APITimeoutError(
+                "Timed out waiting for the response headers (first_event limit)",
+                limit="first_event",
+            ) from exc
 
     @staticmethod
     def _redirect_headers(
