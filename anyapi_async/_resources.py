@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import msgspec
 
 from . import _parsing, _tools
+from ._batch import DEFAULT_CONCURRENCY, BatchRun
 from ._chat_stream import ChatCompletionStreamManager
 from ._types import (
     ChatCompletion,
@@ -21,8 +22,10 @@ from ._types import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._batch import ProgressCallback, Requests
     from ._client import AsyncClient
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
+    from ._ratelimit import RateLimiter
     from ._streaming import AsyncStream
     from ._tools import FunctionTool, ToolCallResult, ToolRunParams, ToolRunResult
 
@@ -298,6 +301,47 @@ class Completions:
             tool_timeout=tool_timeout,
             on_tool_result=on_tool_result,
             params=params,
+        )
+
+    def batch(
+        self,
+        requests: Requests,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        stop_on_error: bool = False,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limiter: RateLimiter | None = None,
+        progress: ProgressCallback | bool | None = None,
+    ) -> BatchRun:
+        """Run many requests with at most ``concurrency`` in flight; see `anyapi_async._batch`.
+
+        ``requests`` is an iterable or async iterable of ``create()`` parameter dicts (or
+        ``{"custom_id": ..., "body": {...}}`` lines), read lazily. Results come in completion
+        order, or in input order with ``ordered=True``; a failed request is a result with
+        ``error`` set, unless ``stop_on_error=True`` makes the first error raise.
+        ``rpm``/``tpm`` (or a shared `RateLimiter`) bound the rate; ``progress`` is a
+        callback or ``True`` for a terminal bar (needs tqdm).
+
+        Example::
+
+            requests = ({"model": "gpt-5", "messages": [{"role": "user", "content": q}]}
+                        for q in questions)
+            async with client.chat.completions.batch(requests, concurrency=32, rpm=500) as run:
+                async for r in run:
+                    print(r.index, r.completion.choices[0].message.content if r.ok else r.error)
+        """
+        return BatchRun(
+            self._client,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            stop_on_error=stop_on_error,
+            rpm=rpm,
+            tpm=tpm,
+            limiter=limiter,
+            progress=progress,
         )
 
 
