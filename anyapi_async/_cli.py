@@ -74,6 +74,13 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="connect and read timeout in seconds (default: 60)",
     )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        default=2,
+        help="retries after a failed attempt (default: 2)",
+    )
 
 
 def _top_logprobs(value: str) -> int:
@@ -207,7 +214,9 @@ def _client(args: argparse.Namespace) -> AsyncClient:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     try:
-        return AsyncClient(api_key=key, base_url=base_url, timeout=args.timeout)
+        return AsyncClient(
+            api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
+        )
     except ValueError as exc:  # a bad timeout, a key with a newline...
         raise CLIError(str(exc)) from None
 
