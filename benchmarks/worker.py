@@ -86,6 +86,22 @@ def _peak_kib() -> int:
     return peak
 
 
+class GCTimer:
+    """Counts collections and the time spent in them (a diagnostic, per generation)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.collections[info["generation"]] += 1
+
+
 async def _rounds(op: Callable[[], Awaitable[Any]], n: int, concurrency: int) -> None:
     left = n
 
@@ -153,6 +169,8 @@ async def measure(
         peak_reset = _reset_peak()
         ttfc: list[float] = []
         profiler = _start_profile(profile)
+        gc_timer = GCTimer()
+        gc.callbacks.append(gc_timer)
         cpu0, t0 = time.process_time(), time.perf_counter()
         if scenario.mode == "ttfc":
             for _ in range(n):
@@ -163,6 +181,7 @@ async def measure(
         else:
             await _rounds(op, n, scenario.concurrency)
         cpu1, t1 = time.process_time(), time.perf_counter()
+        gc.callbacks.remove(gc_timer)
         _stop_profile(profiler, profile)
         peak = _peak_kib()
         server = stats(port)
@@ -185,6 +204,8 @@ async def measure(
         "rss_peak_kib": peak,
         "rss_growth_kib": peak - rss_before if peak_reset else None,
         "peak_reset": peak_reset,
+        "gc_s": round(gc_timer.seconds, 6),
+        "gc_collections": gc_timer.collections,
         "cap": client.cap,
         "connections": server["connections"],
         "server_requests": server["requests"],
