@@ -343,20 +343,12 @@ async def _demo(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _batch(args: argparse.Namespace, out: _Output) -> int:
-    import importlib
+    # Imported here: `anyapi chat` should not pay for loading the batch engine.
+    from . import _jobs
 
-    try:
-        # Imported by name: the batch engine is optional here, and heavy to load up front.
-        jobs = importlib.import_module("anyapi_async._jobs")
-    except ImportError as exc:
-        raise CLIError(f"`anyapi batch` is not available in this installation ({exc})") from None
-    parser = argparse.ArgumentParser(
-        prog="anyapi batch", formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    jobs.add_batch_arguments(parser)
-    batch_args = parser.parse_args(args.args)
-    status = await jobs.run_batch_command(batch_args)
-    return int(status or 0)
+    parser = argparse.ArgumentParser(prog="anyapi batch")
+    _jobs.add_batch_arguments(parser)
+    return await _jobs.run_batch_command(parser.parse_args(args.args))
 
 
 _COMMANDS: Final = {"chat": _chat, "models": _models, "demo": _demo, "batch": _batch}

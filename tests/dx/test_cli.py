@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from anyapi_async import AsyncClient, ChatCompletion
+from anyapi_async.testing import ErrorResponse, Generated, LocalServer
 
 SCRIPT = Path(sys.executable).with_name("anyapi")
 
@@ -124,3 +132,167 @@ def test_bad_option_value() -> None:
     result = run("chat", "hi", "--logprobs", "21")
     assert result.returncode == 2
     assert "expected an integer from 0 to 20, got 21" in result.stderr
+
+
+# --- against the local server -------------------------------------------------------------
+
+
+async def arun(*args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    """Run the CLI without blocking the loop that serves the local server."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "anyapi_async",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(**env),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def expected_reply(client: AsyncClient, prompt: str, max_tokens: int) -> ChatCompletion:
+    """What the deterministic local server answers to ``prompt``."""
+    return await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens
+    )
+
+
+async def test_chat_streams_token_by_token(
+    anyapi_server: LocalServer, anyapi_client: AsyncClient
+) -> None:
+    """Text reaches stdout in several flushes while the server paces its tokens."""
+    expected = await expected_reply(anyapi_client, "Tell me a story", max_tokens=12)
+    anyapi_server.reset()
+    anyapi_server.set_default(Generated(pace=0.04))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "anyapi_async", "chat", "Tell me a story", "--max-tokens", "12",
+        "--base-url", anyapi_server.base_url, "--model", "my-model", "--system", "Be nice.",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    reads: list[bytes] = []
+    while chunk := await asyncio.wait_for(proc.stdout.read(4096), 30):
+        reads.append(chunk)
+    assert await proc.wait() == 0
+    text = b"".join(reads).decode()
+    assert text == (expected.choices[0].message.content or "") + "\n"
+    assert len(reads) >= 3, reads  # a buffered CLI would deliver it all at once
+    body = anyapi_server.requests_for("/chat/completions")[0].json
+    assert body["model"] == "my-model" and body["stream"] is True and body["max_tokens"] == 12
+    assert body["messages"] == [
+        {"role": "system", "content": "Be nice."},
+        {"role": "user", "content": "Tell me a story"},
+    ]
+    # A loopback server needs no key: the CLI sent its placeholder.
+    assert anyapi_server.requests[0].headers["authorization"].startswith("Bearer ")
+
+
+async def test_chat_prompt_from_stdin_with_usage(
+    anyapi_server: LocalServer, anyapi_client: AsyncClient
+) -> None:
+    """`-` reads the prompt from stdin; --usage reports tokens on stderr; ANYAPI_MODEL works."""
+    expected = await expected_reply(anyapi_client, "piped question\n", max_tokens=8)
+    status, out, err = await arun(
+        "chat", "-", "--max-tokens", "8", "--usage",
+        stdin="piped question\n", ANYAPI_BASE_URL=anyapi_server.base_url, ANYAPI_MODEL="env-m",
+    )  # fmt: skip
+    assert status == 0, err
+    assert out == (expected.choices[0].message.content or "") + "\n"
+    usage = expected.usage
+    assert usage is not None
+    assert f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion" in err
+    assert anyapi_server.requests_for("/chat/completions")[-1].json["model"] == "env-m"
+
+
+async def test_chat_logprobs_table(anyapi_server: LocalServer) -> None:
+    """--logprobs K prints every token with K alternatives after the text."""
+    status, out, err = await arun(
+        "chat", "Yes or no?", "--logprobs", "2", "--max-tokens", "4",
+        "--base-url", anyapi_server.base_url,
+    )  # fmt: skip
+    assert status == 0, err
+    text, table = out.split("\n\n", 1)
+    header, *rows = table.strip().splitlines()
+    assert header.split() == ["token", "logprob", "top", "alternatives"]
+    assert len(rows) == 4
+    body = anyapi_server.requests_for("/chat/completions")[-1].json
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    for row in rows:
+        # 'token'  -0.123  'alt' -0.123, 'alt2' -1.234
+        assert row.count(", ") >= 1 and row.split()[-1].startswith("-")
+    assert "".join(ast.literal_eval(row.split("  ")[0]) for row in rows) == text
+
+
+async def test_chat_json_and_no_stream(
+    anyapi_server: LocalServer, anyapi_client: AsyncClient
+) -> None:
+    """--json prints the completion object; --no-stream prints only its text."""
+    expected = await expected_reply(anyapi_client, "hello", max_tokens=5)
+    status, out, _ = await arun(
+        "chat", "hello", "--json", "--max-tokens", "5", "--base-url", anyapi_server.base_url
+    )
+    assert status == 0
+    data = json.loads(out)
+    assert data["object"] == "chat.completion"
+    assert data["choices"][0]["message"]["content"] == expected.choices[0].message.content
+    assert data["usage"]["total_tokens"] > 0
+    status, out, _ = await arun(
+        "chat", "hello", "--no-stream", "--max-tokens", "5", "--base-url", anyapi_server.base_url
+    )
+    assert status == 0 and out == (expected.choices[0].message.content or "") + "\n"
+    assert all("stream" not in r.json for r in anyapi_server.requests_for("/chat/completions"))
+
+
+async def test_chat_api_error_is_one_line(anyapi_server: LocalServer) -> None:
+    """A 401 ends with status 1 and one line carrying the message and request id."""
+    anyapi_server.queue(ErrorResponse(401, "Incorrect API key provided."))
+    status, out, err = await arun("chat", "hi", "--base-url", anyapi_server.base_url)
+    assert status == 1 and out == ""
+    assert "Traceback" not in err
+    assert err.startswith("anyapi: error: Error code: 401 - Incorrect API key provided.")
+    assert "(request id req_" in err and err.count("\n") == 1
+
+
+async def test_chat_error_mid_stream_keeps_the_text(anyapi_server: LocalServer) -> None:
+    """An error event after some tokens: the text stays, then one error line, status 1."""
+    anyapi_server.queue(Generated(text="one two three four five", error_after=3))
+    status, out, err = await arun("chat", "hi", "--base-url", anyapi_server.base_url)
+    assert status == 1
+    assert out.endswith("\n") and 0 < len(out.strip()) < len("one two three four five")
+    assert err.startswith("anyapi: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+async def test_models(anyapi_server: LocalServer) -> None:
+    """`anyapi models` prints one id per line; --json the whole list."""
+    status, out, _ = await arun("models", "--base-url", anyapi_server.base_url)
+    assert status == 0
+    assert out.splitlines() and "anyapi-local" in out.splitlines()
+    status, out, _ = await arun("models", "--json", "--base-url", anyapi_server.base_url)
+    assert status == 0 and json.loads(out)["object"] == "list"
+
+
+async def test_demo_prints_the_streamed_text() -> None:
+    """`anyapi demo` runs offline to completion and shows all four parts."""
+    started = time.perf_counter()
+    status, out, err = await arun("demo")
+    elapsed = time.perf_counter() - started
+    assert status == 0, err
+    for heading in (
+        "1. A streamed reply, token by token",
+        "2. A non-streaming call, with usage",
+        "3. Logprobs, with the top 3 alternatives",
+        "4. A concurrent fan-out",
+    ):
+        assert heading in out
+    streamed = out.split("token by token\n", 1)[1].split("\n")[0].strip()
+    assert len(streamed.split()) >= 10  # the reply's words, not a placeholder
+    assert re.search(r"\d+ text deltas · first token after \d+ ms", out)
+    assert re.search(r"usage: \d+ prompt \+ \d+ completion = \d+ tokens", out)
+    assert re.search(r"24 at once: +[\d.]+ s for all of them \((\d+)x faster", out)
+    assert "\x1b[" not in out  # no colour codes into a pipe
+    assert elapsed < 5
