@@ -195,9 +195,10 @@ class FunctionTool(Generic[P, R]):
     @property
     def param(self) -> ToolParam:
         """The tool definition for ``tools=[...]``."""
-        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        function: dict[str, Any] = {"name": self.name}
         if self.description:
             function["description"] = self.description
+        function["parameters"] = self.parameters
         if self.strict:
             function["strict"] = True
         return {"type": "function", "function": function}  # type: ignore[typeddict-item]
