@@ -296,3 +296,24 @@ async def test_demo_prints_the_streamed_text() -> None:
     assert re.search(r"24 at once: +[\d.]+ s for all of them \((\d+)x faster", out)
     assert "\x1b[" not in out  # no colour codes into a pipe
     assert elapsed < 5
+
+
+async def test_batch_is_delegated(tmp_path: Path, anyapi_server: LocalServer) -> None:
+    """`anyapi batch` hands its arguments (and --help) to anyapi_async._jobs."""
+    status, out, _ = await arun("batch", "--help")
+    assert status == 0 and out.startswith("usage: anyapi batch")
+    source = tmp_path / "requests.jsonl"
+    lines = [
+        {"custom_id": f"r{i}", "body": {"messages": [{"role": "user", "content": f"q{i}"}]}}
+        for i in range(2)
+    ]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    status, out, err = await arun(
+        "batch", str(source), "--model", "batch-m", "--base-url", anyapi_server.base_url
+    )
+    assert status == 0, err
+    assert out.startswith("anyapi batch: ")
+    results = (tmp_path / "requests.output.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1"]
+    bodies = [r.json for r in anyapi_server.requests_for("/chat/completions")]
+    assert [b["model"] for b in bodies] == ["batch-m", "batch-m"]

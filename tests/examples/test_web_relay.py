@@ -76,8 +76,13 @@ async def start_relay(*args: str, **env: str) -> tuple[asyncio.subprocess.Proces
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=example_env(**env),
     )  # fmt: skip
     assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    assert line.startswith("serving on http://127.0.0.1:"), line
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("serving on http://127.0.0.1:"), line
+    except BaseException:
+        proc.kill()  # never leave a server behind a failed test
+        await proc.wait()
+        raise
     return proc, line.split()[-1]
 
 
