@@ -74,6 +74,10 @@ STRICT_KEYWORDS: Final = frozenset(
         "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems",
     )
 )  # fmt: skip
+#: ``format`` values strict mode accepts (msgspec also emits ``decimal``, for example).
+STRICT_FORMATS: Final = frozenset(
+    ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
+)
 _NAME_UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_-]+")
 _DEF_PREFIX: Final = "#/$defs/"
 _FENCE: Final = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
@@ -144,6 +148,8 @@ def _strict_ok(node: Any, root: bool = False) -> bool:
     if root and node.get("type") != "object":
         return False
     if not node.keys() <= STRICT_KEYWORDS:
+        return False
+    if "format" in node and node["format"] not in STRICT_FORMATS:
         return False
     if node.get("type") == "object" or "properties" in node:
         props = node.get("properties")

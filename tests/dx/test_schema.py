@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
+import uuid
 from typing import Annotated, Any, Literal, TypedDict, Union, get_type_hints
 
 import msgspec
@@ -146,11 +149,27 @@ def test_defaults_make_the_schema_non_strict() -> None:
         Annotated[str, msgspec.Meta(min_length=2)],
         tuple[int, str],
         set[str],
+        decimal.Decimal,
+        bytes,
     ],
 )
 def test_non_strict_shapes(tp: Any) -> None:
     """Free-form dicts, non-object roots, Any and unsupported keywords are not strict."""
     assert json_schema(tp)[1] is False
+
+
+def test_supported_formats_stay_strict() -> None:
+    """Dates, times and UUIDs carry formats strict mode knows."""
+
+    class Event(msgspec.Struct):
+        at: datetime.datetime
+        on: datetime.date
+        id: uuid.UUID
+
+    schema, strict = json_schema(Event)
+    assert strict is True
+    assert schema["properties"]["on"] == {"type": "string", "format": "date"}
+    assert schema["properties"]["id"] == {"type": "string", "format": "uuid"}
 
 
 def test_non_strict_nested_keyword() -> None:
