@@ -98,7 +98,7 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             ours, base = imports.get("anyapi_async"), imports.get("aiohttp+msgspec")
             if ours and base:
                 value = ours["ms_median"] / base["ms_median"]
-                rows.append(_row(target, "import", value, f"{value:.2f}\u00d7"))
+                rows.append(_row(target, "import", value, f"{value:.3f}\u00d7"))
             continue
         for name in target.scenarios:
             figures = scenarios.get(name, {}).get("clients", {}).get(target.client)
@@ -106,13 +106,13 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             if target.kind == "ratio" and "x_floor" in figures:
                 value = figures["x_floor"]
-                rows.append(_row(target, name, value, f"{value:.2f}\u00d7"))
+                rows.append(_row(target, name, value, f"{value:.3f}\u00d7"))
             elif target.kind == "ttfc" and "ttfc_us_minus_floor" in figures:
                 value = figures["ttfc_us_minus_floor"]
                 rows.append(_row(target, name, value, f"{value:+.0f} µs"))
             elif target.kind == "rss" and "rss_peak_kib_x_floor" in figures:
                 value = figures["rss_peak_kib_x_floor"]
-                rows.append(_row(target, name, value, f"{value:.2f}\u00d7"))
+                rows.append(_row(target, name, value, f"{value:.3f}\u00d7"))
     return rows
 
 
@@ -329,6 +329,8 @@ def markdown(doc: dict[str, Any]) -> str:
     out += ["", "## Details", ""]
     for name, s in scenarios.items():
         out += [f"### {name}: {s['title']}", ""]
+        if name == next(iter(scenarios)):
+            out += ["GC: share of the phase's CPU spent in garbage collection.", ""]
         out += _table(
             [
                 "Client",
@@ -340,6 +342,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 "Requests",
                 "Wall s",
                 "Conns",
+                "GC",
             ],
             (
                 [
@@ -352,9 +355,10 @@ def markdown(doc: dict[str, Any]) -> str:
                     str(f.get("requests", "—")),
                     f"{f.get('wall_s', 0):.2f}",
                     str(f.get("connections", "—")),
+                    f"{f.get('gc_share', 0):.0%}",
                 ]
                 if "cpu_us_per_unit" in f
-                else [LABELS[c], "FAILED: " + "; ".join(f.get("errors", []))[:200]] + [""] * 7
+                else [LABELS[c], "FAILED: " + "; ".join(f.get("errors", []))[:200]] + [""] * 8
                 for c in clients
                 if (f := s["clients"].get(c))
             ),

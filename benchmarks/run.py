@@ -187,6 +187,12 @@ def summarize(scenario: Scenario, runs: dict[str, list[dict[str, Any]]]) -> dict
                 connections=ok[-1]["connections"],
                 peak_streams=ok[-1]["peak_streams"],
                 cap=ok[-1]["cap"],
+                gc_share=round(
+                    statistics.median(
+                        r.get("gc_s", 0) / r["cpu_s"] if r["cpu_s"] else 0 for r in ok
+                    ),
+                    3,
+                ),
             )
             if scenario.mode == "ttfc":
                 summary["ttfc_us_median"] = _median(ok, "ttfc_us_median")
