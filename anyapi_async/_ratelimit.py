@@ -72,6 +72,8 @@ RECOVERY_SECONDS: Final = 60.0
 #: Remaining budget, as a fraction of the limit, below which requests are spread out.
 LOW_BUDGET_FRACTION: Final = 0.05
 
+_TOLERANCE: Final = 1e-9
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -156,7 +158,9 @@ class _Bucket:
     def wait(self, cost: float, factor: float) -> float:
         """Seconds until ``cost`` may be taken (after `refill`)."""
         need = min(cost, self.capacity)
-        if self.level >= need:
+        # The tolerance stops float residue (a wait of 1e-17 s that cannot move a clock at
+        # 5.0) from looping forever.
+        if self.level >= need - _TOLERANCE:
             return 0.0
         return (need - self.level) / (self.rate * factor)
 
