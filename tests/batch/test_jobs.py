@@ -1,0 +1,340 @@
+"""The resumable JSONL job runner and the ``anyapi batch`` command functions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anyapi_async._batch import BatchStats
+from anyapi_async._jobs import (
+    JobError,
+    JobSummary,
+    add_batch_arguments,
+    run_batch_command,
+    run_jsonl_job,
+)
+from anyapi_async.testing import ErrorResponse, Generated, Hang, LocalServer
+
+from ..conftest import API_KEY
+from .conftest import wait_until
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def body(i: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], **extra}
+
+
+def batch_line(custom_id: str, b: dict[str, Any] | None = None) -> str:
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions"}
+    return json.dumps({**line, "body": b if b is not None else body()})
+
+
+def write_input(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def read_output(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]
+
+
+async def job(server: LocalServer, tmp_path: Path, **kwargs: Any) -> JobSummary:
+    kwargs.setdefault("concurrency", 4)
+    return await run_jsonl_job(
+        tmp_path / "in.jsonl",
+        tmp_path / "out.jsonl",
+        api_key=API_KEY,
+        base_url=server.base_url,
+        **kwargs,
+    )
+
+
+async def test_mixed_input_gives_one_line_per_input(
+    server: LocalServer, tmp_path: Path, no_backoff: list[float]
+) -> None:
+    """Good lines, plain bodies, invalid lines and an API error: exactly one line each."""
+    good = body(1, provider={"order": ["x"]})  # a gateway field goes out untouched
+    write_input(
+        tmp_path / "in.jsonl",
+        [
+            batch_line("a", good),  # 1
+            json.dumps(body(2)),  # 2: a plain body, id line-2
+            "{not json",  # 3
+            "[1, 2]",  # 4
+            json.dumps({"custom_id": "nob"}),  # 5
+            json.dumps({"custom_id": 5, "body": body()}),  # 6
+            json.dumps({"custom_id": "u", "url": "/v1/embeddings", "body": body()}),  # 7
+            json.dumps({"custom_id": "meth", "method": "GET", "body": body()}),  # 8
+            batch_line("nomodel", {"messages": MESSAGES}),  # 9
+            batch_line("st", body(stream=True)),  # 10
+            "   ",  # 11: blank, ignored
+            batch_line("srv400"),  # 12
+        ],
+    )
+    server.queue(Generated(), Generated(), ErrorResponse(400, "nope"))
+    invalid: list[int] = []
+    summary = await job(
+        server, tmp_path, concurrency=1, on_invalid_line=lambda n, message: invalid.append(n)
+    )
+    lines = read_output(tmp_path / "out.jsonl")
+    by_id = {line["custom_id"]: line for line in lines}
+    assert len(lines) == len(by_id) == 11
+    assert invalid == [3, 4, 5, 6, 7, 8, 9, 10]
+    codes = {cid: line["error"]["code"] for cid, line in by_id.items() if line["error"]}
+    assert codes == {
+        "line-3": "invalid_json",
+        "line-4": "invalid_line",
+        "nob": "missing_body",
+        "line-6": "invalid_line",
+        "u": "unsupported_url",
+        "meth": "unsupported_method",
+        "nomodel": "invalid_body",
+        "st": "invalid_body",
+        "srv400": None,
+    }
+    for n, cid in [(3, "line-3"), (5, "nob"), (9, "nomodel"), (10, "st")]:
+        assert by_id[cid]["error"]["message"].startswith(f"line {n}: ")
+        assert by_id[cid]["error"]["type"] == "invalid_request" and by_id[cid]["response"] is None
+    error = by_id["srv400"]
+    assert error["response"]["status_code"] == 400
+    assert error["response"]["body"]["error"]["message"] == "nope"
+    assert error["error"]["type"] == "invalid_request_error" and "nope" in error["error"]["message"]
+    ok = by_id["a"]
+    assert ok["error"] is None and ok["response"]["status_code"] == 200
+    assert ok["response"]["body"]["object"] == "chat.completion"  # the server's body, verbatim
+    sent = {rec.request_id: rec.json for rec in server.requests}
+    assert sent[ok["response"]["request_id"]]["provider"] == {"order": ["x"]}
+    assert by_id["line-2"]["error"] is None
+    assert (summary.succeeded, summary.failed, summary.invalid, summary.skipped) == (2, 9, 8, 0)
+    assert not summary.ok and len(server.requests) == 3
+
+    again = await job(server, tmp_path)
+    assert (again.succeeded, again.failed, again.skipped, again.skipped_failed) == (0, 0, 11, 9)
+    assert not again.ok and str(again) == (
+        "0 succeeded, 0 failed, 11 skipped as already done (9 of them had failed)"
+    )
+    assert len(read_output(tmp_path / "out.jsonl")) == 11 and len(server.requests) == 3
+
+
+async def test_torn_last_line_is_repaired_and_the_rest_resumed(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """A crash mid-write leaves half a line: it is cut, and only missing items run."""
+    write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(6)])
+    await job(server, tmp_path)
+    out = tmp_path / "out.jsonl"
+    lines = out.read_bytes().splitlines(keepends=True)
+    kept = {json.loads(line)["custom_id"] for line in lines[:3]}
+    out.write_bytes(b"".join(lines[:3]) + lines[3][:40])  # a torn fourth line
+    server.reset()
+    seen: list[BatchStats] = []
+    summary = await job(server, tmp_path, progress=seen.append)
+    assert (summary.succeeded, summary.skipped) == (3, 3)
+    assert len(server.requests) == 3
+    ids = [line["custom_id"] for line in read_output(out)]
+    assert sorted(ids) == [f"r{i}" for i in range(6)]
+    assert {rec.json["messages"][0]["content"] for rec in server.requests} == {
+        f"q{i}" for i in range(6) if f"r{i}" not in kept
+    }
+    assert seen[-1].finished and seen[-1].skipped == 3 and seen[-1].total == 3
+
+
+async def test_duplicate_ids_each_get_a_line_and_resume(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """Two lines with one custom_id: both run, both written, both skipped on a resume."""
+    write_input(tmp_path / "in.jsonl", [batch_line("x"), batch_line("x"), batch_line("y")])
+    first = await job(server, tmp_path)
+    assert first.succeeded == 3
+    second = await job(server, tmp_path)
+    assert (second.succeeded, second.skipped) == (0, 3)
+    assert sorted(line["custom_id"] for line in read_output(tmp_path / "out.jsonl")) == [
+        "x",
+        "x",
+        "y",
+    ]
+
+
+async def test_model_override_replaces_every_model(server: LocalServer, tmp_path: Path) -> None:
+    """model=... is sent for every line, with or without a model of its own."""
+    write_input(tmp_path / "in.jsonl", [batch_line("a"), batch_line("b", {"messages": MESSAGES})])
+    summary = await job(server, tmp_path, model="forced")
+    assert summary.ok and summary.succeeded == 2
+    assert [rec.json["model"] for rec in server.requests] == ["forced", "forced"]
+
+
+async def test_cancelled_job_resumes_with_exactly_one_line_each(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """Cancelled (as Ctrl-C does) with requests hung in flight; the rerun completes it."""
+    write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(20)])
+    server.queue(*(Generated() for _ in range(5)))
+    server.set_default(Hang())
+    out = tmp_path / "out.jsonl"
+    task = asyncio.create_task(job(server, tmp_path))
+    await wait_until(lambda: out.exists() and len(out.read_bytes().splitlines()) == 5)
+    await wait_until(lambda: server.in_flight == 4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    server.set_default(None)
+    summary = await job(server, tmp_path)
+    assert (summary.succeeded, summary.skipped) == (15, 5)
+    assert sorted(line["custom_id"] for line in read_output(out)) == sorted(
+        f"r{i}" for i in range(20)
+    )
+
+
+_KILLED_JOB = """
+import asyncio, sys
+from anyapi_async._jobs import run_jsonl_job
+asyncio.run(run_jsonl_job(sys.argv[1], sys.argv[2], api_key="k", base_url=sys.argv[3],
+                          concurrency=4))
+"""
+
+
+async def test_sigkilled_job_resumes_with_exactly_one_line_each(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """A job killed with SIGKILL mid-way, then rerun: every input has exactly one line."""
+    n, answered = 40, 12
+    source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(n)])
+    out = tmp_path / "out.jsonl"
+    server.queue(*(Generated() for _ in range(answered)))
+    server.set_default(Hang())  # the rest stay in flight until the kill
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_JOB, str(source), str(out), server.base_url
+    )
+    try:
+        await wait_until(lambda: server.in_flight == 4 and len(server.requests) == answered + 4, 30)
+        await wait_until(lambda: len(out.read_bytes().splitlines()) == answered)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+        assert await proc.wait() == -signal.SIGKILL
+    await wait_until(lambda: server.in_flight == 0)
+    server.set_default(None)
+    summary = await job(server, tmp_path)
+    assert (summary.succeeded, summary.skipped, summary.failed) == (n - answered, answered, 0)
+    ids = [line["custom_id"] for line in read_output(out)]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(n))
+    assert all(line["error"] is None for line in read_output(out))
+
+
+async def test_refusals(server: LocalServer, tmp_path: Path) -> None:
+    """Missing input, input as output, a corrupt output, a second run on the same output."""
+    with pytest.raises(FileNotFoundError):
+        await job(server, tmp_path)
+    assert not (tmp_path / "out.jsonl").exists()
+    write_input(tmp_path / "in.jsonl", [batch_line("a")])
+    with pytest.raises(JobError, match="must not be the input"):
+        await run_jsonl_job(tmp_path / "in.jsonl", tmp_path / "in.jsonl", api_key="k")
+    (tmp_path / "out.jsonl").write_text('{"custom_id": "a"}\nnot json\n{"custom_id": "b"}\n')
+    with pytest.raises(JobError, match=r"out.jsonl:2: not a result line"):
+        await job(server, tmp_path)
+    (tmp_path / "out.jsonl").unlink()
+    server.set_default(Hang())
+    first = asyncio.create_task(job(server, tmp_path))
+    await wait_until(lambda: server.in_flight == 1)
+    with pytest.raises(JobError, match="being written by another job"):
+        await job(server, tmp_path)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(ValueError, match="either client"):
+        await run_jsonl_job("a", "b", client=object(), api_key="k")  # type: ignore[arg-type]
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="anyapi batch")
+    add_batch_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_arguments_and_defaults() -> None:
+    """INPUT, -o, --concurrency 64, --rpm/--tpm, --base-url, --model, --max-retries, --progress."""
+    args = parse("in.jsonl")
+    assert (args.input, args.output, args.concurrency, args.rpm, args.tpm) == (
+        "in.jsonl",
+        None,
+        64,
+        None,
+        None,
+    )
+    assert (args.base_url, args.model, args.max_retries, args.progress) == (None, None, None, None)
+    args = parse(
+        "in.jsonl", "-o", "o.jsonl", "--concurrency", "8", "--rpm", "500", "--tpm", "1e5",
+        "--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--max-retries", "0",
+        "--no-progress",
+    )  # fmt: skip
+    assert (args.output, args.concurrency, args.rpm, args.tpm) == ("o.jsonl", 8, 500.0, 1e5)
+    assert (args.model, args.max_retries, args.progress) == ("m", 0, False)
+    for bad in (["--concurrency", "0"], ["--rpm", "-1"], ["--max-retries", "x"]):
+        with pytest.raises(SystemExit):
+            parse("in.jsonl", *bad)
+
+
+async def test_command_exit_codes_and_summary(
+    server: LocalServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0 when all succeed, 1 when any failed, 2 when the job cannot run; one summary line."""
+    monkeypatch.delenv("ANYAPI_API_KEY", raising=False)
+    monkeypatch.delenv("ANYAPI_BASE_URL", raising=False)
+    source = write_input(tmp_path / "in.jsonl", [batch_line("a"), json.dumps(body(1))])
+    # No key is needed for a loopback server; the output name defaults from the input.
+    assert await run_batch_command(parse(str(source), "--base-url", server.base_url)) == 0
+    out = capsys.readouterr().out
+    target = tmp_path / "in.output.jsonl"
+    assert out == f"anyapi batch: 2 succeeded, 0 failed, 0 skipped as already done -> {target}\n"
+
+    write_input(source, [batch_line("a"), json.dumps(body(1)), "oops"])
+    args = parse(str(source), "--base-url", server.base_url)
+    assert await run_batch_command(args) == 1
+    captured = capsys.readouterr()
+    assert "0 succeeded, 1 failed, 2 skipped as already done" in captured.out
+    assert "line 3: not valid JSON" in captured.err
+
+    assert await run_batch_command(parse(str(source), "--base-url", "https://api.invalid/v1")) == 2
+    assert "no API key" in capsys.readouterr().err
+    assert (
+        await run_batch_command(
+            parse(str(tmp_path / "missing.jsonl"), "--base-url", server.base_url)
+        )
+        == 2
+    )
+    assert "missing.jsonl" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert await run_batch_command(args.__class__(**{**vars(args), "progress": True})) == 2
+    assert "pip install 'anyapi-async[progress]'" in capsys.readouterr().err
+
+
+async def test_cli_subprocess(server: LocalServer, tmp_path: Path) -> None:
+    """`python -m anyapi_async batch` runs the job and prints the summary."""
+    source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(5)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYAPI_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "anyapi_async", "batch", str(source), "-o", str(tmp_path / "o.jsonl"),
+        "--base-url", server.base_url, "--concurrency", "2", "--no-progress",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert b"5 succeeded, 0 failed, 0 skipped as already done" in stdout
+    assert len(read_output(tmp_path / "o.jsonl")) == 5 and server.max_in_flight <= 2
