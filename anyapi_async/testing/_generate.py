@@ -31,36 +31,37 @@ __all__ = [
 MIN_REPLY_TOKENS: Final = 48
 REPLY_TOKEN_SPREAD: Final = 48
 
-#: Sentences of the default reply. Some words are long (split into several tokens) and some
-#: characters are multi-byte UTF-8, as in real model output.
+#: Sentences of the default reply. Each has a multi-byte UTF-8 character (an accent, a
+#: typographic dash or quote, an emoji) and some long words split into several tokens, as in
+#: real model output.
 _SENTENCES: Final = (
-    "The local server answers every request with the same words for the same seed.",
-    "Each token arrives in its own event, one small piece at a time.",
-    "A careful reader waits for the blank line that ends an event.",
+    "The local server answers every request with the same words — for the same seed.",
+    "Each token arrives in its own event, one small piece at a time… like rain.",
+    "A careful reader waits for the blank line that ends an event; a naïve one doesn't.",
     "Déjà vu is a feature here: replay the seed and the story repeats.",
-    "The café on the corner serves espresso, crème brûlée and a naïve croissant.",
+    "The café on the corner serves espresso, crème brûlée and a buttery croissant.",
     "Somewhere a deploy went out at dawn 🚀 and nobody noticed.",
-    "Streams finish with a reason, and the reason is usually stop.",
-    "Retries are polite when they wait, and rude when they hammer.",
-    "Logprobs tell you how sure the model was, token by token.",
+    "Streams finish with a reason, and the reason is usually “stop”.",
+    "Retries are polite when they wait — and rude when they hammer.",
+    "Logprobs tell you how sure the model was, token by token ✨.",
     "The harbor lights flickered while the ferry crossed to Zürich.",
     "Good tests fail loudly and pass quietly ✅ without sleeping.",
-    "Tool calls arrive as fragments, and the fragments add up to JSON.",
-    "Every connection is reused until someone closes it.",
+    "Tool calls arrive as fragments, and the fragments add up to JSON — eventually.",
+    "Every connection is reused until someone closes it… politely.",
     "The jalapeño salsa was hotter than the benchmark results 🌶️.",
-    "A timeout is a promise about silence, not about length.",
-    "Unicode is not hard; it just has more bytes per character than you expected.",
-    "The river kept its own schedule, indifferent to our deadlines.",
-    "Backoff doubles each time, but never beyond its ceiling.",
+    "A timeout is a promise about silence, not about length — remember that.",
+    "Unicode isn't hard — it just has more bytes per character than you expected.",
+    "The river kept its own schedule, indifferent to our deadlines 🌊.",
+    "Backoff doubles each time, but never beyond its ceiling — that's the deal.",
     "Smörgåsbord is a wonderful word to split across network reads.",
-    "Keep-alive comments are friendly, yet an idle stream is still idle.",
-    "Structured output means the reply matches the schema you asked for.",
+    "Keep-alive comments are friendly, yet an idle stream is still idle 💤.",
+    "Structured output means the reply matches the schema you asked for — exactly.",
     "The garden grew quietly ☕ while the build finished.",
-    "Small, deterministic replies make flaky tests disappear.",
-    "Nothing here leaves the machine; the network is just a loopback.",
-    "Ask for several choices and each one tells a different story.",
-    "A cut connection must never look like a finished answer.",
-    "Rate limits reset eventually, so the client waits and tries again.",
+    "Small, deterministic replies make flaky tests disappear 🎉.",
+    "Nothing here leaves the machine; the network is just a loopback — 127.0.0.1.",
+    "Ask for several choices and each one tells a different story 📚.",
+    "A cut connection must never look like a finished answer — never.",
+    "Rate limits reset eventually, so the client waits and tries again ⏳.",
     "The façade of the old station glows orange at sunset 🌅.",
 )
 _PARAGRAPH: Final = "\n\n"
