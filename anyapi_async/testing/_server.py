@@ -128,6 +128,12 @@ class LocalServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        # Abort every connection rather than close it: close() keeps a socket open until a
+        # client that stopped reading drains it, which may be never in a test.
+        server = runner.server
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         await runner.cleanup()

@@ -266,6 +266,20 @@ async def test_hang_never_answers_and_shutdown_is_quick() -> None:
         stalled.release()
 
 
+async def test_shutdown_with_an_unread_body_is_quick(http: aiohttp.ClientSession) -> None:
+    """A client that stops reading a large body does not hold the server's shutdown."""
+    server = await LocalServer().start()
+    server.queue(JSONResponse(b"[" + b"1," * 8_000_000 + b"1]"))
+    async with post(http, server) as resp:
+        assert resp.status == 200
+        await until(lambda: server.in_flight == 1)
+        start = time.monotonic()
+        await server.aclose()
+        assert time.monotonic() - start < 0.5
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+
+
 def test_fault_values_are_checked() -> None:
     """Impossible fault options fail at construction, naming the option."""
     with pytest.raises(ValueError, match="chunk_size"):
