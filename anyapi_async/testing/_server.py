@@ -7,7 +7,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -43,22 +42,49 @@ _NOT_JSON: Final = (
 _encode = msgspec.json.encode
 
 
-@dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One request as the server received it; secrets in headers are masked.
 
-    ``headers`` look-ups ignore case (``headers["content-type"]``); ``json`` is the decoded
-    body, or None when the body is empty or not JSON.
+    ``headers`` look-ups ignore case (``headers["content-type"]``); ``json`` is the body
+    decoded (on each access, so that 100,000 recorded requests stay small), or None when the
+    body is empty or not JSON; ``request_id`` is the ``x-request-id`` the server answered.
     """
 
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-    #: The ``x-request-id`` the server answered with.
-    request_id: str
+    __slots__ = ("body", "headers", "method", "path", "query", "request_id")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: CIMultiDict[str],
+        body: bytes,
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.request_id = request_id
+
+    @property
+    def json(self) -> Any:
+        """The body decoded as JSON, or None."""
+        return _decode_or_none(self.body)
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedRequest(method={self.method!r}, path={self.path!r}, "
+            f"headers={dict(self.headers)!r}, body={self.body[:200]!r})"
+        )
+
+
+def _decode_or_none(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body) if body else None
+    except msgspec.DecodeError:
+        return None
 
 
 class LocalServer:
@@ -256,10 +282,11 @@ class LocalServer:
     async def _generate(
         self, request: web.Request, record: RecordedRequest, scripted: Generated | None
     ) -> web.StreamResponse:
-        if record.json is None:
+        decoded = record.json
+        if decoded is None:
             return self._error(record, 400, _NOT_JSON)
         try:
-            req = parse_request(record.json)
+            req = parse_request(decoded)
         except RequestError as exc:
             return self._error(record, 400, exc.message, param=exc.param, code=exc.code)
         answer = plan_answer(
@@ -320,10 +347,6 @@ class LocalServer:
         if transport is not None:
             self._connections.add((id(transport), transport.get_extra_info("peername")))
         body = await request.read()
-        try:
-            decoded = msgspec.json.decode(body) if body else None
-        except msgspec.DecodeError:
-            decoded = None
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in request.headers.items():
             if name.lower() in SECRET_HEADERS:
@@ -331,7 +354,7 @@ class LocalServer:
                 value = f"{scheme} ***" if rest else "***"
             headers.add(name, value)
         record = RecordedRequest(
-            request.method, request.path, dict(request.query), headers, body, decoded, request_id
+            request.method, request.path, dict(request.query), headers, body, request_id
         )
         self.requests.append(record)
         return record
