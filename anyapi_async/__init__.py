@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._accumulate import ChunkAccumulator
 from ._chat_stream import (
@@ -68,7 +70,62 @@ from ._types import (
     TopLogprob,
 )
 
+if TYPE_CHECKING:
+    from ._batch import BatchResult, BatchRun, BatchStats, ProgressCallback, TqdmProgress
+    from ._jobs import JobError, JobSummary, run_jsonl_job
+    from ._parsing import (
+        ContentValidationError,
+        ParsedChatCompletion,
+        ParsedChatCompletionMessage,
+        ParsedChatCompletionStream,
+        ParsedChatCompletionStreamManager,
+        ParsedChoice,
+        ResponseSchema,
+        response_schema,
+    )
+    from ._ratelimit import RateLimiter
+    from ._tools import (
+        FunctionTool,
+        ToolCallResult,
+        ToolRoundsExceededError,
+        ToolRunResult,
+        function_tool,
+    )
+
 __version__ = "0.1.0"
+
+# Names whose modules load on first use, so `import anyapi_async` stays as cheap as the
+# first request needs (structured outputs, tools and batch jobs are opt-in).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ("BatchResult", "BatchRun", "BatchStats", "ProgressCallback", "TqdmProgress"), "_batch"
+    ),
+    **dict.fromkeys(("JobError", "JobSummary", "run_jsonl_job"), "_jobs"),
+    **dict.fromkeys(
+        (
+            "ContentValidationError",
+            "ParsedChatCompletion",
+            "ParsedChatCompletionMessage",
+            "ParsedChatCompletionStream",
+            "ParsedChatCompletionStreamManager",
+            "ParsedChoice",
+            "ResponseSchema",
+            "response_schema",
+        ),
+        "_parsing",
+    ),
+    "RateLimiter": "_ratelimit",
+    **dict.fromkeys(
+        (
+            "FunctionTool",
+            "ToolCallResult",
+            "ToolRoundsExceededError",
+            "ToolRunResult",
+            "function_tool",
+        ),
+        "_tools",
+    ),
+}
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -83,6 +140,9 @@ __all__ = [
     "AttemptInfo",
     "AuthenticationError",
     "BadRequestError",
+    "BatchResult",
+    "BatchRun",
+    "BatchStats",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
@@ -106,23 +166,35 @@ __all__ = [
     "ConflictError",
     "ContentDeltaEvent",
     "ContentDoneEvent",
+    "ContentValidationError",
     "ErrorObject",
     "FunctionCall",
+    "FunctionTool",
     "Hooks",
     "InternalServerError",
+    "JobError",
+    "JobSummary",
     "LogprobsEvent",
     "Model",
     "ModelList",
     "NotFoundError",
     "NotGiven",
+    "ParsedChatCompletion",
+    "ParsedChatCompletionMessage",
+    "ParsedChatCompletionStream",
+    "ParsedChatCompletionStreamManager",
+    "ParsedChoice",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "ProgressCallback",
     "PromptTokensDetails",
     "RateLimitError",
     "RateLimitInfo",
+    "RateLimiter",
     "ReasoningDeltaEvent",
     "RefusalDeltaEvent",
     "ResponseInfo",
+    "ResponseSchema",
     "ResponseTooLargeError",
     "RetryPolicy",
     "SSEDecoder",
@@ -133,15 +205,42 @@ __all__ = [
     "Timings",
     "ToolCallArgumentsDeltaEvent",
     "ToolCallDoneEvent",
+    "ToolCallResult",
+    "ToolRoundsExceededError",
+    "ToolRunResult",
     "TopLogprob",
+    "TqdmProgress",
     "UnprocessableEntityError",
+    "function_tool",
+    "response_schema",
+    "run_jsonl_job",
     "__version__",
 ]
 
-# Tracebacks and reprs name the public path (anyapi_async.RateLimitError), not the module.
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("anyapi_async._"):
+
+
+def _public(obj: Any) -> Any:
+    # Tracebacks and reprs name the public path (anyapi_async.RateLimitError), not the module.
+    if isinstance(obj, type) and obj.__module__.startswith("anyapi_async._"):
         with contextlib.suppress(AttributeError, TypeError):  # some C types refuse it
-            _obj.__module__ = __name__
-del _name, _obj
+            obj.__module__ = __name__
+    return obj
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _public(getattr(importlib.import_module(f"{__name__}.{module}"), name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
-from . import _parsing, _tools
-from ._batch import DEFAULT_CONCURRENCY, BatchRun
 from ._chat_stream import ChatCompletionStreamManager
 from ._types import (
     ChatCompletion,
@@ -22,7 +20,7 @@ from ._types import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._batch import ProgressCallback, Requests
+    from ._batch import BatchRun, ProgressCallback, Requests
     from ._client import AsyncClient
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
     from ._ratelimit import RateLimiter
@@ -244,6 +242,8 @@ class Completions:
             )
             person = c.choices[0].message.parsed
         """
+        from . import _parsing  # loaded on first use: plain requests never need it
+
         return await _parsing.parse(self, model, messages, response_format, params)
 
     def stream_parse(
@@ -265,6 +265,8 @@ class Completions:
                     print(text, end="")
                 person = await s.get_final_parsed()
         """
+        from . import _parsing
+
         return _parsing.stream_parse(self, model, messages, response_format, params)
 
     async def run_tools(
@@ -273,7 +275,7 @@ class Completions:
         model: str,
         messages: Sequence[ChatCompletionMessageParam],
         tools: Sequence[FunctionTool[Any, Any] | Callable[..., Any]],
-        max_rounds: int = _tools.DEFAULT_MAX_TOOL_ROUNDS,
+        max_rounds: int | None = None,
         tool_timeout: float | None = None,
         on_tool_result: Callable[[ToolCallResult], Awaitable[None] | None] | None = None,
         **params: Unpack[ToolRunParams],
@@ -283,7 +285,7 @@ class Completions:
         ``tools`` are async or sync functions (or `function_tool` objects). The calls of a
         round run concurrently; a bad argument, an exception or a ``tool_timeout`` becomes
         an error message for the model. Raises `ToolRoundsExceededError` when the model
-        still wants tools after ``max_rounds`` requests.
+        still wants tools after ``max_rounds`` (default 10) requests.
 
         Example::
 
@@ -292,12 +294,14 @@ class Completions:
             )
             print(result.content)
         """
+        from . import _tools
+
         return await _tools.run_tools(
             self,
             model=model,
             messages=messages,
             tools=tools,
-            max_rounds=max_rounds,
+            max_rounds=_tools.DEFAULT_MAX_TOOL_ROUNDS if max_rounds is None else max_rounds,
             tool_timeout=tool_timeout,
             on_tool_result=on_tool_result,
             params=params,
@@ -307,7 +311,7 @@ class Completions:
         self,
         requests: Requests,
         *,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         ordered: bool = False,
         stop_on_error: bool = False,
         rpm: float | None = None,
@@ -318,7 +322,8 @@ class Completions:
         """Run many requests with at most ``concurrency`` in flight; see `anyapi_async._batch`.
 
         ``requests`` is an iterable or async iterable of ``create()`` parameter dicts (or
-        ``{"custom_id": ..., "body": {...}}`` lines), read lazily. Results come in completion
+        ``{"custom_id": ..., "body": {...}}`` lines), read lazily; ``concurrency`` defaults
+        to 16. Results come in completion
         order, or in input order with ``ordered=True``; a failed request is a result with
         ``error`` set, unless ``stop_on_error=True`` makes the first error raise.
         ``rpm``/``tpm`` (or a shared `RateLimiter`) bound the rate; ``progress`` is a
@@ -332,10 +337,12 @@ class Completions:
                 async for r in run:
                     print(r.index, r.completion.choices[0].message.content if r.ok else r.error)
         """
+        from ._batch import DEFAULT_CONCURRENCY, BatchRun
+
         return BatchRun(
             self._client,
             requests,
-            concurrency=concurrency,
+            concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
             ordered=ordered,
             stop_on_error=stop_on_error,
             rpm=rpm,

@@ -17,8 +17,7 @@ from typing import Literal
 
 from _common import add_target_arguments, open_client
 
-from anyapi_async import APIError
-from anyapi_async._tools import ToolCallResult, ToolRoundsExceededError, function_tool
+from anyapi_async import APIError, ToolCallResult, ToolRoundsExceededError, function_tool
 
 # A stand-in for a weather service.
 WEATHER = {

@@ -1,0 +1,80 @@
+"""The public surface: every name API.md promises, a sorted __all__, a cheap import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anyapi_async
+
+API_MD_NAMES = [
+    "AsyncClient",
+    "AsyncStream",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "APIError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "UnprocessableEntityError",
+    "RateLimitError",
+    "InternalServerError",
+    "APIResponseValidationError",
+    "Timeout",
+]
+
+
+def test_api_md_names_exist() -> None:
+    """Every name of the contract is importable from the package."""
+    for name in API_MD_NAMES:
+        assert name in anyapi_async.__all__, name
+        assert getattr(anyapi_async, name) is not None
+
+
+def test_all_is_importable_and_public_module() -> None:
+    """Each exported name resolves, classes report the public module path."""
+    for name in anyapi_async.__all__:
+        obj = getattr(anyapi_async, name)
+        if isinstance(obj, type) and obj is not anyapi_async.NotGiven:  # msgspec's UnsetType
+            assert obj.__module__ == "anyapi_async", name
+
+
+def test_client_surface() -> None:
+    """The client methods and attributes of API.md exist."""
+    client = anyapi_async.AsyncClient(api_key="k", base_url="http://127.0.0.1:9/v1")
+    completions = client.chat.completions
+    for attr in ("create", "stream"):
+        assert callable(getattr(completions, attr))
+    for attr in ("aclose", "with_options", "__aenter__", "__aexit__"):
+        assert callable(getattr(client, attr))
+    assert client.max_retries == 2
+    assert client.timeout == anyapi_async.Timeout(60)
+
+
+def test_import_loads_only_what_a_request_needs() -> None:
+    """`import anyapi_async` loads no CLI, testing server, batch, tools or parsing code."""
+    code = "import sys, anyapi_async; print(' '.join(sorted(sys.modules)))"
+    modules = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    for heavy in (
+        "anyapi_async.testing",
+        "anyapi_async._cli",
+        "anyapi_async._demo",
+        "anyapi_async._batch",
+        "anyapi_async._jobs",
+        "anyapi_async._tools",
+        "anyapi_async._parsing",
+        "anyapi_async._ratelimit",
+        "argparse",
+        "tqdm",
+        "openai",
+    ):
+        assert heavy not in modules, heavy
