@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ async def serve(host: str, port: int, seed: int, model: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
+            loop.add_signal_handler(sig, stop.set)
     async with LocalServer(host=host, port=port, seed=seed, model=model) as server:
         print(server.base_url, flush=True)
         print("Serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         asyncio.run(serve(args.host, args.port, args.seed, args.model))
+    except KeyboardInterrupt:
+        pass  # where signal handlers are not supported, Ctrl-C ends the loop this way
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

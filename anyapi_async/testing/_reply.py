@@ -176,7 +176,10 @@ def completion_body(answer: Answer, *, id: str, created: int) -> dict[str, Any]:
     choices = []
     for plan in answer.choices:
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-        if plan.tool_calls:
+        if plan.tool_calls and answer.request.legacy_functions:
+            call = plan.tool_calls[0]
+            message["function_call"] = {"name": call.name, "arguments": call.arguments}
+        elif plan.tool_calls:
             message["tool_calls"] = [
                 {
                     "id": call.id,
@@ -192,7 +195,7 @@ def completion_body(answer: Answer, *, id: str, created: int) -> dict[str, Any]:
                 "index": plan.index,
                 "message": message,
                 "logprobs": _logprobs(plan.logprobs),
-                "finish_reason": plan.finish_reason,
+                "finish_reason": _finish(plan, answer.request),
             }
         )
     return {
@@ -213,7 +216,7 @@ def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
 def stream_chunks(answer: Answer, *, id: str, created: int) -> list[dict[str, Any]]:
     """The ``chat.completion.chunk`` objects of a streamed reply, choices interleaved."""
     include_usage = answer.request.include_usage
-    per_choice = [_choice_deltas(plan) for plan in answer.choices]
+    per_choice = [_choice_deltas(plan, answer.request) for plan in answer.choices]
     chunks: list[dict[str, Any]] = []
     for step in range(max(len(d) for d in per_choice)):
         for deltas in per_choice:
@@ -244,10 +247,20 @@ def stream_chunks(answer: Answer, *, id: str, created: int) -> list[dict[str, An
     return chunks
 
 
-def _choice_deltas(plan: ChoicePlan) -> list[dict[str, Any]]:
+def _finish(plan: ChoicePlan, req: ChatRequest) -> str:
+    return "function_call" if plan.tool_calls and req.legacy_functions else plan.finish_reason
+
+
+def _choice_deltas(plan: ChoicePlan, req: ChatRequest) -> list[dict[str, Any]]:
     i = plan.index
     out: list[dict[str, Any]] = []
-    if plan.tool_calls:
+    if plan.tool_calls and req.legacy_functions:
+        call = plan.tool_calls[0]
+        first = {"role": "assistant", "content": None, "refusal": None}
+        out.append(_entry(i, first))
+        out.append(_entry(i, {"function_call": {"name": call.name, "arguments": ""}}))
+        out.extend(_entry(i, {"function_call": {"arguments": p}}) for p in call.fragments)
+    elif plan.tool_calls:
         first = {"role": "assistant", "content": None, "refusal": None}
         out.append({"index": i, "delta": first, "logprobs": None, "finish_reason": None})
         for k, call in enumerate(plan.tool_calls):
@@ -276,7 +289,7 @@ def _choice_deltas(plan: ChoicePlan) -> list[dict[str, Any]]:
                     "finish_reason": None,
                 }
             )
-    out.append({"index": i, "delta": {}, "logprobs": None, "finish_reason": plan.finish_reason})
+    out.append({"index": i, "delta": {}, "logprobs": None, "finish_reason": _finish(plan, req)})
     return out
 
 

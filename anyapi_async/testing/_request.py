@@ -56,6 +56,8 @@ class ChatRequest:
     tool_choice: str | Mapping[str, Any] = "auto"
     parallel_tool_calls: bool = True
     response_schema: Mapping[str, Any] | None = None
+    #: The request used the legacy ``functions``/``function_call`` fields.
+    legacy_functions: bool = False
 
 
 def parse_request(body: Any) -> ChatRequest:
@@ -91,6 +93,12 @@ def parse_request(body: Any) -> ChatRequest:
         )
     options = body.get("stream_options")
     tools = _tools(body.get("tools"))
+    tool_choice = body.get("tool_choice")
+    legacy = not tools and body.get("functions") is not None
+    if legacy:
+        # The deprecated form: one function call, reported in message.function_call.
+        tools = _tools([{"type": "function", "function": f} for f in _list(body, "functions")])
+        tool_choice = _legacy_choice(body.get("function_call"))
     return ChatRequest(
         model=model,
         messages=messages,
@@ -103,9 +111,10 @@ def parse_request(body: Any) -> ChatRequest:
         top_logprobs=top or 0,
         seed=_int(body, "seed", None, None, None),
         tools=tools,
-        tool_choice=_tool_choice(body.get("tool_choice"), tools),
-        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+        tool_choice=_tool_choice(tool_choice, tools),
+        parallel_tool_calls=not legacy and body.get("parallel_tool_calls") is not False,
         response_schema=_response_schema(body.get("response_format")),
+        legacy_functions=legacy,
     )
 
 
@@ -183,6 +192,21 @@ def _tools(value: Any) -> tuple[Mapping[str, Any], ...]:
                 code="invalid_type",
             )
     return tuple(value)
+
+
+def _list(body: Mapping[str, Any], name: str) -> list[Any]:
+    value = body.get(name)
+    if not isinstance(value, list):
+        raise RequestError(
+            f"Invalid type for '{name}': expected an array.", param=name, code="invalid_type"
+        )
+    return value
+
+
+def _legacy_choice(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {"type": "function", "function": {"name": value.get("name")}}
+    return value
 
 
 def _tool_choice(value: Any, tools: tuple[Mapping[str, Any], ...]) -> str | Mapping[str, Any]:

@@ -224,3 +224,27 @@ async def test_json_schema_stream_matches(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == whole["choices"][0]["message"]["content"]
     assert msgspec.json.decode(text, type=Address).city
+
+
+async def test_legacy_functions_answer_with_function_call(
+    anyapi_server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    """The deprecated functions/function_call form gets message.function_call, streamed too."""
+    legacy: dict[str, Any] = {
+        "functions": [WEATHER["function"], TIME["function"]],
+        "function_call": {"name": "get_weather"},
+    }
+    _, reply = await chat(http, anyapi_server, **legacy)
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "function_call" and "tool_calls" not in choice["message"]
+    call = choice["message"]["function_call"]
+    assert call["name"] == "get_weather"
+    check_weather(json.loads(call["arguments"]))
+    chunks = chunks_of(await stream_events(http, anyapi_server, **legacy))
+    deltas = [c["choices"][0]["delta"].get("function_call") for c in chunks]
+    parts = [d for d in deltas if d is not None]
+    assert parts[0] == {"name": "get_weather", "arguments": ""}
+    assert "".join(p["arguments"] for p in parts[1:]) == call["arguments"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "function_call"
+    _, auto = await chat(http, anyapi_server, functions=legacy["functions"])
+    assert auto["choices"][0]["message"]["content"]  # "auto" and no function named: text
