@@ -12,6 +12,7 @@ import it.
 
 from __future__ import annotations
 
+from ._record import RecordedRequest
 from ._request import JSON_OBJECT_SCHEMA
 from ._schema import sample_schema
 from ._script import (
@@ -26,7 +27,7 @@ from ._script import (
     Scripted,
     SSEResponse,
 )
-from ._server import DEFAULT_MODEL, LocalServer, RecordedRequest
+from ._server import DEFAULT_MODEL, LocalServer
 
 __all__ = [
     "DEFAULT_MODEL",

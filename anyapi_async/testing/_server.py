@@ -15,11 +15,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ._deliver import deliver
+from ._record import RecordedRequest, masked
 from ._reply import completion_body, plan_answer, stream_chunks
 from ._request import RequestError, parse_request
 from ._script import DONE_EVENT, Faults, Generated, Hang, Scripted, sse_event
 
-__all__ = ["DEFAULT_MODEL", "LocalServer", "RecordedRequest"]
+__all__ = ["DEFAULT_MODEL", "LocalServer"]
 
 DEFAULT_MODEL: Final = "anyapi-local"
 #: Seconds aiohttp may wait for handlers at shutdown; ours are cancelled first, so this
@@ -28,8 +29,6 @@ SHUTDOWN_TIMEOUT: Final = 1.0
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 RATE_LIMIT_REQUESTS: Final = 10_000
 RATE_LIMIT_TOKENS: Final = 2_000_000
-#: Header values never stored in ``requests``; Authorization keeps its scheme.
-SECRET_HEADERS: Final = frozenset({"authorization", "api-key", "x-api-key"})
 _NO_FAULTS: Final = Faults()
 _MISSING_KEY: Final = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -40,51 +39,6 @@ _NOT_JSON: Final = (
     "but what was sent was not valid JSON."
 )
 _encode = msgspec.json.encode
-
-
-class RecordedRequest:
-    """One request as the server received it; secrets in headers are masked.
-
-    ``headers`` look-ups ignore case (``headers["content-type"]``); ``json`` is the body
-    decoded (on each access, so that 100,000 recorded requests stay small), or None when the
-    body is empty or not JSON; ``request_id`` is the ``x-request-id`` the server answered.
-    """
-
-    __slots__ = ("body", "headers", "method", "path", "query", "request_id")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: CIMultiDict[str],
-        body: bytes,
-        request_id: str,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.request_id = request_id
-
-    @property
-    def json(self) -> Any:
-        """The body decoded as JSON, or None."""
-        return _decode_or_none(self.body)
-
-    def __repr__(self) -> str:
-        return (
-            f"RecordedRequest(method={self.method!r}, path={self.path!r}, "
-            f"headers={dict(self.headers)!r}, body={self.body[:200]!r})"
-        )
-
-
-def _decode_or_none(body: bytes) -> Any:
-    try:
-        return msgspec.json.decode(body) if body else None
-    except msgspec.DecodeError:
-        return None
 
 
 class LocalServer:
@@ -347,14 +301,13 @@ class LocalServer:
         if transport is not None:
             self._connections.add((id(transport), transport.get_extra_info("peername")))
         body = await request.read()
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            if name.lower() in SECRET_HEADERS:
-                scheme, _, rest = value.partition(" ")
-                value = f"{scheme} ***" if rest else "***"
-            headers.add(name, value)
         record = RecordedRequest(
-            request.method, request.path, dict(request.query), headers, body, request_id
+            request.method,
+            request.path,
+            dict(request.query),
+            masked(request.headers.items()),
+            body,
+            request_id,
         )
         self.requests.append(record)
         return record
