@@ -20,26 +20,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import msgspec
 
 from ._chat_stream import ChatCompletionStream, ChatCompletionStreamManager
-from ._config import Timeout
 from ._exceptions import APIResponseValidationError
 from ._types import (
-    AudioParam,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
     ChatCompletionMessageParam,
     Choice,
-    FunctionDefinition,
-    NamedToolChoiceFunction,
-    Prediction,
+    CommonCreateParams,
     ResponseFormatJSONSchema,
-    StreamOptions,
-    ToolChoice,
     ToolParam,
 )
 
@@ -379,47 +373,7 @@ def parse_completion(
 # --- the calls ----------------------------------------------------------------------------
 
 
-class CommonParams(TypedDict, total=False):
-    """`CompletionCreateParams` without ``response_format`` and ``tools``.
-
-    The helpers below take one of those two themselves, and a TypedDict cannot drop a key.
-    """
-
-    audio: AudioParam | None
-    frequency_penalty: float | None
-    function_call: Literal["none", "auto"] | NamedToolChoiceFunction
-    functions: list[FunctionDefinition]
-    logit_bias: dict[str, int] | None
-    logprobs: bool | None
-    max_completion_tokens: int | None
-    max_tokens: int | None
-    metadata: dict[str, str] | None
-    modalities: list[Literal["text", "audio"]] | None
-    n: int | None
-    parallel_tool_calls: bool
-    prediction: Prediction | None
-    presence_penalty: float | None
-    prompt_cache_key: str
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None
-    safety_identifier: str
-    seed: int | None
-    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None
-    stop: str | list[str] | None
-    store: bool | None
-    stream_options: StreamOptions | None
-    temperature: float | None
-    tool_choice: ToolChoice
-    top_logprobs: int | None
-    top_p: float | None
-    user: str
-    verbosity: Literal["low", "medium", "high"] | None
-    web_search_options: dict[str, Any]
-    extra_headers: dict[str, str] | None
-    extra_query: dict[str, str] | None
-    extra_body: dict[str, Any] | None
-    timeout: float | Timeout | None
-    max_retries: int
-    idempotency_key: str | None
+CommonParams = CommonCreateParams
 
 
 class ParseParams(CommonParams, total=False):

@@ -458,10 +458,11 @@ __all__ += [
 ]
 
 
-class CompletionCreateParams(TypedDict, total=False):
-    """Every ``create()`` parameter besides ``model``, ``messages`` and ``stream``.
+class CommonCreateParams(TypedDict, total=False):
+    """`CompletionCreateParams` without ``response_format`` and ``tools``.
 
-    Wire parameters are sent exactly as given; the last six are client options.
+    The structured-output and tool helpers set one of those two themselves; a TypedDict
+    cannot drop a key, so the full set is built on this one.
     """
 
     audio: AudioParam | None
@@ -480,7 +481,6 @@ class CompletionCreateParams(TypedDict, total=False):
     presence_penalty: float | None
     prompt_cache_key: str
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None
-    response_format: ResponseFormat
     safety_identifier: str
     seed: int | None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None
@@ -489,7 +489,6 @@ class CompletionCreateParams(TypedDict, total=False):
     stream_options: StreamOptions | None
     temperature: float | None
     tool_choice: ToolChoice
-    tools: list[ToolParam]
     top_logprobs: int | None
     top_p: float | None
     user: str
@@ -504,4 +503,15 @@ class CompletionCreateParams(TypedDict, total=False):
     idempotency_key: str | None
 
 
-__all__ += ["CompletionCreateParams"]
+class CompletionCreateParams(CommonCreateParams, total=False):
+    """Every ``create()`` parameter besides ``model``, ``messages`` and ``stream``.
+
+    Wire parameters are sent exactly as given; ``extra_headers``, ``extra_query``,
+    ``extra_body``, ``timeout``, ``max_retries`` and ``idempotency_key`` are client options.
+    """
+
+    response_format: ResponseFormat
+    tools: list[ToolParam]
+
+
+__all__ += ["CommonCreateParams", "CompletionCreateParams"]
