@@ -7,6 +7,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final
 
@@ -53,12 +54,21 @@ class LocalServer:
             server.queue(ErrorResponse(429, headers={"Retry-After": "1"}))
             ...
             assert server.requests[-1].json["model"] == "gpt-4o"
+
+    With ``ssl`` (a server-side ``SSLContext``) it serves HTTPS, for certificate tests.
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, seed: int = 0, model: str = DEFAULT_MODEL
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        model: str = DEFAULT_MODEL,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl = ssl
         self.seed = seed
         self.model = model
         self.requests: list[RecordedRequest] = []
@@ -95,7 +105,7 @@ class LocalServer:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port).start()
+            await web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -137,10 +147,11 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT``, without the ``/v1`` prefix."""
+        """``http://HOST:PORT`` (``https`` with ``ssl``), without the ``/v1`` prefix."""
         self._require_started()
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        scheme = "https" if self.ssl is not None else "http"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def base_url(self) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
 
 import aiohttp
 import pytest
+import trustme
 
 import anyapi_async.testing as testing
 from anyapi_async.testing import LocalServer
@@ -179,3 +181,19 @@ def test_public_names() -> None:
         obj = getattr(testing, name)
         if isinstance(obj, type):
             assert obj.__module__ == "anyapi_async.testing", name
+
+
+async def test_https_with_an_ssl_context() -> None:
+    """With ssl= the server speaks HTTPS; a client trusting the CA gets answers."""
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)  # fast to generate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    async with LocalServer(ssl=context) as server:
+        assert server.base_url.startswith("https://127.0.0.1:")
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http.get(server.base_url + "/models")
+            async with http.get(server.base_url + "/models", ssl=trusted) as resp:
+                assert resp.status == 200
