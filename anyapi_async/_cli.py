@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from ._argtypes import int_in
+
 if TYPE_CHECKING:
     from ._client import AsyncClient
     from ._types import ChatCompletion, ChatCompletionTokenLogprob
@@ -83,28 +85,6 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _top_logprobs(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer from 0 to 20, got {value!r}"
-        ) from None
-    if not 0 <= k <= 20:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 20, got {k}")
-    return k
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``anyapi`` argument parser."""
     from . import __version__
@@ -140,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model id (default: ${ENV_MODEL}, else {DEFAULT_MODEL})",
     )
     chat.add_argument("-s", "--system", metavar="TEXT", help="a system message")
-    chat.add_argument("--max-tokens", type=_positive_int, metavar="N", help="reply length limit")
+    chat.add_argument("--max-tokens", type=int_in(1), metavar="N", help="reply length limit")
     chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
     chat.add_argument(
         "--logprobs",
-        type=_top_logprobs,
+        type=int_in(0, 20),
         metavar="K",
         help="after the reply, list each token's log probability and its K (0-20) most "
         "likely alternatives",

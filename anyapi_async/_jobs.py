@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import msgspec
 
+from ._argtypes import int_in, positive_float
 from ._batch import BatchResult, BatchRun, ProgressCallback, TqdmProgress
 from ._decode import COMPLETION_DECODER, JSON_DECODER
 from ._exceptions import APIError, APIStatusError
@@ -540,36 +541,6 @@ async def run_jsonl_job(
 # --- the command line -------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``anyapi batch`` options to ``parser`` (the CLI builds the parser)."""
     parser.description = (
@@ -586,20 +557,20 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=int_in(1),
         default=DEFAULT_JOB_CONCURRENCY,
         metavar="N",
         help=f"requests in flight at most (default {DEFAULT_JOB_CONCURRENCY})",
     )
-    parser.add_argument("--rpm", type=_positive_float, metavar="N", help="requests per minute")
-    parser.add_argument("--tpm", type=_positive_float, metavar="N", help="tokens per minute")
+    parser.add_argument("--rpm", type=positive_float, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=positive_float, metavar="N", help="tokens per minute")
     parser.add_argument(
         "--base-url", metavar="URL", help="API base URL (default: ANYAPI_BASE_URL or AnyAPI)"
     )
     parser.add_argument("--model", metavar="M", help="use this model for every request")
     parser.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=int_in(0),
         metavar="N",
         help="retries per request after a failure (default 2)",
     )
