@@ -238,11 +238,11 @@ async def test_first_byte_delay_and_pace(
     anyapi_server.queue(Generated(first_byte_delay=0.3), Generated(pace=0.02))
     start = time.monotonic()
     async with post(http, anyapi_server) as resp:
-        assert time.monotonic() - start >= 0.3
+        assert time.monotonic() - start >= 0.29  # timers may fire a hair early
         assert resp.status == 200
     start = time.monotonic()
     events = await stream_events(http, anyapi_server, max_tokens=10)
-    assert time.monotonic() - start >= 0.02 * (len(events) - 1)
+    assert time.monotonic() - start >= 0.9 * 0.02 * (len(events) - 1)
 
 
 async def test_hang_never_answers_and_shutdown_is_quick() -> None:
