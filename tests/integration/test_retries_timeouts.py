@@ -7,12 +7,10 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trustme
-from aiohttp import web
 
 import anyapi_async as aa
 from anyapi_async.testing import ErrorResponse, Generated, Hang, JSONResponse, LocalServer, Redirect
@@ -255,97 +253,50 @@ async def test_rate_limit_headers_parsed(client: aa.AsyncClient, server: LocalSe
 # --- security ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def other_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    """A plain aiohttp server on 127.0.0.2 that records the headers it receives."""
-    seen: list[dict[str, str]] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.json_response(
-            {
-                "id": "r",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "moved"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.2", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.2:{port}/v1/chat/completions", seen
-    await runner.cleanup()
-
-
 async def test_redirect_to_other_host_drops_authorization(
-    client: aa.AsyncClient, server: LocalServer, other_host: tuple[str, list[dict[str, str]]]
+    client: aa.AsyncClient, server: LocalServer
 ) -> None:
-    """A redirect to 127.0.0.2 is followed without the Authorization header."""
-    url, seen = other_host
-    server.queue(Redirect(url, status=307))
+    """A redirect to 127.0.0.2 is followed without the Authorization header.
+
+    The other host, like any real API, then refuses the unauthenticated request.
+    """
+    async with LocalServer(host="127.0.0.2") as other:
+        server.queue(Redirect(other.base_url + "/chat/completions", status=307))
+        with pytest.raises(aa.AuthenticationError):
+            await client.chat.completions.create(model="m", messages=MSGS, max_retries=0)
+        assert len(other.requests) == 1
+        assert "Authorization" not in other.requests[0].headers
+        assert other.requests[0].json == server.requests[0].json
+
+
+async def test_redirect_on_same_origin_keeps_authorization(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """A redirect within the same origin keeps the credentials and succeeds."""
+    server.queue(Redirect("/v1/chat/completions", status=308))
     c = await client.chat.completions.create(model="m", messages=MSGS)
-    assert c.choices[0].message.content == "moved"
-    assert len(seen) == 1
-    assert "Authorization" not in seen[0]
-    assert API_KEY not in str(seen[0])
+    assert c.choices
+    assert len(server.requests) == 2
+    assert server.requests[1].headers["Authorization"] == "Bearer ***"
 
 
-async def test_self_signed_https_refused_by_default(tmp_path: Any) -> None:
+async def test_self_signed_https_refused_by_default() -> None:
     """A local HTTPS server with a self-signed certificate is refused unless verify=False."""
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "id": "s",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "tls"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    base = f"https://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        async with aa.AsyncClient(api_key="k", base_url=base, max_retries=0) as c:
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    async with LocalServer(ssl=ctx) as tls:
+        assert tls.base_url.startswith("https://")
+        async with aa.AsyncClient(api_key="k", base_url=tls.base_url, max_retries=0) as c:
             with pytest.raises(aa.APIConnectionError, match=r"(?i)certificate|ssl"):
                 await c.chat.completions.create(model="m", messages=MSGS)
-        async with aa.AsyncClient(api_key="k", base_url=base, verify=False) as c:
-            ok = await c.chat.completions.create(model="m", messages=MSGS)
-            assert ok.choices[0].message.content == "tls"
+        assert tls.requests == []
+        async with aa.AsyncClient(api_key="k", base_url=tls.base_url, verify=False) as c:
+            assert (await c.chat.completions.create(model="m", messages=MSGS)).choices
         trusted = ssl.create_default_context()
         ca.configure_trust(trusted)
-        async with aa.AsyncClient(api_key="k", base_url=base, verify=trusted) as c:
+        async with aa.AsyncClient(api_key="k", base_url=tls.base_url, verify=trusted) as c:
             assert (await c.chat.completions.create(model="m", messages=MSGS)).choices
-    finally:
-        await runner.cleanup()
 
 
 async def test_no_key_in_logs_or_errors_at_debug(
