@@ -125,7 +125,8 @@ class AsyncClient:
         session: a caller-owned ``aiohttp.ClientSession``; the client never closes it.
         max_concurrency: bound on requests in flight through this client (a stream holds
             its slot until closed).
-        http_referer, x_title: AnyAPI attribution headers.
+        http_referer: AnyAPI attribution: your app's URL (``HTTP-Referer``).
+        x_title: AnyAPI attribution: your app's name (``X-Title``).
     """
 
     def __init__(
