@@ -178,6 +178,9 @@ class AsyncStream(Generic[T]):
             if payload.strip() and payload[:1] != b"[":
                 self._decode(payload)
             break
+        if self._watchdog is not None:
+            # The event waits for the caller, who may take their time to start reading.
+            self._watchdog.since = math.inf
 
     def _decode(self, payload: bytes) -> ChatCompletionChunk:
         try:

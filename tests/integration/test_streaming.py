@@ -412,3 +412,15 @@ async def test_random_splits_of_a_recorded_stream(
         server.queue(SSEResponse(events, split_seed=seed))
         results.add(text_of(await collect(client)))
     assert results == {"Ça va 👋 bien"}
+
+
+async def test_slow_consumer_is_not_an_idle_server(server: LocalServer) -> None:
+    """Time the caller spends before reading does not count against the idle limit."""
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, timeout=aa.Timeout(5, idle=0.2)
+    ) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        async with stream:
+            await asyncio.sleep(0.5)  # the caller is busy elsewhere, not the server
+            chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices[0].finish_reason is not None
