@@ -375,10 +375,31 @@ class AsyncClient:
             response.status, body, response.headers, request_id_of(response.headers)
         )
 
+    async def _request_json(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        decoder: msgspec.json.Decoder[T],
+    ) -> T:
+        """Send a request whose answer is one JSON body, decoded by ``decoder``.
+
+        With ``max_concurrency`` the slot is taken before the request is built, so calls
+        queued behind the cap hold no headers or request objects (and ``Timeout.total``
+        starts once the slot is taken).
+        """
+        semaphore = self._semaphore
+        if semaphore is None:
+            request = await self._build_request(method, path, body, options=options)
+            return await self._send_json(request, options, decoder)
+        async with semaphore:
+            request = await self._build_request(method, path, body, options=options)
+            return await self._send_json(request, options, decoder)
+
     async def _send_json(
         self, request: Request, options: Mapping[str, Any] | None, decoder: msgspec.json.Decoder[T]
     ) -> T:
-        """Send a request whose answer is one JSON body, decoded by ``decoder``."""
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
         hooks = self._retrier.hooks
@@ -399,12 +420,9 @@ class AsyncClient:
                     hook.on_complete(attempt, getattr(result, "usage", None))
             return result
 
-        policy = self._policy(options)
-        semaphore = self._semaphore
-        if semaphore is None:
-            return await self._retrier.send(request, handle, policy, self._raise_for_status)
-        async with semaphore:
-            return await self._retrier.send(request, handle, policy, self._raise_for_status)
+        return await self._retrier.send(
+            request, handle, self._policy(options), self._raise_for_status
+        )
 
     @staticmethod
     def _decode_body(body: bytes, response: Response, decoder: msgspec.json.Decoder[T]) -> T:
@@ -450,13 +468,33 @@ class AsyncClient:
             )
         return result
 
+    async def _request_stream(
+        self, path: str, body: bytes, options: Mapping[str, Any] | None
+    ) -> AsyncStream[ChatCompletionChunk]:
+        """Send a streaming request; return once its first event has arrived.
+
+        With ``max_concurrency`` the slot is taken first and then held by the stream until
+        it is closed.
+        """
+        semaphore = self._semaphore
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            request = await self._build_request("POST", path, body, stream=True, options=options)
+            stream = await self._send_stream(request, options)
+        except BaseException:
+            if semaphore is not None:
+                semaphore.release()
+            raise
+        if semaphore is not None:
+            stream._on_close = semaphore.release
+        return stream
+
     async def _send_stream(
         self, request: Request, options: Mapping[str, Any] | None
     ) -> AsyncStream[ChatCompletionChunk]:
-        """Send a streaming request; return once its first event has arrived."""
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
-        semaphore = self._semaphore
         timeout = request.timeout
         first_by = timings.started + timeout.first_event if timeout.first_event else None
         hooks = self._retrier.hooks
@@ -473,18 +511,8 @@ class AsyncClient:
                 hooks=hooks,
             )
             await stream._start()
-            if semaphore is not None:
-                # From here the stream holds the slot until it is closed.
-                stream._on_close = semaphore.release
             return stream
 
-        if semaphore is not None:
-            await semaphore.acquire()
-        try:
-            return await self._retrier.send(
-                request, handle, self._policy(options), self._raise_for_status
-            )
-        except BaseException:
-            if semaphore is not None:
-                semaphore.release()
-            raise
+        return await self._retrier.send(
+            request, handle, self._policy(options), self._raise_for_status
+        )

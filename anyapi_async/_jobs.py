@@ -302,10 +302,9 @@ _KEEP_BODY: Final[Any] = _KeepBody()
 async def _send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
     # The body goes out as written in the file, gateway-specific fields included, as the
     # Batch API does; _read_items has checked model and messages.
-    request = await client._build_request(
-        "POST", CHAT_COMPLETIONS_PATH, _encoder.encode(body), options=None
+    completion: ChatCompletion = await client._request_json(
+        "POST", CHAT_COMPLETIONS_PATH, _encoder.encode(body), None, _KEEP_BODY
     )
-    completion: ChatCompletion = await client._send_json(request, None, _KEEP_BODY)
     return completion
 
 

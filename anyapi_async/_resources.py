@@ -181,13 +181,11 @@ class Completions:
             )
         """
         body, options = build_body(model, messages, stream, dict(params))
-        client = self._client
-        request = await client._build_request(
-            "POST", "/chat/completions", body, stream=stream, options=options
-        )
         if stream:
-            return await client._send_stream(request, options)
-        return await client._send_json(request, options, _completion_decoder)
+            return await self._client._request_stream("/chat/completions", body, options)
+        return await self._client._request_json(
+            "POST", "/chat/completions", body, options, _completion_decoder
+        )
 
     def stream(
         self,
@@ -208,11 +206,7 @@ class Completions:
         body, options = build_body(model, messages, True, dict(params))
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
-            client = self._client
-            request = await client._build_request(
-                "POST", "/chat/completions", body, stream=True, options=options
-            )
-            return await client._send_stream(request, options)
+            return await self._client._request_stream("/chat/completions", body, options)
 
         return ChatCompletionStreamManager(open_stream)
 
@@ -367,6 +361,4 @@ class Models:
 
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
-        client = self._client
-        request = await client._build_request("GET", "/models", None)
-        return await client._send_json(request, None, _models_decoder)
+        return await self._client._request_json("GET", "/models", None, None, _models_decoder)

@@ -43,8 +43,13 @@ __all__ = [
 ]
 
 
-class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Common config: keyword construction, and defaults left out when re-encoded."""
+class _Base(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """Common config: keyword construction, defaults left out when re-encoded, and no GC.
+
+    Decoded responses never form reference cycles, so the garbage collector need not
+    track them: with ``gc=False`` a stream of thousands of chunks (or a completion with
+    thousands of logprob entries) adds no collector work (see docs/benchmarks.md).
+    """
 
 
 # --- logprobs -----------------------------------------------------------------------------
@@ -157,11 +162,12 @@ class ErrorObject(_Base):
     metadata: dict[str, Any] | None = None
 
 
-class ChatCompletion(_Base, dict=True):
+class ChatCompletion(_Base, gc=True, dict=True):
     """A ``chat.completion`` object.
 
     ``completion.http`` holds the HTTP facts of the call that produced it (headers, request
-    id, rate limits, timings, attempts); it is ``None`` for one built by hand.
+    id, rate limits, timings, attempts); it is ``None`` for one built by hand. (The
+    ``__dict__`` that holds it needs GC tracking, for this one object per response.)
     """
 
     id: str = ""
