@@ -281,7 +281,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 "CPU µs/" + s["unit"],
                 "Wall s",
                 "Cap",
-                "Connections",
+                "New conns",
                 "Streams open at once",
             ],
             (
@@ -331,7 +331,11 @@ def markdown(doc: dict[str, Any]) -> str:
     for name, s in scenarios.items():
         out += [f"### {name}: {s['title']}", ""]
         if name == next(iter(scenarios)):
-            out += ["GC: share of the phase's CPU spent in garbage collection.", ""]
+            out += [
+                "New conns: connections opened during the measured phase (the warm-up opens",
+                "the pool); GC: share of the phase's CPU spent in garbage collection.",
+                "",
+            ]
         out += _table(
             [
                 "Client",
@@ -342,7 +346,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 "\u00d7 openai",
                 "Requests",
                 "Wall s",
-                "Conns",
+                "New conns",
                 "GC",
             ],
             (
