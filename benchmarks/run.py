@@ -133,14 +133,14 @@ def _extra_modules(python: str) -> list[dict[str, Any]]:
     start = next((i for i, line in enumerate(lines) if line.rstrip().endswith("| msgspec")), None)
     if out.returncode or start is None:
         return []
-    modules = []
+    modules: list[dict[str, Any]] = []
     for line in lines[start + 1 :]:
         parts = [p.strip() for p in line.split("|")]
         if len(parts) != 3 or not parts[0].startswith("import time:"):
             continue
         self_us = int(parts[0].rsplit(" ", 1)[-1])
         modules.append({"module": parts[2].strip(), "self_us": self_us, "cum_us": int(parts[1])})
-    modules.sort(key=lambda m: -m["self_us"])
+    modules.sort(key=lambda m: -int(m["self_us"]))
     return modules[:12]
 
 

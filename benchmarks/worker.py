@@ -27,7 +27,7 @@ from typing import Any
 
 from .clients import BenchClient, make
 from .payloads import ROUTES, Outcome, Route, expected
-from .scenarios import FANOUT_CAP, POOL_SIZE, SCENARIOS, Scenario
+from .scenarios import CLIENTS, FANOUT_CAP, POOL_SIZE, SCENARIOS, Scenario
 from .server import raise_fd_limit, spawn, stats
 
 __all__ = ["main", "measure"]
@@ -252,7 +252,7 @@ def _stop_profile(profiler: Any, path: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--client", required=True)
+    parser.add_argument("--client", required=True, choices=CLIENTS)
     parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, help="a running benchmarks.server (default: start one)")
     parser.add_argument("--quick", action="store_true", help="the quick mode's fixed counts")
