@@ -17,7 +17,7 @@ from ._exceptions import (
     error_from_payload,
 )
 from ._meta import ResponseInfo, Timings, request_id_of
-from ._sse import ServerSentEvent, SSEDecoder
+from ._sse import SSEDecoder
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -119,7 +119,7 @@ class AsyncStream(Generic[T]):
         self._response = response
         self._chunks = response.chunks()
         self._decoder = SSEDecoder(max_event_size)
-        self._backlog: list[bytes | ServerSentEvent] = []
+        self._backlog: list[bytes] = []
         self._json_chunk: ChatCompletionChunk | None = None
         self._attempt = attempt
         self._hooks = hooks
@@ -169,16 +169,17 @@ class AsyncStream(Generic[T]):
             try:
                 data = await self._chunks.__anext__()
             except StopAsyncIteration:
-                self._backlog = self._decoder.flush()
+                self._backlog = self._decoder.flush_data()
                 break
-            self._backlog = self._decoder.feed(data)
+            self._backlog = self._decoder.feed_data(data)
+        self._timings.first_token = self._loop.time()
         # Check the first event now: an error event here is retried like a status.
-        for item in self._backlog:
-            payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
+        for payload in self._backlog:
             if payload.strip() and payload[:1] != b"[":
                 self._decode(payload)
             break
         if self._watchdog is not None:
+            self._watchdog.first_event_seen()
             # The event waits for the caller, who may take their time to start reading.
             self._watchdog.since = math.inf
 
@@ -249,9 +250,8 @@ class AsyncStream(Generic[T]):
                 yield self._json_chunk
                 return
             while True:
-                for item in payloads:
-                    payload = item if type(item) is bytes else item.data  # type: ignore[union-attr]
-                    if payload[:1] == b"[" and payload.strip() == b"[DONE]":
+                for payload in payloads:
+                    if payload[0] == 91 and payload.strip() == b"[DONE]":  # 91 is "["
                         self._done = True
                         break
                     try:
@@ -268,34 +268,35 @@ class AsyncStream(Generic[T]):
                                 ) from exc
                         else:
                             chunk = self._decode_slow(payload)
-                    if chunk.error is not None or chunk.object == "error":
+                    if chunk.error is not None:
+                        self._decode(payload)  # raises the error it carries
+                    choices = chunk.choices
+                    if choices:
+                        for choice in choices:
+                            if choice.finish_reason is None:
+                                seen.add(choice.index)
+                            else:
+                                finished.add(choice.index)
+                    elif chunk.object == "error":  # error objects carry no choices
                         self._decode(payload)
                     if chunk.usage is not None:
                         self.usage = chunk.usage
-                    for choice in chunk.choices:
-                        if choice.finish_reason is None:
-                            seen.add(choice.index)
-                        else:
-                            finished.add(choice.index)
-                    if timings.first_token is None:
-                        timings.first_token = time()
-                        if watchdog is not None:
-                            watchdog.first_event_seen()
-                    if watchdog is not None:
-                        watchdog.since = math.inf
-                        yield chunk
-                        watchdog.since = time()
-                    else:
-                        yield chunk
+                    yield chunk
                 if self._done or at_eof:
                     break
+                if watchdog is not None and payloads:
+                    # The caller has had this read's events: waiting starts again now.
+                    # (Marked per read, not per event; comments alone do not reset it.)
+                    watchdog.since = time()
                 try:
                     data = await chunks.__anext__()
                 except StopAsyncIteration:
                     at_eof = True
-                    payloads = decoder.flush()
+                    payloads = decoder.flush_data()
                     continue
-                payloads = decoder.feed(data)
+                payloads = decoder.feed_data(data)
+                if watchdog is not None and payloads:
+                    watchdog.since = math.inf
             if not self._done and not (finished and seen <= finished):
                 raise APIConnectionError(
                     "The stream ended early: no [DONE] and "

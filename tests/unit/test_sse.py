@@ -123,3 +123,28 @@ def test_byte_by_byte_is_linear() -> None:
     for i in range(0, len(line), 1):
         out.extend(decoder.feed(line[i : i + 1]))
     assert payloads(out) == [b"z" * 1_000_000]
+
+
+def test_feed_data_gives_named_events_as_data() -> None:
+    """feed_data (the streaming hot path) yields every event's data, named or not."""
+    decoder = SSEDecoder()
+    out = decoder.feed_data(b"event: error\ndata: {}\n\ndata: x\n\n: c\n\n")
+    out += decoder.flush_data()
+    assert out == [b"{}", b"x"]
+
+
+def test_fast_path_respects_pending_state() -> None:
+    """A block that completes an event begun in the previous read is not taken as new."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\n") == []
+    assert payloads(decoder.feed(b"data: b\n\ndata: c\n\n")) == [b"a\nb", b"c"]
+    assert decoder.feed(b"event: ping\n") == []
+    events = decoder.feed(b"data: p\n\n")
+    assert isinstance(events[0], ServerSentEvent) and events[0].event == "ping"
+
+
+def test_single_oversized_event_in_one_read() -> None:
+    """An event bigger than the limit that arrives whole in one read still raises."""
+    decoder = SSEDecoder(max_event_size=50)
+    with pytest.raises(ResponseTooLargeError):
+        decoder.feed(b"data: " + b"q" * 100 + b"\n\n")
