@@ -44,8 +44,10 @@ import msgspec
 
 from ._argtypes import int_in, positive_float
 from ._batch import BatchResult, BatchRun, ProgressCallback, TqdmProgress
+from ._client import ENV_API_KEY, ENV_BASE_URL
 from ._decode import COMPLETION_DECODER, JSON_DECODER
 from ._exceptions import APIError, APIStatusError
+from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._resources import check_messages
 from ._types import ChatCompletion
 
@@ -67,9 +69,6 @@ DEFAULT_JOB_CONCURRENCY: Final = 64
 LINE_ID_PREFIX: Final = "line-"
 #: ``error.type`` of lines refused before any request was sent.
 INVALID_TYPE: Final = "invalid_request"
-CHAT_COMPLETIONS_PATH: Final = "/chat/completions"
-ENV_API_KEY: Final = "ANYAPI_API_KEY"
-ENV_BASE_URL: Final = "ANYAPI_BASE_URL"
 #: Key sent to a loopback server when none is set (local servers accept any key).
 LOCAL_API_KEY: Final = "anyapi-local"
 #: Invalid lines the command lists one by one on stderr before only counting them.

@@ -35,6 +35,7 @@ CLIENT_OPTIONS: Final = frozenset(
 )
 WIRE_PARAMS: Final = frozenset(CompletionCreateParams.__annotations__) - CLIENT_OPTIONS
 MAX_TOP_LOGPROBS: Final = 20
+CHAT_PATH: Final = "/chat/completions"
 
 T = TypeVar("T")
 
@@ -180,12 +181,20 @@ class Completions:
                 model="gpt-5", messages=[{"role": "user", "content": "Hello!"}], max_tokens=300
             )
         """
-        body, options = build_body(model, messages, stream, dict(params))
+        # **params is already this call's own dict: build_body may take options out of it.
+        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
+        client = self._client
         if stream:
-            return await self._client._request_stream("/chat/completions", body, options)
-        return await self._client._request_json(
-            "POST", "/chat/completions", body, options, _completion_decoder
-        )
+            return await client._request_stream(CHAT_PATH, body, options)
+        semaphore = client._semaphore
+        if semaphore is None:
+            request = await client._build_request("POST", CHAT_PATH, body, options=options)
+            return await client._send_json(request, options, _completion_decoder)
+        # Waiting here rather than in a helper coroutine keeps one frame fewer alive per
+        # call queued behind max_concurrency (10,000 queued calls: megabytes).
+        async with semaphore:
+            request = await client._build_request("POST", CHAT_PATH, body, options=options)
+            return await client._send_json(request, options, _completion_decoder)
 
     def stream(
         self,
@@ -203,10 +212,10 @@ class Completions:
                     print(text, end="", flush=True)
                 final = await s.get_final_completion()
         """
-        body, options = build_body(model, messages, True, dict(params))
+        body, options = build_body(model, messages, True, params)  # type: ignore[arg-type]
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
-            return await self._client._request_stream("/chat/completions", body, options)
+            return await self._client._request_stream(CHAT_PATH, body, options)
 
         return ChatCompletionStreamManager(open_stream)
 
