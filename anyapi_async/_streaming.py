@@ -170,6 +170,8 @@ class AsyncStream(Generic[T]):
                 data = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._backlog = self._decoder.flush_data()
+                if not self._backlog:
+                    raise APIConnectionError("The stream ended before its first event") from None
                 break
             self._backlog = self._decoder.feed_data(data)
         self._timings.first_token = self._loop.time()

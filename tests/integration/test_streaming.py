@@ -424,3 +424,10 @@ async def test_slow_consumer_is_not_an_idle_server(server: LocalServer) -> None:
             await asyncio.sleep(0.5)  # the caller is busy elsewhere, not the server
             chunks = [chunk async for chunk in stream]
     assert chunks[-1].choices[0].finish_reason is not None
+
+
+async def test_empty_stream_raises_from_create(client: aa.AsyncClient, server: LocalServer) -> None:
+    """A 200 stream that ends before any event raises from create() itself."""
+    server.queue(SSEResponse([b": only a comment\n\n"], done=False))
+    with pytest.raises(aa.APIConnectionError, match="before its first event"):
+        await client.chat.completions.create(model="m", messages=MSGS, stream=True)
