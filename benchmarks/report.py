@@ -375,7 +375,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"- {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB; {meta['platform']}",
         f"- {meta['implementation']} {meta['python']}; {versions}",
-        f"- commit `{meta.get('commit')}`; load average {meta.get('loadavg_start')} at start, "
+        f"- commit `{meta.get('commit')}`"
+        + (
+            f" (uncommitted library files: {', '.join(meta['library_changes'])})"
+            if meta.get("library_changes")
+            else ""
+        )
+        + f"; load average {meta.get('loadavg_start')} at start, "
         f"{meta.get('loadavg_end')} at end; {meta.get('duration_s')} s in all",
         "",
         "![CPU per chunk and per request](benchmarks.png)",

@@ -73,8 +73,14 @@ def environment(python: str) -> dict[str, Any]:
             text=True,
             check=True,
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "anyapi_async"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
-        commit = None
+        commit, changed = None, []
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -87,6 +93,8 @@ def environment(python: str) -> dict[str, Any]:
         ),
         "versions": versions,
         "commit": commit,
+        # Uncommitted changes inside the library itself ("-dirty" may be other files).
+        "library_changes": [line[3:] for line in changed if line.strip()],
         "executable": python,
         "loadavg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
