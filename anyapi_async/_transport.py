@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import ssl
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
@@ -102,21 +101,23 @@ class Response:
         """The whole body, refusing one larger than ``limit`` bytes; releases the connection."""
         resp = self._resp
         try:
-            with map_errors():
-                length = resp.content_length
-                if length is not None and length <= limit:
-                    return await resp.read()
-                if length is not None:
+            length = resp.content_length
+            if length is not None and length <= limit:
+                return await resp.read()
+            if length is not None:
+                raise _too_large(limit)
+            parts: list[bytes] = []
+            size = 0
+            content = resp.content
+            while data := await content.readany():
+                size += len(data)
+                if size > limit:
                     raise _too_large(limit)
-                parts: list[bytes] = []
-                size = 0
-                content = resp.content
-                while data := await content.readany():
-                    size += len(data)
-                    if size > limit:
-                        raise _too_large(limit)
-                    parts.append(data)
-                return b"".join(parts)
+                parts.append(data)
+            return b"".join(parts)
+        except NETWORK_ERRORS as exc:
+            self.close()
+            raise translate_error(exc) from exc
         except BaseException:
             self.close()
             raise
@@ -226,8 +227,15 @@ def _too_large(limit: int) -> ResponseTooLargeError:
     )
 
 
-def translate_error(exc: BaseException, *, reading_stream: bool = False) -> APIError | None:
-    """The library's error for an aiohttp or timeout error, or None for anything else."""
+#: What aiohttp raises for network trouble; everything else is a bug to see, not to wrap.
+NETWORK_ERRORS: Final = (asyncio.TimeoutError, aiohttp.ClientError)
+
+
+def translate_error(exc: BaseException, *, reading_stream: bool = False) -> APIError:
+    """The library's error for one of `NETWORK_ERRORS`, to raise ``from exc``.
+
+    Most specific first: aiohttp's timeout classes are also `asyncio.TimeoutError`.
+    """
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError("Timed out connecting to the server", limit="connect")
     if isinstance(exc, aiohttp.SocketTimeoutError):
@@ -236,25 +244,8 @@ def translate_error(exc: BaseException, *, reading_stream: bool = False) -> APIE
         return APITimeoutError("Request exceeded its total timeout", limit="total")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError(f"The response was cut before its end: {exc}")
-    if isinstance(exc, aiohttp.ClientError):
-        what = "The stream broke" if reading_stream else "Connection error"
-        return APIConnectionError(f"{what}: {type(exc).__name__}: {exc}")
-    return None
-
-
-@contextlib.contextmanager
-def map_errors(*, reading_stream: bool = False) -> Iterator[None]:
-    """Translate aiohttp and timeout errors into the library's, cause chained.
-
-    Unknown exceptions pass through untouched: they are bugs to see, not to wrap.
-    """
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        mapped = translate_error(exc, reading_stream=reading_stream)
-        if mapped is None:  # pragma: no cover - both branches above are mapped
-            raise
-        raise mapped from exc
+    what = "The stream broke" if reading_stream else "Connection error"
+    return APIConnectionError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 class BodyIterator:
@@ -275,11 +266,8 @@ class BodyIterator:
     async def __anext__(self) -> bytes:
         try:
             data = await self._readany()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            mapped = translate_error(exc, reading_stream=True)
-            if mapped is None:  # pragma: no cover
-                raise
-            raise mapped from exc
+        except NETWORK_ERRORS as exc:
+            raise translate_error(exc, reading_stream=True) from exc
         if not data:
             raise StopAsyncIteration
         return data
@@ -381,11 +369,8 @@ class AiohttpTransport:
                     resp = await self._request_with_first_event_limit(
                         session, request, url, headers, client_timeout
                     )
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                mapped = translate_error(exc)
-                if mapped is None:  # pragma: no cover
-                    raise
-                raise mapped from exc
+            except NETWORK_ERRORS as exc:
+                raise translate_error(exc) from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return Response(resp)
             headers = self._redirect_headers(resp, headers)
