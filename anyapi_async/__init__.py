@@ -6,20 +6,6 @@ import contextlib
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._accumulate import ChunkAccumulator
-from ._chat_stream import (
-    ChatCompletionStream,
-    ChatCompletionStreamManager,
-    ChunkEvent,
-    ContentDeltaEvent,
-    ContentDoneEvent,
-    LogprobsEvent,
-    ReasoningDeltaEvent,
-    RefusalDeltaEvent,
-    StreamEvent,
-    ToolCallArgumentsDeltaEvent,
-    ToolCallDoneEvent,
-)
 from ._client import DEFAULT_BASE_URL, AsyncClient
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
@@ -71,7 +57,21 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ._accumulate import ChunkAccumulator
     from ._batch import BatchResult, BatchRun, BatchStats, ProgressCallback, TqdmProgress
+    from ._chat_stream import (
+        ChatCompletionStream,
+        ChatCompletionStreamManager,
+        ChunkEvent,
+        ContentDeltaEvent,
+        ContentDoneEvent,
+        LogprobsEvent,
+        ReasoningDeltaEvent,
+        RefusalDeltaEvent,
+        StreamEvent,
+        ToolCallArgumentsDeltaEvent,
+        ToolCallDoneEvent,
+    )
     from ._jobs import JobError, JobSummary, run_jsonl_job
     from ._parsing import (
         ContentValidationError,
@@ -95,8 +95,25 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # Names whose modules load on first use, so `import anyapi_async` stays as cheap as the
-# first request needs (structured outputs, tools and batch jobs are opt-in).
+# first request needs (the stream helpers, structured outputs, tools and batch jobs).
 _LAZY: dict[str, str] = {
+    "ChunkAccumulator": "_accumulate",
+    **dict.fromkeys(
+        (
+            "ChatCompletionStream",
+            "ChatCompletionStreamManager",
+            "ChunkEvent",
+            "ContentDeltaEvent",
+            "ContentDoneEvent",
+            "LogprobsEvent",
+            "ReasoningDeltaEvent",
+            "RefusalDeltaEvent",
+            "StreamEvent",
+            "ToolCallArgumentsDeltaEvent",
+            "ToolCallDoneEvent",
+        ),
+        "_chat_stream",
+    ),
     **dict.fromkeys(
         ("BatchResult", "BatchRun", "BatchStats", "ProgressCallback", "TqdmProgress"), "_batch"
     ),

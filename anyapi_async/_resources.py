@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
-from ._chat_stream import ChatCompletionStreamManager
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._batch import BatchRun, ProgressCallback, Requests
+    from ._chat_stream import ChatCompletionStreamManager
     from ._client import AsyncClient
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
     from ._ratelimit import RateLimiter
@@ -216,6 +216,8 @@ class Completions:
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
             return await self._client._request_stream(CHAT_PATH, body, options)
+
+        from ._chat_stream import ChatCompletionStreamManager  # the helpers load on first use
 
         return ChatCompletionStreamManager(open_stream)
 
