@@ -30,6 +30,7 @@ from ._transport import (
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RESPONSE_SIZE,
+    SECRET_HEADERS,
     AiohttpTransport,
     Request,
     Response,
@@ -100,8 +101,7 @@ def _check_base_url(url: str) -> str:
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``headers`` fit for logs: credentials masked."""
-    secret = {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
-    return {k: ("***" if k.lower() in secret else v) for k, v in headers.items()}
+    return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
 class AsyncClient:

@@ -43,8 +43,11 @@ DEFAULT_DNS_CACHE_TTL: Final = 300
 DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
-#: Headers that carry credentials and must not follow a redirect to another origin.
-_SECRET_HEADERS: Final = ("Authorization", "Proxy-Authorization", "Api-Key", "X-Api-Key")
+#: Headers (lower-cased) that carry credentials: masked in logs, and never sent on to
+#: another origin by a redirect.
+SECRET_HEADERS: Final = frozenset(
+    ("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie")
+)
 
 
 class Request:
@@ -414,8 +417,7 @@ class AiohttpTransport:
         target = resp.url.join(URL(resp.headers["Location"]))
         if _origin(target) == _origin(resp.url):
             return headers
-        lowered = {h.lower() for h in _SECRET_HEADERS}
-        return {k: v for k, v in headers.items() if k.lower() not in lowered}
+        return {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
 
     async def aclose(self) -> None:
         """Close the session if we own it; idempotent."""
