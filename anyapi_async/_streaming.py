@@ -214,9 +214,9 @@ class AsyncStream(Generic[T]):
             raise error_from_payload(
                 obj, self._response.status, self._response.headers, self.request_id
             )
-        if isinstance(obj, dict) and obj.get("object") == "chat.completion":
-            return _completion_as_chunk(msgspec.convert(obj, ChatCompletion, strict=False))
         try:
+            if isinstance(obj, dict) and obj.get("object") == "chat.completion":
+                return _completion_as_chunk(decode_lenient(payload, ChatCompletion))
             return decode_lenient(payload, ChatCompletionChunk)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise APIResponseValidationError(

@@ -431,3 +431,28 @@ async def test_empty_stream_raises_from_create(client: aa.AsyncClient, server: L
     server.queue(SSEResponse([b": only a comment\n\n"], done=False))
     with pytest.raises(aa.APIConnectionError, match="before its first event"):
         await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+
+
+async def test_server_ignoring_stream_true(client: aa.AsyncClient, server: LocalServer) -> None:
+    """A server that answers a stream request with a whole JSON completion gives one chunk."""
+    server.queue(
+        JSONResponse(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "whole"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+    )
+    async with client.chat.completions.stream(model="m", messages=MSGS) as s:
+        final = await s.get_final_completion()
+    assert final.choices[0].message.content == "whole"
+    assert final.choices[0].finish_reason == "stop"
