@@ -246,26 +246,27 @@ class Retrier:
                     await raise_for_status(response)
                 return await handle(response, info or attempt)
             except APIError as exc:
-                if attempt > policy.max_retries or not policy.should_retry(
+                exc.attempts = attempt
+                delay = None
+                if attempt <= policy.max_retries and policy.should_retry(
                     exc, before_response=before_response
                 ):
-                    exc.attempts = attempt
+                    headers = exc.headers if isinstance(exc, APIStatusError) else None
+                    delay = policy.delay(attempt, headers)
+                    if request.deadline is not None and loop.time() + delay >= request.deadline:
+                        logger.info(
+                            "Not retrying %s %s after %s: a wait of %.2fs would pass the "
+                            "total timeout",
+                            request.method,
+                            request.url,
+                            _describe(exc),
+                            delay,
+                        )
+                        delay = None
+                if delay is None:
                     if info is not None:
                         for hook in hooks:
                             hook.on_error(info, exc)
-                    raise
-                headers = exc.headers if isinstance(exc, APIStatusError) else None
-                delay = policy.delay(attempt, headers)
-                if request.deadline is not None and loop.time() + delay >= request.deadline:
-                    exc.attempts = attempt
-                    logger.info(
-                        "Not retrying %s %s after %s: the wait of %.2fs would pass the total "
-                        "timeout",
-                        request.method,
-                        request.url,
-                        _describe(exc),
-                        delay,
-                    )
                     raise
                 logger.info(
                     "Retrying %s %s in %.2fs (retry %d of %d) after %s",
