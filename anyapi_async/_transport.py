@@ -7,7 +7,7 @@ import math
 import ssl
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
@@ -358,20 +358,19 @@ class AiohttpTransport:
         url = request.url
         headers: Mapping[str, str] = request.headers
         for _ in range(MAX_REDIRECTS + 1):
+            pending = session.request(
+                request.method,
+                url,
+                data=request.body,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
+            )
             try:
                 if timeout.first_event is None:
-                    resp = await session.request(
-                        request.method,
-                        url,
-                        data=request.body,
-                        headers=headers,
-                        timeout=client_timeout,
-                        allow_redirects=False,
-                    )
+                    resp = await pending
                 else:
-                    resp = await self._request_with_first_event_limit(
-                        session, request, url, headers, client_timeout
-                    )
+                    resp = await self._within_first_event_limit(pending, timeout.first_event)
             except NETWORK_ERRORS as exc:
                 raise translate_error(exc) from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
@@ -382,24 +381,12 @@ class AiohttpTransport:
         raise APIConnectionError(f"Too many redirects (more than {MAX_REDIRECTS})")
 
     @staticmethod
-    async def _request_with_first_event_limit(
-        session: aiohttp.ClientSession,
-        request: Request,
-        url: str,
-        headers: Mapping[str, str],
-        client_timeout: aiohttp.ClientTimeout,
+    async def _within_first_event_limit(
+        pending: Awaitable[aiohttp.ClientResponse], limit: float
     ) -> aiohttp.ClientResponse:
-        limit = request.timeout.first_event
         try:
             async with _timeout_after(limit):
-                return await session.request(
-                    request.method,
-                    url,
-                    data=request.body,
-                    headers=headers,
-                    timeout=client_timeout,
-                    allow_redirects=False,
-                )
+                return await pending
         except asyncio.TimeoutError as exc:
             if isinstance(exc, aiohttp.ClientError):  # aiohttp's own connect/read limits
                 raise

@@ -148,21 +148,6 @@ async def test_total_deadline_cuts_a_slow_call(server: LocalServer) -> None:
     assert time.monotonic() - start < 0.6 + 1.0
 
 
-async def test_stream_reset_after_chunks_not_retried(
-    client: aa.AsyncClient, server: LocalServer
-) -> None:
-    """A stream reset after events reached the caller raises once; nothing is repeated."""
-    server.queue(Generated(cut_after=3))
-    texts: list[str] = []
-    with pytest.raises(aa.APIConnectionError):
-        stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
-        async with stream:
-            async for chunk in stream:
-                texts.extend(c.delta.content or "" for c in chunk.choices)
-    assert len(server.requests) == 1
-    assert len(texts) == len(set(enumerate(texts)))
-
-
 async def test_stall_after_three_chunks(server: LocalServer) -> None:
     """A stream that stalls after 3 events raises APITimeoutError instead of hanging."""
     server.queue(Generated(stall_after=3))
