@@ -26,12 +26,49 @@ def _drop_nulls(obj: Any) -> Any:
     return obj
 
 
+def _part_text(part: Any) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return ""
+    text = part.get("text")
+    if isinstance(text, str):
+        return text
+    inner = part.get("thinking") or part.get("reasoning")
+    if isinstance(inner, list):
+        return "".join(_part_text(p) for p in inner)
+    return inner if isinstance(inner, str) else ""
+
+
+def _flatten_content_parts(obj: Any) -> None:
+    # Some providers (Mistral's reasoning models, for one) answer `content` as a list of
+    # typed parts: text parts become the content, thinking parts the reasoning.
+    if not isinstance(obj, dict):
+        return
+    for choice in obj.get("choices") or ():
+        for key in ("message", "delta"):
+            message = choice.get(key) if isinstance(choice, dict) else None
+            if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+                continue
+            parts = message["content"]
+            thinking = [p for p in parts if isinstance(p, dict) and p.get("type") in _THINKING]
+            message["content"] = "".join(_part_text(p) for p in parts if p not in thinking)
+            if thinking and "reasoning_content" not in message:
+                message["reasoning_content"] = "".join(_part_text(p) for p in thinking)
+
+
+_THINKING = ("thinking", "reasoning")
+
+
 def decode_lenient(data: bytes, type_: type[T]) -> T:
     """Decode ``data`` when the strict decoder refused it.
 
     Providers send ``null`` for fields that should be absent (``"index": null``), floats
-    for integers (``"created": 1.7e9``) and numbers as strings; dropping nulls and letting
-    msgspec coerce types recovers those. Raises `msgspec.ValidationError` or
-    `msgspec.DecodeError` when the body is not a chat-completions object at all.
+    for integers (``"created": 1.7e9``), numbers as strings, and ``content`` as a list of
+    parts; dropping nulls, joining parts and letting msgspec coerce types recovers those.
+    Raises `msgspec.ValidationError` or `msgspec.DecodeError` when the body is not a
+    chat-completions object at all.
     """
-    return msgspec.convert(_drop_nulls(JSON_DECODER.decode(data)), type_, strict=False)
+    obj = _drop_nulls(JSON_DECODER.decode(data))
+    _flatten_content_parts(obj)
+    return msgspec.convert(obj, type_, strict=False)

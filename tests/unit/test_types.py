@@ -93,3 +93,23 @@ def test_error_code_int_or_str() -> None:
     b = msgspec.json.decode(b'{"error":{"message":"m","code":"rate_limit"}}', type=ChatCompletion)
     assert a.error is not None and a.error.code == 402
     assert b.error is not None and b.error.code == "rate_limit"
+
+
+def test_content_as_list_of_parts() -> None:
+    """content given as typed parts (Mistral reasoning models) becomes text and reasoning."""
+    body = (
+        b'{"id":"m","object":"chat.completion","created":1,"model":"magistral",'
+        b'"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant",'
+        b'"content":[{"type":"thinking","thinking":[{"type":"text","text":"Let me see."}]},'
+        b'{"type":"text","text":"The answer "},{"type":"text","text":"is 4."}]}}]}'
+    )
+    with pytest.raises(msgspec.ValidationError):
+        COMPLETION_DECODER.decode(body)
+    c = decode_lenient(body, ChatCompletion)
+    m = c.choices[0].message
+    assert (m.content, m.reasoning_content) == ("The answer is 4.", "Let me see.")
+    chunk = decode_lenient(
+        b'{"choices":[{"index":0,"delta":{"content":[{"type":"text","text":"hi"}]}}]}',
+        ChatCompletionChunk,
+    )
+    assert chunk.choices[0].delta.content == "hi"
