@@ -17,6 +17,9 @@ COMPLETION_DECODER = msgspec.json.Decoder(ChatCompletion)
 CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)
 JSON_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
+#: Content part types that carry reasoning rather than the answer.
+_THINKING = ("thinking", "reasoning")
+
 
 def _drop_nulls(obj: Any) -> Any:
     if isinstance(obj, dict):
@@ -40,24 +43,36 @@ def _part_text(part: Any) -> str:
     return inner if isinstance(inner, str) else ""
 
 
-def _flatten_content_parts(obj: Any) -> None:
-    # Some providers (Mistral's reasoning models, for one) answer `content` as a list of
-    # typed parts: text parts become the content, thinking parts the reasoning.
+def _encode_arguments(function: Any) -> None:
+    # Some servers send tool arguments as a JSON object instead of a JSON string.
+    if isinstance(function, dict) and isinstance(function.get("arguments"), (dict, list)):
+        function["arguments"] = msgspec.json.encode(function["arguments"]).decode()
+
+
+def _normalise_messages(obj: Any) -> None:
     if not isinstance(obj, dict):
         return
     for choice in obj.get("choices") or ():
         for key in ("message", "delta"):
             message = choice.get(key) if isinstance(choice, dict) else None
-            if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            if not isinstance(message, dict):
                 continue
-            parts = message["content"]
-            thinking = [p for p in parts if isinstance(p, dict) and p.get("type") in _THINKING]
-            message["content"] = "".join(_part_text(p) for p in parts if p not in thinking)
-            if thinking and "reasoning_content" not in message:
-                message["reasoning_content"] = "".join(_part_text(p) for p in thinking)
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    _encode_arguments(call.get("function"))
+            _encode_arguments(message.get("function_call"))
+            if isinstance(message.get("content"), list):
+                _flatten_content_parts(message)
 
 
-_THINKING = ("thinking", "reasoning")
+def _flatten_content_parts(message: dict[str, Any]) -> None:
+    # Some providers (Mistral's reasoning models, for one) answer `content` as a list of
+    # typed parts: text parts become the content, thinking parts the reasoning.
+    parts = message["content"]
+    thinking = [p for p in parts if isinstance(p, dict) and p.get("type") in _THINKING]
+    message["content"] = "".join(_part_text(p) for p in parts if p not in thinking)
+    if thinking and "reasoning_content" not in message:
+        message["reasoning_content"] = "".join(_part_text(p) for p in thinking)
 
 
 def decode_lenient(data: bytes, type_: type[T]) -> T:
@@ -70,5 +85,5 @@ def decode_lenient(data: bytes, type_: type[T]) -> T:
     chat-completions object at all.
     """
     obj = _drop_nulls(JSON_DECODER.decode(data))
-    _flatten_content_parts(obj)
+    _normalise_messages(obj)
     return msgspec.convert(obj, type_, strict=False)

@@ -113,3 +113,17 @@ def test_content_as_list_of_parts() -> None:
         ChatCompletionChunk,
     )
     assert chunk.choices[0].delta.content == "hi"
+
+
+def test_tool_arguments_sent_as_an_object() -> None:
+    """Tool-call arguments sent as a JSON object become the usual JSON string."""
+    body = (
+        b'{"id":"o","object":"chat.completion","created":1,"model":"llama",'
+        b'"choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",'
+        b'"tool_calls":[{"id":"c1","type":"function","function":{"name":"f",'
+        b'"arguments":{"city":"Paris"}}}]}}]}'
+    )
+    c = decode_lenient(body, ChatCompletion)
+    calls = c.choices[0].message.tool_calls
+    assert calls is not None
+    assert msgspec.json.decode(calls[0].function.arguments) == {"city": "Paris"}
