@@ -1,4 +1,7 @@
-"""Shared fixtures: a mocked endpoint (aioresponses) and instant retries."""
+"""Shared fixtures: the local server and a client for it, a mocked endpoint, instant retries.
+
+tests/unit/conftest.py points ``client`` at the mocked endpoint instead.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from aioresponses import aioresponses
 
 import anyapi_async
 from anyapi_async import _retry
+from anyapi_async.testing import LocalServer
 
 BASE_URL = "https://api.test/v1"
 API_KEY = "sk-test-SECRET-key-0123456789"
@@ -51,7 +55,16 @@ def mocked() -> Iterator[aioresponses]:
 
 
 @pytest.fixture
-async def client(no_backoff: list[float]) -> AsyncIterator[anyapi_async.AsyncClient]:
-    """A client pointed at the mocked base URL."""
-    async with anyapi_async.AsyncClient(api_key=API_KEY, base_url=BASE_URL) as c:
+async def server() -> AsyncIterator[LocalServer]:
+    """The library's own local chat-completions server on 127.0.0.1."""
+    async with LocalServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def client(
+    server: LocalServer, no_backoff: list[float]
+) -> AsyncIterator[anyapi_async.AsyncClient]:
+    """A client for the local server (default retries), with instant retry waits."""
+    async with anyapi_async.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
         yield c

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-
-import anyapi_async as aa
-from anyapi_async.testing import LocalServer
-
-from ..conftest import API_KEY
 
 
 class FakeClock:
@@ -33,20 +28,6 @@ class FakeClock:
 def clock() -> FakeClock:
     """A fresh fake clock at 0."""
     return FakeClock()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[LocalServer]:
-    """A running local chat-completions server."""
-    async with LocalServer() as s:
-        yield s
-
-
-@pytest.fixture
-async def client(server: LocalServer, no_backoff: list[float]) -> AsyncIterator[aa.AsyncClient]:
-    """A client for the local server (default retries), with instant retry waits."""
-    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
-        yield c
 
 
 def batch_tasks() -> list[asyncio.Task[object]]:

@@ -1,31 +1,14 @@
-"""Integration fixtures: the library's own local server on 127.0.0.1 and a client for it."""
+"""Integration fixtures (server and client come from tests/conftest.py): a server in a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-import anyapi_async as aa
 from anyapi_async.testing import LocalServer
-
-from ..conftest import API_KEY
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[LocalServer]:
-    """A running local chat-completions server."""
-    async with LocalServer() as s:
-        yield s
-
-
-@pytest.fixture
-async def client(server: LocalServer, no_backoff: list[float]) -> AsyncIterator[aa.AsyncClient]:
-    """A client for the local server, with instant retry waits."""
-    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
-        yield c
 
 
 @pytest.fixture
