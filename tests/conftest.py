@@ -19,6 +19,20 @@ from anyapi_async import _retry
 from anyapi_async.testing import LocalServer
 
 BASE_URL = "https://api.test/v1"
+#: Each error status and the class it raises (API.md's table, plus 402).
+STATUS_CLASSES: list[tuple[int, type[anyapi_async.APIStatusError]]] = [
+    (400, anyapi_async.BadRequestError),
+    (401, anyapi_async.AuthenticationError),
+    (402, anyapi_async.PaymentRequiredError),
+    (403, anyapi_async.PermissionDeniedError),
+    (404, anyapi_async.NotFoundError),
+    (409, anyapi_async.ConflictError),
+    (422, anyapi_async.UnprocessableEntityError),
+    (429, anyapi_async.RateLimitError),
+    (500, anyapi_async.InternalServerError),
+    (502, anyapi_async.InternalServerError),
+    (503, anyapi_async.InternalServerError),
+]
 API_KEY = "sk-test-SECRET-key-0123456789"
 
 

@@ -7,23 +7,12 @@ import pytest
 import anyapi_async as aa
 from anyapi_async._exceptions import error_from_payload, make_status_error
 
+from ..conftest import STATUS_CLASSES
+
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [
-        (400, aa.BadRequestError),
-        (401, aa.AuthenticationError),
-        (402, aa.PaymentRequiredError),
-        (403, aa.PermissionDeniedError),
-        (404, aa.NotFoundError),
-        (409, aa.ConflictError),
-        (422, aa.UnprocessableEntityError),
-        (429, aa.RateLimitError),
-        (500, aa.InternalServerError),
-        (503, aa.InternalServerError),
-        (599, aa.InternalServerError),
-        (418, aa.APIStatusError),
-    ],
+    [*STATUS_CLASSES, (599, aa.InternalServerError), (418, aa.APIStatusError)],
 )
 def test_status_table(status: int, cls: type[aa.APIStatusError]) -> None:
     """Each status maps to its class, >= 500 to InternalServerError."""

@@ -12,7 +12,7 @@ from yarl import URL
 
 import anyapi_async as aa
 
-from ..conftest import API_KEY, BASE_URL
+from ..conftest import API_KEY, BASE_URL, STATUS_CLASSES
 
 URL_CC = f"{BASE_URL}/chat/completions"
 MSGS: list[Any] = [{"role": "user", "content": "Hi"}]
@@ -107,22 +107,7 @@ async def test_struct_message_is_sent_back_with_role(
     assert body["messages"][1] == {"role": "assistant", "content": "yo"}
 
 
-@pytest.mark.parametrize(
-    ("status", "cls"),
-    [
-        (400, aa.BadRequestError),
-        (401, aa.AuthenticationError),
-        (402, aa.PaymentRequiredError),
-        (403, aa.PermissionDeniedError),
-        (404, aa.NotFoundError),
-        (409, aa.ConflictError),
-        (422, aa.UnprocessableEntityError),
-        (429, aa.RateLimitError),
-        (500, aa.InternalServerError),
-        (502, aa.InternalServerError),
-        (503, aa.InternalServerError),
-    ],
-)
+@pytest.mark.parametrize(("status", "cls"), STATUS_CLASSES)
 async def test_status_errors(
     client: aa.AsyncClient, mocked: aioresponses, status: int, cls: type[aa.APIStatusError]
 ) -> None:
