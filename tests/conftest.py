@@ -36,6 +36,23 @@ STATUS_CLASSES: list[tuple[int, type[anyapi_async.APIStatusError]]] = [
 API_KEY = "sk-test-SECRET-key-0123456789"
 
 
+def completion_body(content: str | None = "x", **message: Any) -> dict[str, Any]:
+    """A minimal ``chat.completion`` body with one finished choice."""
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, **message},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
 class _CompatResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 builds ClientResponse without ``stream_writer``, which aiohttp 3.14
     requires (aioresponses issue #289). Supplying a writer stub keeps the mocks working on

@@ -15,7 +15,7 @@ import trustme
 import anyapi_async as aa
 from anyapi_async.testing import ErrorResponse, Generated, Hang, JSONResponse, LocalServer, Redirect
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, completion_body
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 
@@ -206,19 +206,7 @@ async def test_rate_limit_headers_parsed(client: aa.AsyncClient, server: LocalSe
     """x-ratelimit-* headers are exposed as a typed object."""
     server.queue(
         JSONResponse(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "x"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            },
+            completion_body("x"),
             headers={
                 "x-ratelimit-limit-requests": "100",
                 "x-ratelimit-remaining-requests": "7",
@@ -302,15 +290,7 @@ async def test_no_key_in_logs_or_errors_at_debug(
 
 async def test_oversized_body_is_refused(server: LocalServer) -> None:
     """A non-streaming body beyond max_response_size raises ResponseTooLargeError."""
-    server.queue(
-        JSONResponse(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"content": "y" * 5000}}],
-            }
-        )
-    )
+    server.queue(JSONResponse(completion_body("y" * 5000)))
     async with aa.AsyncClient(api_key="k", base_url=server.base_url, max_response_size=1000) as c:
         with pytest.raises(aa.ResponseTooLargeError, match="max_response_size"):
             await c.chat.completions.create(model="m", messages=MSGS)

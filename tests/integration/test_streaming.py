@@ -20,6 +20,8 @@ from anyapi_async.testing import (
     SSEResponse,
 )
 
+from ..conftest import completion_body
+
 MSGS: list[Any] = [{"role": "user", "content": "Stream me a story"}]
 
 
@@ -439,23 +441,7 @@ async def test_empty_stream_raises_from_create(client: aa.AsyncClient, server: L
 
 async def test_server_ignoring_stream_true(client: aa.AsyncClient, server: LocalServer) -> None:
     """A server that answers a stream request with a whole JSON completion gives one chunk."""
-    server.queue(
-        JSONResponse(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "whole"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        )
-    )
+    server.queue(JSONResponse(completion_body("whole")))
     async with client.chat.completions.stream(model="m", messages=MSGS) as s:
         final = await s.get_final_completion()
     assert final.choices[0].message.content == "whole"

@@ -12,19 +12,11 @@ from yarl import URL
 
 import anyapi_async as aa
 
-from ..conftest import API_KEY, BASE_URL, STATUS_CLASSES
+from ..conftest import API_KEY, BASE_URL, STATUS_CLASSES, completion_body
 
 URL_CC = f"{BASE_URL}/chat/completions"
 MSGS: list[Any] = [{"role": "user", "content": "Hi"}]
-OK = {
-    "id": "c",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "m",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "yo"}, "finish_reason": "stop"}
-    ],
-}
+OK = completion_body("yo")
 
 
 def sent(mocked: aioresponses, method: str = "POST", url: str = URL_CC) -> list[Any]:
