@@ -114,7 +114,6 @@ class AsyncStream(Generic[T]):
         idle: float | None,
         first_event_by: float | None,
         hooks: tuple[Hooks, ...] = (),
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._response = response
         self._chunks = response.chunks()
@@ -123,7 +122,8 @@ class AsyncStream(Generic[T]):
         self._json_chunk: ChatCompletionChunk | None = None
         self._attempt = attempt
         self._hooks = hooks
-        self._on_close = on_close
+        # Set by the client once the stream holds a max_concurrency slot: frees it on close.
+        self._on_close: Callable[[], None] | None = None
         self._closed = False
         self._done = False
         self._iterator: AsyncIterator[T] | None = None
