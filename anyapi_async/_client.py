@@ -441,8 +441,11 @@ class AsyncClient:
                 raise error_from_payload(
                     obj, response.status, response.headers, request_id_of(response.headers)
                 ) from None
+            # msgspec 0.23 types Decoder.type as a TypeForm, older releases as a type; both
+            # are what decode_lenient hands to msgspec.convert.
+            target: Any = decoder.type
             try:
-                result = decode_lenient(body, decoder.type)
+                result = decode_lenient(body, target)
             except msgspec.ValidationError as exc:
                 raise APIResponseValidationError(
                     f"The response does not have the expected shape: {exc}",
