@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import msgspec
 
 from ._chat_stream import ChatCompletionStream, ChatCompletionStreamManager
 from ._exceptions import APIResponseValidationError
+from ._partial import NOTHING, PartialJSON
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -421,6 +422,55 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         """Read what is left; return choice 0's parsed object (``None`` on a refusal)."""
         final = await self.get_final_completion()
         return final.choices[0].message.parsed if final.choices else None
+
+    def partial_objects(self) -> AsyncIterator[Any]:
+        """Snapshots of choice 0's object while its JSON streams in (needs jiter).
+
+        Each snapshot is JSON-like data (dicts, lists, strings, numbers...) that only grows:
+        a string being streamed appears partly filled, a key appears as soon as its string,
+        object or array value starts, and a number, ``true``, ``false`` or ``null`` once it
+        is complete. After the stream ends the reply is validated like `get_final_parsed`
+        does (raising `ContentValidationError` if it does not decode), and the last
+        snapshot is the whole reply's data. Snapshots are taken at most every
+        1/32 of growth or every 50 ms, so a long reply is not re-parsed on every chunk.
+
+        Raises `ImportError` at once when jiter is missing
+        (``pip install 'anyapi-async[partial]'``).
+
+        Example::
+
+            async with client.chat.completions.stream_parse(
+                model=m, messages=msgs, response_format=Person
+            ) as s:
+                async for person_so_far in s.partial_objects():
+                    print(person_so_far)           # {'name': 'Ad'}, {'name': 'Ada', ...}
+                person = await s.get_final_parsed()  # a validated Person
+        """
+        return self._partial_objects(PartialJSON())
+
+    async def _partial_objects(self, parser: PartialJSON) -> AsyncIterator[Any]:
+        last: Any = NOTHING
+        feed = parser.feed
+        async for chunk in self:
+            for choice in chunk.choices:
+                if choice.index == 0 and choice.delta.content:
+                    feed(choice.delta.content)
+            if not parser.due():
+                continue
+            try:
+                snapshot = parser.snapshot()
+            except ValueError:
+                continue  # not JSON (yet): prose, a refusal; the end says which
+            if snapshot is not NOTHING and snapshot != last:
+                last = snapshot
+                yield snapshot
+        final = await self.get_final_completion()  # raises if the reply does not validate
+        message = final.choices[0].message if final.choices else None
+        if message is None or message.parsed is None:
+            return  # a refusal or no content: nothing more to show
+        whole = parser.complete()
+        if whole != last:
+            yield whole
 
 
 class ParsedChatCompletionStreamManager(Generic[T]):
