@@ -83,7 +83,18 @@ if TYPE_CHECKING:
         ResponseSchema,
         response_schema,
     )
+    from ._partial import PartialJSON
     from ._ratelimit import RateLimiter
+    from ._tool_stream import (
+        ToolCallErrorEvent,
+        ToolCallResultEvent,
+        ToolCallStartEvent,
+        ToolRunDoneEvent,
+        ToolRunEvent,
+        ToolRunRoundEvent,
+        ToolRunStream,
+        ToolRunTextDeltaEvent,
+    )
     from ._tools import (
         FunctionTool,
         ToolCallResult,
@@ -131,7 +142,21 @@ _LAZY: dict[str, str] = {
         ),
         "_parsing",
     ),
+    "PartialJSON": "_partial",
     "RateLimiter": "_ratelimit",
+    **dict.fromkeys(
+        (
+            "ToolCallErrorEvent",
+            "ToolCallResultEvent",
+            "ToolCallStartEvent",
+            "ToolRunDoneEvent",
+            "ToolRunEvent",
+            "ToolRunRoundEvent",
+            "ToolRunStream",
+            "ToolRunTextDeltaEvent",
+        ),
+        "_tool_stream",
+    ),
     **dict.fromkeys(
         (
             "FunctionTool",
@@ -201,6 +226,7 @@ __all__ = [
     "ParsedChatCompletionStream",
     "ParsedChatCompletionStreamManager",
     "ParsedChoice",
+    "PartialJSON",
     "PaymentRequiredError",
     "PermissionDeniedError",
     "ProgressCallback",
@@ -222,9 +248,17 @@ __all__ = [
     "Timings",
     "ToolCallArgumentsDeltaEvent",
     "ToolCallDoneEvent",
+    "ToolCallErrorEvent",
     "ToolCallResult",
+    "ToolCallResultEvent",
+    "ToolCallStartEvent",
     "ToolRoundsExceededError",
+    "ToolRunDoneEvent",
+    "ToolRunEvent",
     "ToolRunResult",
+    "ToolRunRoundEvent",
+    "ToolRunStream",
+    "ToolRunTextDeltaEvent",
     "TopLogprob",
     "TqdmProgress",
     "UnprocessableEntityError",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
     from ._ratelimit import RateLimiter
     from ._streaming import AsyncStream
+    from ._tool_stream import ToolRunStream
     from ._tools import FunctionTool, ToolCallResult, ToolRunParams, ToolRunResult
 
 __all__ = ["Chat", "Completions", "Models"]
@@ -309,6 +310,46 @@ class Completions:
             max_rounds=_tools.DEFAULT_MAX_TOOL_ROUNDS if max_rounds is None else max_rounds,
             tool_timeout=tool_timeout,
             on_tool_result=on_tool_result,
+            params=params,
+        )
+
+    def stream_tools(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        tools: Sequence[FunctionTool[Any, Any] | Callable[..., Any]],
+        max_rounds: int | None = None,
+        tool_timeout: float | None = None,
+        **params: Unpack[ToolRunParams],
+    ) -> ToolRunStream:
+        """`run_tools` with every request streamed: typed events as they happen.
+
+        Same checks (before any I/O), bounds and concurrent calls as `run_tools`; asks
+        for usage in each stream unless ``stream_options`` is given. See
+        `anyapi_async._tool_stream`.
+
+        Example::
+
+            async with client.chat.completions.stream_tools(
+                model="gpt-5", messages=msgs, tools=[get_weather]
+            ) as run:
+                async for event in run:
+                    if event.type == "text.delta":
+                        print(event.delta, end="")
+                    elif event.type == "tool_call.start":
+                        print(f"[{event.name}({event.arguments})]")
+                result = await run.get_final_result()
+        """
+        from . import _tool_stream, _tools
+
+        return _tool_stream.stream_tools(
+            self,
+            model=model,
+            messages=messages,
+            tools=tools,
+            max_rounds=_tools.DEFAULT_MAX_TOOL_ROUNDS if max_rounds is None else max_rounds,
+            tool_timeout=tool_timeout,
             params=params,
         )
 

@@ -61,6 +61,7 @@ __all__ = [
     "FunctionTool",
     "ToolCallResult",
     "ToolRoundsExceededError",
+    "ToolRun",
     "ToolRunParams",
     "ToolRunResult",
     "function_tool",
@@ -455,6 +456,107 @@ def _add_usage(total: CompletionUsage, usage: CompletionUsage | None) -> None:
         total.total_tokens += usage.total_tokens
 
 
+class ToolRun:
+    """What `run_tools` and the streaming runner share: checked arguments, the conversation."""
+
+    def __init__(
+        self,
+        *,
+        messages: Sequence[ChatCompletionMessageParam],
+        tools: Sequence[FunctionTool[Any, Any] | Callable[..., Any]],
+        max_rounds: int,
+        tool_timeout: float | None,
+        params: ToolRunParams,
+    ) -> None:
+        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+            raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
+        if isinstance(tools, Mapping) or not isinstance(tools, Sequence) or not tools:
+            raise TypeError("tools must be a non-empty list of functions or FunctionTool objects")
+        if (params.get("n") or 1) != 1:
+            raise ValueError("run_tools() follows one conversation: n must be 1")
+        self.by_name: dict[str, FunctionTool[Any, Any]] = {}
+        for item in tools:
+            tool = as_tool(item)
+            if tool.name in self.by_name:
+                raise ValueError(f"Two tools are named {tool.name!r}")
+            self.by_name[tool.name] = tool
+        self.definitions = [tool.param for tool in self.by_name.values()]
+        from ._resources import check_messages  # here: _resources imports this module
+
+        # A new list (the caller's stays as it was); Struct messages become dicts.
+        self.history: list[dict[str, Any]] = list(check_messages(messages))
+        self.first_choice: ToolChoice | None = params.pop("tool_choice", None)
+        self.params = params
+        self.max_rounds = max_rounds
+        self.tool_timeout = tool_timeout
+        self.executed: list[ToolCallResult] = []
+        self.usage = CompletionUsage()
+
+    def request(self, round_: int) -> dict[str, Any]:
+        """The parameters of round ``round_``'s request, beside model and messages."""
+        # A "required" or forced tool_choice holds for the first request only: kept on
+        # later ones, the model could never give its final answer.
+        choice: ToolChoice = "auto"
+        if round_ == 1 and self.first_choice is not None:
+            choice = self.first_choice
+        elif self.first_choice == "none":
+            choice = "none"
+        return {**self.params, "tools": self.definitions, "tool_choice": choice}
+
+    def answer(
+        self, completion: ChatCompletion, round_: int
+    ) -> list[tuple[str, ChatCompletionMessageToolCall]]:
+        """Record round ``round_``'s answer; the calls to run (none: the run is over).
+
+        Raises `ToolRoundsExceededError` when the model asks for tools in the last round.
+        """
+        _add_usage(self.usage, completion.usage)
+        if not completion.choices:
+            raise ValueError("The response has no choices")  # pragma: no cover - guarded in core
+        message = completion.choices[0].message
+        calls = message.tool_calls or []
+        assistant: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if not calls:
+            self.history.append(assistant)
+            return []
+        if round_ == self.max_rounds:
+            names = ", ".join(c.function.name for c in calls)
+            raise ToolRoundsExceededError(
+                f"The model still asked for tools ({names}) after {self.max_rounds} requests "
+                f"(max_rounds={self.max_rounds})",
+                completion=completion,
+                messages=self.history,
+                tool_calls=self.executed,
+            )
+        # Providers that leave ids out still need each result matched to its call.
+        ids = [c.id or f"call_{round_}_{i}" for i, c in enumerate(calls)]
+        assistant["tool_calls"] = [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
+            for call_id, c in zip(ids, calls, strict=True)
+        ]
+        self.history.append(assistant)
+        return list(zip(ids, calls, strict=True))
+
+    def execute(
+        self, call_id: str, call: ChatCompletionMessageToolCall, round_: int
+    ) -> Awaitable[ToolCallResult]:
+        """Run one call (never raises but for cancellation)."""
+        tool = self.by_name.get(call.function.name)
+        return _execute(tool, call, call_id, round_, self.tool_timeout, list(self.by_name))
+
+    def add_result(self, result: ToolCallResult) -> None:
+        """Record a call's result and the ``tool`` message the model will see."""
+        self.executed.append(result)
+        self.history.append({"role": "tool", "tool_call_id": result.id, "content": result.output})
+
+    def result(self, completion: ChatCompletion, round_: int) -> ToolRunResult:
+        return ToolRunResult(completion, self.history, round_, self.executed, self.usage)
+
+
 async def run_tools(
     completions: Completions,
     *,
@@ -467,79 +569,25 @@ async def run_tools(
     params: ToolRunParams,
 ) -> ToolRunResult:
     """What ``client.chat.completions.run_tools()`` does."""
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
-    if isinstance(tools, Mapping) or not isinstance(tools, Sequence) or not tools:
-        raise TypeError("tools must be a non-empty list of functions or FunctionTool objects")
-    if (params.get("n") or 1) != 1:
-        raise ValueError("run_tools() follows one conversation: n must be 1")
-    by_name: dict[str, FunctionTool[Any, Any]] = {}
-    for item in tools:
-        tool = as_tool(item)
-        if tool.name in by_name:
-            raise ValueError(f"Two tools are named {tool.name!r}")
-        by_name[tool.name] = tool
-    definitions = [tool.param for tool in by_name.values()]
-    from ._resources import check_messages  # here: _resources imports this module
-
-    # A new list (the caller's stays as it was); Struct messages become dicts.
-    history: list[dict[str, Any]] = list(check_messages(messages))
-    first_choice: ToolChoice | None = params.pop("tool_choice", None)
-    executed: list[ToolCallResult] = []
-    usage = CompletionUsage()
+    run = ToolRun(
+        messages=messages,
+        tools=tools,
+        max_rounds=max_rounds,
+        tool_timeout=tool_timeout,
+        params=params,
+    )
     for round_ in range(1, max_rounds + 1):
-        # A "required" or forced tool_choice holds for the first request only: kept on
-        # later ones, the model could never give its final answer.
-        choice: ToolChoice = "auto"
-        if round_ == 1 and first_choice is not None:
-            choice = first_choice
-        elif first_choice == "none":
-            choice = "none"
-        request: dict[str, Any] = {**params, "tools": definitions, "tool_choice": choice}
         completion = await completions.create(
             model=model,
-            messages=history,  # type: ignore[arg-type]
-            **request,
+            messages=run.history,  # type: ignore[arg-type]
+            **run.request(round_),
         )
-        _add_usage(usage, completion.usage)
-        if not completion.choices:
-            raise ValueError("The response has no choices")  # pragma: no cover - guarded in core
-        message = completion.choices[0].message
-        calls = message.tool_calls or []
-        assistant: dict[str, Any] = {"role": "assistant", "content": message.content}
+        calls = run.answer(completion, round_)
         if not calls:
-            history.append(assistant)
-            return ToolRunResult(completion, history, round_, executed, usage)
-        if round_ == max_rounds:
-            names = ", ".join(c.function.name for c in calls)
-            raise ToolRoundsExceededError(
-                f"The model still asked for tools ({names}) after {max_rounds} requests "
-                f"(max_rounds={max_rounds})",
-                completion=completion,
-                messages=history,
-                tool_calls=executed,
-            )
-        # Providers that leave ids out still need each result matched to its call.
-        ids = [c.id or f"call_{round_}_{i}" for i, c in enumerate(calls)]
-        assistant["tool_calls"] = [
-            {
-                "id": call_id,
-                "type": "function",
-                "function": {"name": c.function.name, "arguments": c.function.arguments},
-            }
-            for call_id, c in zip(ids, calls, strict=True)
-        ]
-        history.append(assistant)
-        available = list(by_name)
-        results = await asyncio.gather(
-            *(
-                _execute(by_name.get(c.function.name), c, call_id, round_, tool_timeout, available)
-                for call_id, c in zip(ids, calls, strict=True)
-            )
-        )
+            return run.result(completion, round_)
+        results = await asyncio.gather(*(run.execute(i, c, round_) for i, c in calls))
         for result in results:
-            executed.append(result)
-            history.append({"role": "tool", "tool_call_id": result.id, "content": result.output})
+            run.add_result(result)
             if on_tool_result is not None:
                 pending = on_tool_result(result)
                 if pending is not None:
