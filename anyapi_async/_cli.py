@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='examples:\n  anyapi chat "Name three primes" --max-tokens 50\n'
         "  anyapi chat - < question.txt\n"
         '  anyapi chat "Yes or no?" --logprobs 3      tokens with their top-3 alternatives\n'
-        '  anyapi chat "Hi" --json | jq .usage\n\n' + _ENVIRONMENT_HELP,
+        '  anyapi chat "Hi" --json | jq .usage\n'
+        '  anyapi chat "Describe Ada" --json-schema person.json   the object as it grows\n\n'
+        + _ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
     chat.add_argument("prompt", help="the user message; '-' reads it from stdin")
@@ -136,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument(
         "--no-stream", action="store_true", help="wait for the whole reply, then print it"
+    )
+    chat.add_argument(
+        "--json-schema",
+        metavar="FILE",
+        help="ask for JSON matching the schema in FILE; show the object as it grows in a "
+        "terminal, print the final JSON document otherwise",
     )
     chat.add_argument(
         "--usage", action="store_true", help="print token usage and timing to stderr at the end"
@@ -272,6 +280,13 @@ async def _chat(args: argparse.Namespace, out: _Output) -> int:
     if args.logprobs is not None:
         params["logprobs"] = True
         params["top_logprobs"] = args.logprobs
+    if args.json_schema is not None:
+        from ._live_json import load_response_format, show_json
+
+        try:
+            params["response_format"] = load_response_format(args.json_schema)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     async with _client(args) as client:
         completions = client.chat.completions
         if args.json or args.no_stream:
@@ -284,6 +299,8 @@ async def _chat(args: argparse.Namespace, out: _Output) -> int:
         else:
             params["stream_options"] = {"include_usage": True}
             async with completions.stream(model=model, messages=messages, **params) as stream:
+                if args.json_schema is not None:
+                    await show_json(stream, out.write, live=out.stream.isatty())
                 async for text in stream.text_deltas():
                     out.write(text)
                 final = await stream.get_final_completion()
