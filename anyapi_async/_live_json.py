@@ -98,7 +98,7 @@ class LiveView:
         lines = [fit(line, max(columns - 1, 8)) for line in text.splitlines()]
         lines = lines[-max(rows - 1, 1) :]
         keep = 0
-        for old, new in zip(self._shown, lines):
+        for old, new in zip(self._shown, lines, strict=False):
             if old != new:
                 break
             keep += 1
@@ -169,6 +169,8 @@ async def show_json(
         value = _decode(message.content)
     except msgspec.DecodeError as exc:
         cut = final.choices[0].finish_reason == "length"
-        why = "was cut at --max-tokens before its JSON was complete" if cut else f"is not JSON: {exc}"
+        why = f"is not JSON: {exc}"
+        if cut:
+            why = "was cut at --max-tokens before its JSON was complete"
         raise CLIError(f"the reply {why}", status=EXIT_ERROR) from None
     write(_render(value) + "\n")

@@ -152,9 +152,7 @@ class PartialJSON:
             stripped = text.lstrip()
             if not stripped:
                 return ""
-            if stripped[0] != "`":
-                self._fence = False
-            elif len(stripped) >= 3 and not stripped.startswith("```"):
+            if stripped[0] != "`" or (len(stripped) >= 3 and not stripped.startswith("```")):
                 self._fence = False
             else:
                 match = _FENCE_START.match(text)

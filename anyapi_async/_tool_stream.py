@@ -19,7 +19,7 @@ cancellation) closes the round's stream and cancels tools still running.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._tools import (
@@ -187,7 +187,7 @@ class ToolRunStream:
         """Close the open stream and cancel running tools (idempotent)."""
         await self._events.aclose()
 
-    async def _generate(self) -> AsyncIterator[ToolRunEvent]:
+    async def _generate(self) -> AsyncGenerator[ToolRunEvent, None]:
         run = self._run
         stream = self._completions.stream
         for round_ in range(1, run.max_rounds + 1):

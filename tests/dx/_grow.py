@@ -15,7 +15,7 @@ def grows(old: Any, new: Any) -> bool:
     if isinstance(old, list):
         if not isinstance(new, list) or len(new) < len(old):
             return False
-        return all(grows(a, b) for a, b in zip(old, new))
+        return all(grows(a, b) for a, b in zip(old, new, strict=False))
     if isinstance(old, str):
         return isinstance(new, str) and new.startswith(old)
     return type(old) is type(new) and old == new

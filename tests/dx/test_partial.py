@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -71,7 +72,7 @@ def content_stream(pieces: list[str], **faults: Any) -> SSEResponse:
 
 def assert_grow(snapshots: list[Any]) -> None:
     assert snapshots
-    for old, new in zip(snapshots, snapshots[1:]):
+    for old, new in pairwise(snapshots):
         assert grows(old, new), (old, new)
         assert old != new  # no repeats
 
@@ -181,7 +182,9 @@ async def test_break_releases_the_connection(anyapi_server: LocalServer) -> None
             async for snapshot in stream.partial_objects():
                 if "name" in snapshot:
                     break
-        ok = await asyncio.wait_for(client.chat.completions.create(model=MODEL, messages=MESSAGES), 5)
+        ok = await asyncio.wait_for(
+            client.chat.completions.create(model=MODEL, messages=MESSAGES), 5
+        )
     assert ok.choices
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import pairwise
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anyapi_async import PartialJSON
-from anyapi_async import _partial
+from anyapi_async import PartialJSON, _partial
 from anyapi_async._partial import GROWTH_DIVISOR, MAX_DELAY, NOTHING
 
 from ._grow import grows
@@ -39,10 +39,10 @@ def test_every_prefix_grows_and_ends_with_the_document() -> None:
     taken, whole = snapshots(list(DOC))
     assert whole == json.loads(DOC)
     assert taken[-1] == whole
-    for old, new in zip(taken, taken[1:]):
+    for old, new in pairwise(taken):
         assert grows(old, new), (old, new)
     names = [s["name"] for s in taken if "name" in s]
-    assert "Ad" in names and "Adé \"Lovelace\" 😀 río \\ \n" in names
+    assert "Ad" in names and 'Adé "Lovelace" 😀 río \\ \n' in names
     # A number appears only once it is complete, never as a prefix of itself.
     assert {s.get("age") for s in taken} == {None, 36}
     assert {s.get("ratio") for s in taken} == {None, -1500.0}
@@ -66,7 +66,7 @@ def test_fenced_reply() -> None:
     taken, whole = snapshots(list(text))
     assert whole == {"a": "b", "n": [1, 2]}
     assert taken[0] == {} and taken[-1] == whole
-    for old, new in zip(taken, taken[1:]):
+    for old, new in pairwise(taken):
         assert grows(old, new)
 
 
@@ -139,5 +139,5 @@ def test_any_document_any_split(
     taken, whole = snapshots(pieces)
     assert whole == value
     assert taken[-1] == value
-    for old, new in zip(taken, taken[1:]):
+    for old, new in pairwise(taken):
         assert grows(old, new), (old, new)

@@ -153,7 +153,7 @@ async def test_same_conversation_as_run_tools(
     assert streamed.rounds == plain.rounds == 2
     assert streamed.content == plain.content
     bodies = chat_bodies(anyapi_server)
-    for a, b in zip(bodies[:2], bodies[2:]):
+    for a, b in zip(bodies[:2], bodies[2:], strict=True):
         assert {k: v for k, v in b.items() if k not in ("stream", "stream_options")} == a
 
 
