@@ -160,6 +160,7 @@ async def show_json(
                 continue  # not JSON (yet); the end says what it was
             if snapshot is not NOTHING:
                 write(view.frame(_render(snapshot)))
+                parser.restart_clock()
     write(view.clear())
     final = await stream.get_final_completion()
     message = final.choices[0].message if final.choices else None

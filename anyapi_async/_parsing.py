@@ -464,6 +464,7 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
             if snapshot is not NOTHING and snapshot != last:
                 last = snapshot
                 yield snapshot
+                parser.restart_clock()
         final = await self.get_final_completion()  # raises if the reply does not validate
         message = final.choices[0].message if final.choices else None
         if message is None or message.parsed is None:

@@ -12,8 +12,9 @@ anthropic SDKs use, and adds what makes the snapshots safe to show one after ano
 - **The work stays linear.** jiter re-parses the whole text, so parsing after every chunk
   of a long reply would be quadratic (a 20 KB reply in 8,700 chunks: 0.6 s of CPU). A
   snapshot is due when the text has grown by ``1/GROWTH_DIVISOR`` of its length since
-  the last one, or ``MAX_DELAY`` seconds have passed: every chunk while the reply is short,
-  a bounded number of parses per doubling when it is long, and never a long wait.
+  the last one, or ``MAX_DELAY`` seconds of reading have passed since the consumer took
+  the last one: every chunk while the reply is short, a bounded number of parses per
+  doubling when it is long, never a long wait, and a slow consumer catches up.
 - **Fences are tolerated** like `ResponseSchema.decode` does: a leading ```` ```json ````
   line and a closing fence are ignored.
 """
@@ -146,6 +147,15 @@ class PartialJSON:
         if grown * GROWTH_DIVISOR >= self._text_len:
             return True
         return clock() - self._parsed_at >= MAX_DELAY
+
+    def restart_clock(self) -> None:
+        """Count `MAX_DELAY` from now: call it when the consumer of a snapshot is back.
+
+        A consumer slower than the stream then finds chunks waiting, and the next snapshot
+        waits for real growth (or `MAX_DELAY` of reading) instead of coming after a single
+        chunk, so the reader catches up with the stream rather than falling behind it.
+        """
+        self._parsed_at = clock()
 
     def _body(self, text: str, in_string: bool) -> str:
         if self._fence is None:

@@ -101,6 +101,11 @@ def test_snapshots_are_throttled_on_long_texts(monkeypatch: pytest.MonkeyPatch) 
     parser.feed("z" * (11_000 // GROWTH_DIVISOR))
     assert parser.due()  # no time, but growth enough
     assert parser.snapshot() == {"essay": "x" * 10_000 + "y" + "z" * (11_000 // GROWTH_DIVISOR)}
+    # A slow consumer: time passed while it used the snapshot, not while reading.
+    now[0] += MAX_DELAY * 10
+    parser.restart_clock()
+    parser.feed("w")
+    assert not parser.due()
 
 
 def test_missing_jiter_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
