@@ -57,3 +57,27 @@ async def tools(client: aa.AsyncClient) -> None:
     )
     assert_type(result, ToolRunResult)
     assert_type(result.content, str | None)
+
+
+async def live_forms(client: aa.AsyncClient) -> None:
+    async with client.chat.completions.stream_parse(
+        model="m", messages=MSGS, response_format=Person
+    ) as s:
+        async for snapshot in s.partial_objects():
+            assert_type(snapshot, Any)
+    async with client.chat.completions.stream_tools(
+        model="m", messages=MSGS, tools=[lookup], max_rounds=3, temperature=0
+    ) as run:
+        assert_type(run, aa.ToolRunStream)
+        async for event in run:
+            assert_type(event, aa.ToolRunEvent)
+            if event.type == "text.delta":
+                assert_type(event, aa.ToolRunTextDeltaEvent)
+                assert_type(event.delta, str)
+            elif event.type == "tool_call.start":
+                assert_type(event.arguments, str)
+            elif event.type == "tool_call.error":
+                assert_type(event.result.error, str | None)
+            elif event.type == "run.done":
+                assert_type(event.result, ToolRunResult)
+        assert_type(await run.get_final_result(), ToolRunResult)
