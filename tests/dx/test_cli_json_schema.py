@@ -198,10 +198,15 @@ async def test_terminal_gets_a_live_view(
         return b"".join(data)
 
     try:
-        raw = await asyncio.wait_for(asyncio.to_thread(read_all), 60)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        raw, (_, err) = await asyncio.wait_for(
+            asyncio.gather(asyncio.to_thread(read_all), proc.communicate()), 60
+        )
     finally:
         os.close(master)
+        if proc.returncode is None:  # never leave the CLI behind a failed test
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0 and err == b"", err
     out = raw.decode().replace("\r\n", "\n")
     screen = Screen()
     frames = out.split("\x1b[J")
