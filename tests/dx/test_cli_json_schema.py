@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from anyapi_async import AsyncClient
-from anyapi_async._live_json import LiveView, fit, load_response_format
+from anyapi_async._live_json import LiveView, fit, load_response_format, show_json
 from anyapi_async.testing import Generated, LocalServer
 
 from ._grow import grows
@@ -255,3 +255,27 @@ async def test_reply_that_is_not_json_is_an_error(
     )  # fmt: skip
     assert status == 1 and out == ""
     assert err.startswith("anyapi: error: the reply is not JSON") and err.count("\n") == 1
+
+
+async def test_terminal_without_jiter_still_prints_the_document(
+    tmp_path: Path,
+    anyapi_client: AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No jiter: a one-line note on stderr, no live view, the final document all the same."""
+    path = write_schema(tmp_path)
+    expected = await expected_document(anyapi_client, path)
+    monkeypatch.setitem(sys.modules, "jiter", None)
+    written: list[str] = []
+    response_format: Any = load_response_format(path)
+    async with anyapi_client.chat.completions.stream(
+        model="m", messages=[{"role": "user", "content": PROMPT}], response_format=response_format
+    ) as stream:
+        await show_json(stream, written.append, live=True, size=size(80, 24))
+    assert "".join(written) == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+    err = capsys.readouterr().err
+    assert err == (
+        "anyapi: note: to see the object grow, live partial objects need jiter: "
+        "pip install 'anyapi-async[partial]'\n"
+    )
