@@ -48,8 +48,8 @@ NOTHING: Final = _Nothing()
 
 # Inside a string only these two characters change the scanner's state; outside, a quote.
 _IN_STRING: Final = re.compile(r'["\\]')
-# A number, true, false or null still being written at the very end of the text.
-_OPEN_SCALAR: Final = re.compile(r"[-+.0-9eEa-z]+\Z")
+# What a number, true, false or null still being written at the very end is made of.
+_SCALAR_CHARS: Final = "-+.0123456789eEabcdefghijklmnopqrstuvwxyz"
 _FENCE_START: Final = re.compile(r"\s*```[a-zA-Z0-9_-]*[ \t]*(?:\n|\Z)")
 
 
@@ -185,7 +185,8 @@ class PartialJSON:
         self._parsed_at = clock()
         text = self._body(self.text, self._in_string)
         if not self._in_string:
-            text = text.rstrip() if text[-1:].isspace() else self._drop_open_scalar(text)
+            # Outside a string, only a scalar can end the text without a delimiter.
+            text = text.rstrip() if text[-1:].isspace() else text.rstrip(_SCALAR_CHARS)
         if not text:
             return NOTHING
         try:
@@ -194,11 +195,6 @@ class PartialJSON:
             if not text.strip():
                 return NOTHING
             raise
-
-    @staticmethod
-    def _drop_open_scalar(text: str) -> str:
-        match = _OPEN_SCALAR.search(text, max(0, len(text) - 64))
-        return text[: match.start()] if match is not None else text
 
     def complete(self) -> Any:
         """The whole document, once all of it arrived; raises `ValueError` if it is not JSON."""

@@ -146,3 +146,10 @@ def test_any_document_any_split(
     assert taken[-1] == value
     for old, new in pairwise(taken):
         assert grows(old, new), (old, new)
+
+
+def test_long_numbers_appear_whole() -> None:
+    """A number of any length is shown only once complete, never by its prefix."""
+    big = 10**80 + 12345
+    taken, whole = snapshots(list(json.dumps({"n": big, "s": "x"})))
+    assert {s.get("n") for s in taken} == {None, big} and whole == {"n": big, "s": "x"}
