@@ -200,3 +200,29 @@ async def test_missing_jiter_fails_at_the_call(
             stream.partial_objects()
         parsed = await stream.get_final_parsed()  # the stream itself still works
     assert isinstance(parsed, Profile)
+
+
+async def test_cancel_releases_the_connection(anyapi_server: LocalServer) -> None:
+    """Cancelling the task iterating partial_objects() frees the only pooled connection."""
+    anyapi_server.queue(content_stream(PIECES, stall_after=8))
+    first = asyncio.Event()
+    async with AsyncClient(
+        api_key="sk-test", base_url=anyapi_server.base_url, max_connections=1
+    ) as client:
+
+        async def consume() -> None:
+            async with client.chat.completions.stream_parse(
+                model=MODEL, messages=MESSAGES, response_format=Profile
+            ) as stream:
+                async for _ in stream.partial_objects():
+                    first.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        ok = await asyncio.wait_for(
+            client.chat.completions.create(model=MODEL, messages=MESSAGES), 5
+        )
+    assert ok.choices
