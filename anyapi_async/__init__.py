@@ -17,13 +17,16 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    ContentValidationError,
     InternalServerError,
+    JobError,
     NotFoundError,
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
     ResponseTooLargeError,
     StreamError,
+    ToolRoundsExceededError,
     UnprocessableEntityError,
 )
 from ._hooks import AttemptInfo, Hooks
@@ -72,9 +75,8 @@ if TYPE_CHECKING:
         ToolCallArgumentsDeltaEvent,
         ToolCallDoneEvent,
     )
-    from ._jobs import JobError, JobSummary, run_jsonl_job
+    from ._jobs import JobSummary, run_jsonl_job
     from ._parsing import (
-        ContentValidationError,
         ParsedChatCompletion,
         ParsedChatCompletionMessage,
         ParsedChatCompletionStream,
@@ -98,7 +100,6 @@ if TYPE_CHECKING:
     from ._tools import (
         FunctionTool,
         ToolCallResult,
-        ToolRoundsExceededError,
         ToolRunResult,
         function_tool,
     )
@@ -128,10 +129,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("BatchResult", "BatchRun", "BatchStats", "ProgressCallback", "TqdmProgress"), "_batch"
     ),
-    **dict.fromkeys(("JobError", "JobSummary", "run_jsonl_job"), "_jobs"),
+    **dict.fromkeys(("JobSummary", "run_jsonl_job"), "_jobs"),
     **dict.fromkeys(
         (
-            "ContentValidationError",
             "ParsedChatCompletion",
             "ParsedChatCompletionMessage",
             "ParsedChatCompletionStream",
@@ -161,7 +161,6 @@ _LAZY: dict[str, str] = {
         (
             "FunctionTool",
             "ToolCallResult",
-            "ToolRoundsExceededError",
             "ToolRunResult",
             "function_tool",
         ),

@@ -1,4 +1,4 @@
-"""The public error tree.
+"""The public error tree: every exception class the package raises for you to catch.
 
 ```
 APIError
@@ -9,19 +9,30 @@ APIError
 │   ├── PaymentRequiredError 402     ├── PermissionDeniedError 403
 │   ├── NotFoundError 404            ├── ConflictError 409
 │   ├── UnprocessableEntityError 422 ├── RateLimitError 429
-│   └── InternalServerError >= 500
+│   ├── InternalServerError >= 500
+│   └── StreamError                  an error object with a 2xx status
 ├── APIResponseValidationError       a body that is not the expected JSON
+│   └── ContentValidationError       a parse() reply that does not decode into its type
 └── ResponseTooLargeError            a body larger than the configured limit
+RuntimeError
+└── ToolRoundsExceededError          run_tools() still asked for tools after max_rounds
+Exception
+└── JobError                         a JSONL job cannot run or resume as asked
 ```
 
 Every message is built from server data and our own words only: the API key is never part
-of an exception's message or args.
+of an exception's message or args. (tests/unit/test_exceptions.py checks this drawing
+against the exported classes.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._tools import ToolCallResult
+    from ._types import ChatCompletion
 
 __all__ = [
     "APIConnectionError",
@@ -32,13 +43,16 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ContentValidationError",
     "InternalServerError",
+    "JobError",
     "NotFoundError",
     "PaymentRequiredError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseTooLargeError",
     "StreamError",
+    "ToolRoundsExceededError",
     "UnprocessableEntityError",
 ]
 
@@ -173,8 +187,62 @@ class APIResponseValidationError(APIError):
         super().__init__(message)
 
 
+class ContentValidationError(APIResponseValidationError):
+    """The model's reply does not decode into the requested type.
+
+    ``content`` is the reply, ``choice_index`` and ``finish_reason`` its choice's, and
+    ``completion`` the whole response (for its usage or ``http`` facts).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        content: str,
+        choice_index: int,
+        finish_reason: str | None,
+        completion: ChatCompletion,
+    ) -> None:
+        info = completion.http
+        super().__init__(
+            message,
+            status_code=info.status_code if info is not None else None,
+            body=content.encode(),
+            headers=info.headers if info is not None else None,
+        )
+        self.content = content
+        self.choice_index = choice_index
+        self.finish_reason = finish_reason
+        self.completion = completion
+
+
 class ResponseTooLargeError(APIError):
     """A response body or stream event exceeded the configured size limit."""
+
+
+class ToolRoundsExceededError(RuntimeError):
+    """The model still asked for tools when the run had made ``max_rounds`` requests.
+
+    ``completion`` is the last answer (its tool calls were not run), ``messages`` the
+    conversation so far, ``tool_calls`` the calls that were run.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        completion: ChatCompletion,
+        messages: list[dict[str, Any]],
+        tool_calls: list[ToolCallResult],
+    ) -> None:
+        super().__init__(message)
+        self.completion = completion
+        self.messages = messages
+        self.tool_calls = tool_calls
+
+
+class JobError(Exception):
+    """The job cannot run or resume as asked (files, locking, a corrupt output file)."""
 
 
 STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -46,7 +46,7 @@ from ._argtypes import int_in, positive_float
 from ._batch import BatchResult, BatchRun, ProgressCallback, TqdmProgress
 from ._client import ENV_API_KEY, ENV_BASE_URL
 from ._decode import COMPLETION_DECODER, JSON_DECODER
-from ._exceptions import APIError, APIStatusError
+from ._exceptions import APIError, APIStatusError, JobError
 from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._resources import check_messages
 from ._types import ChatCompletion
@@ -76,10 +76,6 @@ MAX_LISTED_INVALID: Final = 20
 _READ_CHUNK: Final = 1 << 20
 
 _encoder = msgspec.json.Encoder()
-
-
-class JobError(Exception):
-    """The job cannot run or resume as asked (files, locking, a corrupt output file)."""
 
 
 class JobSummary:

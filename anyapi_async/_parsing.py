@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import msgspec
 
 from ._chat_stream import ChatCompletionStream, ChatCompletionStreamManager
-from ._exceptions import APIResponseValidationError
+from ._exceptions import ContentValidationError
 from ._partial import NOTHING, PartialJSON
 from ._types import (
     ChatCompletion,
@@ -289,35 +289,6 @@ class ParsedChatCompletion(ChatCompletion, Generic[T]):
 
     # A list of a subclass: mypy cannot know nobody appends a plain Choice to it.
     choices: list[ParsedChoice[T]] = msgspec.field(default_factory=list)  # type: ignore[assignment]
-
-
-class ContentValidationError(APIResponseValidationError):
-    """The model's reply does not decode into the requested type.
-
-    ``content`` is the reply, ``choice_index`` and ``finish_reason`` its choice's, and
-    ``completion`` the whole response (for its usage or ``http`` facts).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        content: str,
-        choice_index: int,
-        finish_reason: str | None,
-        completion: ChatCompletion,
-    ) -> None:
-        info = completion.http
-        super().__init__(
-            message,
-            status_code=info.status_code if info is not None else None,
-            body=content.encode(),
-            headers=info.headers if info is not None else None,
-        )
-        self.content = content
-        self.choice_index = choice_index
-        self.finish_reason = finish_reason
-        self.completion = completion
 
 
 def _struct_fields(obj: msgspec.Struct) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import (
 
 import msgspec
 
+from ._exceptions import ToolRoundsExceededError
 from ._parsing import CommonParams, json_schema
 from ._types import (
     ChatCompletion,
@@ -371,27 +372,6 @@ class ToolRunResult:
             f"ToolRunResult(rounds={self.rounds}, tool_calls={len(self.tool_calls)}, "
             f"content={self.content!r})"
         )
-
-
-class ToolRoundsExceededError(RuntimeError):
-    """The model still asked for tools when the run had made ``max_rounds`` requests.
-
-    ``completion`` is the last answer (its tool calls were not run), ``messages`` the
-    conversation so far, ``tool_calls`` the calls that were run.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        completion: ChatCompletion,
-        messages: list[dict[str, Any]],
-        tool_calls: list[ToolCallResult],
-    ) -> None:
-        super().__init__(message)
-        self.completion = completion
-        self.messages = messages
-        self.tool_calls = tool_calls
 
 
 class ToolRunParams(CommonParams, total=False):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
+import re
+
 import pytest
 
 import anyapi_async as aa
@@ -69,3 +72,47 @@ def test_validation_error_snippet_is_short() -> None:
     exc = aa.APIResponseValidationError("bad", status_code=502, body=b"<html>\n" + b"x" * 5000)
     assert len(exc.body_snippet) < 300
     assert "\n" not in exc.body_snippet
+
+
+def _drawn_tree() -> dict[str, str | None]:
+    """Each class drawn in `_exceptions`' docstring, mapped to the class drawn above it."""
+    from anyapi_async import _exceptions
+
+    doc = _exceptions.__doc__ or ""
+    drawing = doc.split("```")[1]
+    parents: dict[str, str | None] = {}
+    stack: list[str] = []  # the last class seen at each depth
+    for line in drawing.strip("\n").splitlines():
+        entries = re.findall(r"[├└]── (\w+)", line)
+        if not entries:
+            stack = [line.split()[0]]  # a root
+            parents[stack[0]] = None
+            continue
+        depth = (line.index(entries[0]) - 4) // 4 + 1  # "├── " is 4 characters wide
+        del stack[depth:]
+        for name in entries:  # a second column holds siblings of the first
+            parents[name] = stack[depth - 1]
+        stack.append(entries[0])
+    return parents
+
+
+def test_docstring_tree_matches_the_classes() -> None:
+    """The tree drawn in _exceptions' docstring names every exported exception, under its base."""
+    exported = {
+        name
+        for name in aa.__all__
+        if isinstance(getattr(aa, name), type) and issubclass(getattr(aa, name), BaseException)
+    }
+    parents = _drawn_tree()
+    assert {name for name in parents if hasattr(aa, name)} == exported
+    assert [name for name in parents if parents[name] is None] == [
+        "APIError",
+        "RuntimeError",
+        "Exception",
+    ]
+    for name, parent in parents.items():
+        if parent is None:
+            continue
+        cls = getattr(aa, name)
+        base = getattr(aa, parent, None) or getattr(builtins, parent)
+        assert cls.__bases__ == (base,), f"{name} is drawn under {parent}"
