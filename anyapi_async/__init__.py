@@ -58,53 +58,52 @@ from ._types import (
     PromptTokensDetails,
     TopLogprob,
 )
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._accumulate import ChunkAccumulator
-    from ._batch import BatchResult, BatchRun, BatchStats, ProgressCallback, TqdmProgress
-    from ._chat_stream import (
-        ChatCompletionStream,
-        ChatCompletionStreamManager,
-        ChunkEvent,
-        ContentDeltaEvent,
-        ContentDoneEvent,
-        LogprobsEvent,
-        ReasoningDeltaEvent,
-        RefusalDeltaEvent,
-        StreamEvent,
-        ToolCallArgumentsDeltaEvent,
-        ToolCallDoneEvent,
-    )
-    from ._jobs import JobSummary, run_jsonl_job
-    from ._parsing import (
-        ParsedChatCompletion,
-        ParsedChatCompletionMessage,
-        ParsedChatCompletionStream,
-        ParsedChatCompletionStreamManager,
-        ParsedChoice,
-        ResponseSchema,
-        response_schema,
-    )
-    from ._partial import PartialJSON
-    from ._ratelimit import RateLimiter
-    from ._tool_stream import (
-        ToolCallErrorEvent,
-        ToolCallResultEvent,
-        ToolCallStartEvent,
-        ToolRunDoneEvent,
-        ToolRunEvent,
-        ToolRunRoundEvent,
-        ToolRunStream,
-        ToolRunTextDeltaEvent,
-    )
-    from ._tools import (
-        FunctionTool,
-        ToolCallResult,
-        ToolRunResult,
-        function_tool,
-    )
+    # The lazy names again, for type checkers (`X as X` re-exports them); a test checks
+    # that this list and _LAZY agree.
+    from ._accumulate import ChunkAccumulator as ChunkAccumulator
+    from ._batch import BatchResult as BatchResult
+    from ._batch import BatchRun as BatchRun
+    from ._batch import BatchStats as BatchStats
+    from ._batch import ProgressCallback as ProgressCallback
+    from ._batch import TqdmProgress as TqdmProgress
+    from ._chat_stream import ChatCompletionStream as ChatCompletionStream
+    from ._chat_stream import ChatCompletionStreamManager as ChatCompletionStreamManager
+    from ._chat_stream import ChunkEvent as ChunkEvent
+    from ._chat_stream import ContentDeltaEvent as ContentDeltaEvent
+    from ._chat_stream import ContentDoneEvent as ContentDoneEvent
+    from ._chat_stream import LogprobsEvent as LogprobsEvent
+    from ._chat_stream import ReasoningDeltaEvent as ReasoningDeltaEvent
+    from ._chat_stream import RefusalDeltaEvent as RefusalDeltaEvent
+    from ._chat_stream import StreamEvent as StreamEvent
+    from ._chat_stream import ToolCallArgumentsDeltaEvent as ToolCallArgumentsDeltaEvent
+    from ._chat_stream import ToolCallDoneEvent as ToolCallDoneEvent
+    from ._jobs import JobSummary as JobSummary
+    from ._jobs import run_jsonl_job as run_jsonl_job
+    from ._parsing import ParsedChatCompletion as ParsedChatCompletion
+    from ._parsing import ParsedChatCompletionMessage as ParsedChatCompletionMessage
+    from ._parsing import ParsedChatCompletionStream as ParsedChatCompletionStream
+    from ._parsing import ParsedChatCompletionStreamManager as ParsedChatCompletionStreamManager
+    from ._parsing import ParsedChoice as ParsedChoice
+    from ._parsing import ResponseSchema as ResponseSchema
+    from ._parsing import response_schema as response_schema
+    from ._partial import PartialJSON as PartialJSON
+    from ._ratelimit import RateLimiter as RateLimiter
+    from ._tool_stream import ToolCallErrorEvent as ToolCallErrorEvent
+    from ._tool_stream import ToolCallResultEvent as ToolCallResultEvent
+    from ._tool_stream import ToolCallStartEvent as ToolCallStartEvent
+    from ._tool_stream import ToolRunDoneEvent as ToolRunDoneEvent
+    from ._tool_stream import ToolRunEvent as ToolRunEvent
+    from ._tool_stream import ToolRunRoundEvent as ToolRunRoundEvent
+    from ._tool_stream import ToolRunStream as ToolRunStream
+    from ._tool_stream import ToolRunTextDeltaEvent as ToolRunTextDeltaEvent
+    from ._tools import FunctionTool as FunctionTool
+    from ._tools import ToolCallResult as ToolCallResult
+    from ._tools import ToolRunResult as ToolRunResult
+    from ._tools import function_tool as function_tool
 
-__version__ = "0.1.0"
 
 # Names whose modules load on first use, so `import anyapi_async` stays as cheap as the
 # first request needs (the stream helpers, structured outputs, tools and batch jobs).
@@ -168,6 +167,7 @@ _LAZY: dict[str, str] = {
     ),
 }
 
+# Eager names, then the lazy ones (the table above is their one list at run time).
 __all__ = [
     "DEFAULT_BASE_URL",
     "NOT_GIVEN",
@@ -181,16 +181,11 @@ __all__ = [
     "AttemptInfo",
     "AuthenticationError",
     "BadRequestError",
-    "BatchResult",
-    "BatchRun",
-    "BatchStats",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
     "ChatCompletionMessageParam",
     "ChatCompletionMessageToolCall",
-    "ChatCompletionStream",
-    "ChatCompletionStreamManager",
     "ChatCompletionTokenLogprob",
     "Choice",
     "ChoiceDelta",
@@ -198,75 +193,40 @@ __all__ = [
     "ChoiceDeltaToolCall",
     "ChoiceDeltaToolCallFunction",
     "ChoiceLogprobs",
-    "ChunkAccumulator",
     "ChunkChoice",
-    "ChunkEvent",
     "CompletionCreateParams",
     "CompletionTokensDetails",
     "CompletionUsage",
     "ConflictError",
-    "ContentDeltaEvent",
-    "ContentDoneEvent",
     "ContentValidationError",
     "ErrorObject",
     "FunctionCall",
-    "FunctionTool",
     "Hooks",
     "InternalServerError",
     "JobError",
-    "JobSummary",
-    "LogprobsEvent",
     "Model",
     "ModelList",
     "NotFoundError",
     "NotGiven",
-    "ParsedChatCompletion",
-    "ParsedChatCompletionMessage",
-    "ParsedChatCompletionStream",
-    "ParsedChatCompletionStreamManager",
-    "ParsedChoice",
-    "PartialJSON",
     "PaymentRequiredError",
     "PermissionDeniedError",
-    "ProgressCallback",
     "PromptTokensDetails",
     "RateLimitError",
     "RateLimitInfo",
-    "RateLimiter",
-    "ReasoningDeltaEvent",
-    "RefusalDeltaEvent",
     "ResponseInfo",
-    "ResponseSchema",
     "ResponseTooLargeError",
     "RetryPolicy",
     "SSEDecoder",
     "ServerSentEvent",
     "StreamError",
-    "StreamEvent",
     "Timeout",
     "Timings",
-    "ToolCallArgumentsDeltaEvent",
-    "ToolCallDoneEvent",
-    "ToolCallErrorEvent",
-    "ToolCallResult",
-    "ToolCallResultEvent",
-    "ToolCallStartEvent",
     "ToolRoundsExceededError",
-    "ToolRunDoneEvent",
-    "ToolRunEvent",
-    "ToolRunResult",
-    "ToolRunRoundEvent",
-    "ToolRunStream",
-    "ToolRunTextDeltaEvent",
     "TopLogprob",
-    "TqdmProgress",
     "UnprocessableEntityError",
-    "function_tool",
-    "response_schema",
-    "run_jsonl_job",
     "__version__",
+    *_LAZY,
 ]
-
 
 
 def _public(obj: Any) -> Any:

@@ -87,7 +87,7 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``anyapi`` argument parser."""
-    from . import __version__
+    from ._version import __version__
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(

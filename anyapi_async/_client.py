@@ -37,6 +37,7 @@ from ._transport import (
     Transport,
 )
 from ._types import ChatCompletionChunk
+from ._version import __version__
 
 if TYPE_CHECKING:
     import aiohttp
@@ -56,12 +57,6 @@ MAX_ERROR_BODY: Final = 1024 * 1024
 logger = logging.getLogger("anyapi_async")
 
 ApiKey = str | Callable[[], Awaitable[str]] | None
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def check_header(name: str, value: object) -> str:
@@ -189,7 +184,7 @@ class AsyncClient:
         self.idempotency_keys = idempotency_keys
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         headers = {
-            "User-Agent": f"anyapi-async/{_version()}",
+            "User-Agent": f"anyapi-async/{__version__}",
             "Content-Type": "application/json",
             "Accept": "application/json",
         }

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import anyapi_async
 
@@ -30,10 +34,43 @@ API_MD_NAMES = [
 
 
 def test_api_md_names_exist() -> None:
-    """Every name of the contract is importable from the package."""
+    """Every name of the contract is exported, and is the class of that name."""
     for name in API_MD_NAMES:
         assert name in anyapi_async.__all__, name
-        assert getattr(anyapi_async, name) is not None
+        obj = getattr(anyapi_async, name)
+        assert isinstance(obj, type), name
+        assert obj.__name__ == name
+
+
+def test_lazy_names_have_one_list() -> None:
+    """The type checker's view of the lazy names (TYPE_CHECKING imports) is the _LAZY table."""
+    tree = ast.parse(Path(anyapi_async.__file__).read_text())
+    guarded = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == anyapi_async._LAZY
+    assert set(anyapi_async._LAZY) <= set(anyapi_async.__all__)
+    for name, module in anyapi_async._LAZY.items():
+        source = importlib.import_module(f"anyapi_async.{module}")
+        assert getattr(anyapi_async, name) is getattr(source, name), name
+
+
+def test_version_comes_from_the_leaf_module() -> None:
+    """__version__ is the one in _version.py, which hatch reads too."""
+    from anyapi_async._version import __version__
+
+    assert anyapi_async.__version__ == __version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", __version__)
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert 'path = "anyapi_async/_version.py"' in pyproject
 
 
 def test_all_is_importable_and_public_module() -> None:
