@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+from urllib.parse import quote
 
 import msgspec
 
@@ -13,6 +14,7 @@ from ._types import (
     ChatCompletionMessage,
     ChatCompletionMessageParam,
     CompletionCreateParams,
+    Model,
     ModelList,
 )
 
@@ -46,6 +48,7 @@ MessageInput = ChatCompletionMessageParam | ChatCompletionMessage
 _encoder = msgspec.json.Encoder()
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _models_decoder = msgspec.json.Decoder(ModelList)
+_model_decoder = msgspec.json.Decoder(Model)
 
 
 def _message_from_struct(message: msgspec.Struct) -> dict[str, Any]:
@@ -406,7 +409,7 @@ class Chat:
 
 
 class Models:
-    """``client.models``."""
+    """``client.models``: ``await client.models.list()``, ``await client.models.retrieve(id)``."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -414,3 +417,16 @@ class Models:
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
         return await self._client._request_json("GET", "/models", None, None, _models_decoder)
+
+    async def retrieve(self, model_id: str) -> Model:
+        """One model's entry (``GET /models/{model_id}``).
+
+        The id is sent as one path segment, percent-encoded (``openai/gpt-4o`` becomes
+        ``openai%2Fgpt-4o``). Raises `NotFoundError` for a model the endpoint does not serve.
+        """
+        if not isinstance(model_id, str):
+            raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
+        if not model_id.strip():
+            raise ValueError("model_id must not be empty")
+        path = "/models/" + quote(model_id, safe="")
+        return await self._client._request_json("GET", path, None, None, _model_decoder)

@@ -106,6 +106,30 @@ async def test_models_list(client: aa.AsyncClient) -> None:
     assert models.data and all(m.id for m in models.data)
 
 
+@pytest.mark.parametrize("model_id", ["local-1", "openai/gpt-4o", "a b?c#d"])
+async def test_models_retrieve(client: aa.AsyncClient, server: LocalServer, model_id: str) -> None:
+    """GET /models/{id}: the id travels as one percent-encoded path segment and comes back."""
+    model = await client.models.retrieve(model_id)
+    assert isinstance(model, aa.Model)
+    assert (model.id, model.object, model.owned_by) == (model_id, "model", "anyapi")
+    seen = server.requests[-1]
+    assert (seen.method, seen.path, seen.query) == ("GET", f"/v1/models/{model_id}", {})
+
+
+@pytest.mark.parametrize(
+    ("model_id", "error", "match"),
+    [("", ValueError, "must not be empty"), ("  ", ValueError, "must not be empty"),
+     (None, TypeError, "must be a str, not NoneType")],
+)  # fmt: skip
+async def test_models_retrieve_refuses_bad_ids(
+    client: aa.AsyncClient, server: LocalServer, model_id: Any, error: type[Exception], match: str
+) -> None:
+    """A missing or non-str id fails before any request is sent."""
+    with pytest.raises(error, match=match):
+        await client.models.retrieve(model_id)
+    assert server.requests == []
+
+
 def test_unclosed_client_warns_without_scheduling(server_url: str) -> None:
     """A client dropped while open warns (ResourceWarning) and schedules nothing."""
 
