@@ -9,7 +9,7 @@ import ssl
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
@@ -81,6 +81,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(url: str) -> str:
+    """``url`` checked, without a trailing slash (the query string, if any, stays on)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http:// or https:// URL, got {url!r}")
@@ -91,7 +92,27 @@ def _check_base_url(url: str) -> str:
             UserWarning,
             stacklevel=3,
         )
+    if parts.query or parts.fragment:
+        return parts._replace(path=parts.path.rstrip("/")).geturl()
     return url.rstrip("/")
+
+
+def _split_query(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its query string, and that query as a dict (Azure's ``api-version``)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return parts._replace(query="", fragment="").geturl(), query
+
+
+def _check_query(query: object) -> dict[str, str]:
+    if not isinstance(query, Mapping):
+        raise TypeError(f"default_query must be a dict of str, not {type(query).__name__}")
+    for name, value in query.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"default_query must map str to str; {name!r} maps to {type(value).__name__}"
+            )
+    return dict(query)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -117,6 +138,9 @@ class AsyncClient:
         base_url: default ``ANYAPI_BASE_URL``, else ``https://api.anyapi.ai/v1``.
         timeout: seconds, or a `Timeout` with separate limits.
         max_retries: retries after the first attempt (default 2, or ``retry_policy``'s).
+        default_query: query parameters sent with every request, after those of a
+            ``base_url`` that carries a query string (Azure's ``?api-version=...``); a
+            call's ``extra_query`` adds to them, and its ``None`` values remove one.
         session: a caller-owned ``aiohttp.ClientSession``; the client never closes it.
         max_concurrency: bound on requests in flight through this client (a stream holds
             its slot until closed).
@@ -132,6 +156,7 @@ class AsyncClient:
         max_retries: int | NotGiven = NOT_GIVEN,
         *,
         default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
         http_referer: str | None = None,
         x_title: str | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -164,6 +189,10 @@ class AsyncClient:
         self.base_url = _check_base_url(
             base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         )
+        self._url, query = _split_query(self.base_url)
+        if default_query is not None:
+            query.update(_check_query(default_query))
+        self._set_query(query)
         self.timeout = Timeout.coerce(timeout)
         # max_retries defaults to 2, or to the retry_policy's own value when one is given.
         policy = retry_policy if retry_policy is not None else RetryPolicy(DEFAULT_MAX_RETRIES)
@@ -235,6 +264,16 @@ class AsyncClient:
         return self._models
 
     @property
+    def default_query(self) -> Mapping[str, str]:
+        """Query parameters sent with every request (``base_url``'s, then ``default_query``)."""
+        return self._query
+
+    def _set_query(self, query: dict[str, str]) -> None:
+        self._query = query
+        # Encoded once: a request without extra_query only appends this string.
+        self._query_string = "?" + urlencode(query) if query else ""
+
+    @property
     def max_retries(self) -> int:
         return self.retry_policy.max_retries
 
@@ -249,10 +288,12 @@ class AsyncClient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry_policy: RetryPolicy | NotGiven = NOT_GIVEN,
         default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
+        default_query: Mapping[str, str] | NotGiven = NOT_GIVEN,
     ) -> AsyncClient:
         """A copy with other settings that shares this client's connection pool.
 
-        The copy does not own the pool: closing it leaves the original working.
+        ``default_headers`` and ``default_query`` add to (or replace entries of) this
+        client's. The copy does not own the pool: closing it leaves the original working.
         """
         copy = object.__new__(AsyncClient)
         copy.__dict__.update(self.__dict__)
@@ -270,6 +311,8 @@ class AsyncClient:
                 check_header(name, value)
             copy._headers = {**self._headers, **default_headers}
             copy._stream_headers = {**copy._headers, "Accept": "text/event-stream"}
+        if not isinstance(default_query, NotGiven):
+            copy._set_query({**self._query, **_check_query(default_query)})
         return copy
 
     async def aclose(self) -> None:
@@ -308,7 +351,7 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("Cannot send a request: the client has been closed.")
         headers = (self._stream_headers if stream else self._headers).copy()
-        url = self.base_url + path
+        url = self._url + path + self._query_string
         timeout = self.timeout
         if self._key_provider is not None:
             key = await self._key_provider()
@@ -324,7 +367,9 @@ class AsyncClient:
                         headers[name] = check_header(name, value)
             extra_query = options.get("extra_query")
             if extra_query:
-                url += ("&" if "?" in url else "?") + urlencode(extra_query)
+                query = {**self._query, **extra_query}
+                query = {k: v for k, v in query.items() if v is not None}
+                url = self._url + path + ("?" + urlencode(query) if query else "")
             if "timeout" in options:
                 timeout = Timeout.coerce(options["timeout"])
             idempotency_key = options.get("idempotency_key")

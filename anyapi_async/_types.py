@@ -502,7 +502,7 @@ class CommonCreateParams(TypedDict, total=False):
     web_search_options: dict[str, Any]
     # client options, never sent as body fields
     extra_headers: dict[str, str] | None
-    extra_query: dict[str, str] | None
+    extra_query: dict[str, str | None] | None
     extra_body: dict[str, Any] | None
     timeout: float | Timeout | None
     max_retries: int
