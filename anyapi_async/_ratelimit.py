@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _retry
+from . import _waits
 
 if TYPE_CHECKING:
     from ._meta import RateLimitInfo
@@ -76,11 +76,6 @@ _TOLERANCE: Final = 1e-9
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def _retry_sleep(delay: float) -> Awaitable[None]:
-    # Looked up at call time so tests that make retry waits instant make these instant too.
-    return _retry._sleep(delay)
 
 
 def _text_chars(content: object) -> tuple[int, int]:
@@ -184,7 +179,8 @@ class RateLimiter:
         burst: seconds of budget that may be spent at once.
         adaptive: react to 429s and ``x-ratelimit-*`` headers (default ``True``).
         clock: monotonic seconds (default `time.monotonic`).
-        sleep: awaited to wait (default: the retry layer's sleep, ``asyncio.sleep``).
+        sleep: awaited to wait (default: ``asyncio.sleep``, made instant by
+            `anyapi_async.testing.instant_retries`).
     """
 
     def __init__(
@@ -195,7 +191,7 @@ class RateLimiter:
         burst: float = DEFAULT_BURST_SECONDS,
         adaptive: bool = True,
         clock: Clock = time.monotonic,
-        sleep: Sleep = _retry_sleep,
+        sleep: Sleep = _waits.sleep,
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and (isinstance(value, bool) or not value > 0):

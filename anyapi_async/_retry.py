@@ -27,6 +27,7 @@ from ._exceptions import (
     APITimeoutError,
 )
 from ._hooks import AttemptInfo
+from ._waits import sleep
 
 if TYPE_CHECKING:
     from ._hooks import Hooks
@@ -52,8 +53,8 @@ RETRY_STATUSES: Final = frozenset((408, 409, 429, 500, 502, 503, 504))
 
 logger = logging.getLogger("anyapi_async")
 
-#: Replaced by tests (and `anyapi_async.testing`) to make waits instant.
-_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+# `anyapi_async.testing.instant_retries()` makes this wait instant.
+_sleep: Callable[[float], Awaitable[None]] = sleep
 
 
 class RetryPolicy:

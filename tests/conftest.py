@@ -15,8 +15,7 @@ import pytest
 from aioresponses import aioresponses
 
 import anyapi_async
-from anyapi_async import _retry
-from anyapi_async.testing import LocalServer
+from anyapi_async.testing import LocalServer, instant_retries
 
 BASE_URL = "https://api.test/v1"
 #: Each error status and the class it raises (API.md's table, plus 402).
@@ -67,15 +66,10 @@ aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Make retry waits instant; the list records each wait asked for."""
-    waits: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        waits.append(delay)
-
-    monkeypatch.setattr(_retry, "_sleep", sleep)
-    return waits
+def no_backoff() -> Iterator[list[float]]:
+    """Make retry waits instant (the public switch); the list records each wait asked for."""
+    with instant_retries() as waits:
+        yield waits
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import it.
 
 from __future__ import annotations
 
+from ._instant import instant_retries, set_instant_retries
 from ._record import RecordedRequest
 from ._request import JSON_OBJECT_SCHEMA
 from ._schema import sample_schema
@@ -44,7 +45,9 @@ __all__ = [
     "Redirect",
     "SSEResponse",
     "Scripted",
+    "instant_retries",
     "sample_schema",
+    "set_instant_retries",
 ]
 
 for _name in __all__:
