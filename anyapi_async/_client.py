@@ -36,7 +36,7 @@ from ._transport import (
     Response,
     Transport,
 )
-from ._types import ChatCompletionChunk
+from ._types import ChatCompletionChunk, KeepsBody
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -449,6 +449,8 @@ class AsyncClient:
             timings.headers = loop.time()
             body = await response.read(max_size)
             result = self._decode_body(body, response, decoder)
+            if isinstance(result, KeepsBody):
+                result._raw = body  # for to_dict(): decoded only if asked
             timings.finished = timings.first_token = loop.time()
             if isinstance(result, msgspec.Struct) and hasattr(result, "__dict__"):
                 n = attempt if isinstance(attempt, int) else attempt.attempt

@@ -17,6 +17,7 @@ unknown fields when it decodes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -339,6 +340,8 @@ def parse_completion(
     choices = [_parse_choice(c, schema, completion) for c in completion.choices]
     parsed = ParsedChatCompletion(**{**_struct_fields(completion), "choices": choices})
     parsed.__dict__.update(completion.__dict__)  # the ``http`` facts
+    with contextlib.suppress(AttributeError):  # a completion built by hand keeps no body
+        parsed._raw = completion._raw  # KeepsBody: to_dict() is the body as received
     return parsed
 
 

@@ -163,6 +163,7 @@ class AsyncStream(Generic[T]):
             body = await response.read()
             self._done = True
             self._json_chunk = self._decode_slow(body)
+            self._json_chunk._raw = body
             return
         self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
         while not self._backlog:
@@ -283,6 +284,7 @@ class AsyncStream(Generic[T]):
                         self._decode(payload)
                     if chunk.usage is not None:
                         self.usage = chunk.usage
+                    chunk._raw = payload  # KeepsBody: for to_dict(), decoded only if asked
                     yield chunk
                 if self._done or at_eof:
                     break

@@ -2,9 +2,12 @@
 
 Responses decode straight from bytes. Unknown fields are ignored (msgspec's default), and
 every field has a default, so a provider that leaves one out or adds its own never breaks
-decoding. Fields that providers send as ``null`` are typed ``X | None``; for the few that
-should never be null (``id``, ``index``…), `decode_lenient` drops stray nulls
-on a slow second pass (`_decode.py`) instead of typing everything as optional.
+decoding. Nothing is lost all the same: a decoded completion, chunk or model keeps the bytes
+it came from, and its ``to_dict()`` decodes them on demand, unknown fields included.
+
+Fields that providers send as ``null`` are typed ``X | None``; for the few that should never
+be null (``id``, ``index``…), `decode_lenient` drops stray nulls on a slow second pass
+(`_decode.py`) instead of typing everything as optional.
 """
 
 from __future__ import annotations
@@ -41,6 +44,36 @@ __all__ = [
     "PromptTokensDetails",
     "TopLogprob",
 ]
+
+
+_JSON = msgspec.json.Decoder()
+
+
+class KeepsBody:
+    """A slot for the bytes a response was decoded from, and `to_dict` over them.
+
+    A plain ``__slots__`` base (not a Struct field) stays out of ``repr``, ``==``,
+    encoding and the GC, and costs one pointer per object: the decoders (`_client`,
+    `_streaming`) set ``_raw`` once per body or event, and nothing decodes it until asked.
+    """
+
+    __slots__ = ("_raw",)
+    _raw: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole JSON object as the server sent it, unknown fields included at every depth.
+
+        Decoded from the kept body on each call (a new dict every time, so changing it
+        changes nothing else). For an object that was not decoded from a body (built by
+        hand, or folded from a stream's chunks by ``get_final_completion()``) it is
+        ``msgspec.to_builtins(self)``: the named fields that differ from their defaults.
+        """
+        raw: bytes | None = getattr(self, "_raw", None)
+        if raw is None:
+            out: dict[str, Any] = msgspec.to_builtins(self)
+            return out
+        decoded: dict[str, Any] = _JSON.decode(raw)
+        return decoded
 
 
 class _Base(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -162,12 +195,14 @@ class ErrorObject(_Base):
     metadata: dict[str, Any] | None = None
 
 
-class ChatCompletion(_Base, gc=True, dict=True):
+class ChatCompletion(_Base, KeepsBody, gc=True, dict=True):
     """A ``chat.completion`` object.
 
     ``completion.http`` holds the HTTP facts of the call that produced it (headers, request
     id, rate limits, timings, attempts); it is ``None`` for one built by hand. (The
     ``__dict__`` that holds it needs GC tracking, for this one object per response.)
+    ``completion.to_dict()`` is the body as received, fields the Structs do not name
+    included (a gateway's ``provider``, ``citations``, ``usage.cost``...).
     """
 
     id: str = ""
@@ -235,8 +270,13 @@ class ChunkChoice(_Base):
     logprobs: ChoiceLogprobs | None = None
 
 
-class ChatCompletionChunk(_Base):
-    """A ``chat.completion.chunk`` event of a stream."""
+class ChatCompletionChunk(_Base, KeepsBody):
+    """A ``chat.completion.chunk`` event of a stream.
+
+    ``chunk.to_dict()`` is the event's JSON as received, unknown fields included. (When a
+    server ignored ``stream=true`` and answered one ``chat.completion``, the stream yields
+    it as one chunk whose ``to_dict()`` is that completion body.)
+    """
 
     id: str = ""
     object: str = "chat.completion.chunk"
@@ -253,8 +293,9 @@ class ChatCompletionChunk(_Base):
 # --- models -------------------------------------------------------------------------------
 
 
-class Model(_Base):
-    """An entry of ``GET /models``."""
+class Model(_Base, KeepsBody):
+    """An entry of ``GET /models``; ``to_dict()`` of one from ``models.retrieve()`` keeps
+    what the server adds (context length, pricing...)."""
 
     id: str = ""
     object: str = "model"
@@ -262,8 +303,8 @@ class Model(_Base):
     owned_by: str | None = None
 
 
-class ModelList(_Base):
-    """The answer of ``GET /models``."""
+class ModelList(_Base, KeepsBody):
+    """The answer of ``GET /models``; ``to_dict()`` is the whole body as received."""
 
     object: str = "list"
     data: list[Model] = []
