@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -278,9 +277,7 @@ async def test_models(anyapi_server: LocalServer) -> None:
 
 async def test_demo_prints_the_streamed_text() -> None:
     """`anyapi demo` runs offline to completion and shows all four parts."""
-    started = time.perf_counter()
     status, out, err = await arun("demo")
-    elapsed = time.perf_counter() - started
     assert status == 0, err
     for heading in (
         "1. A streamed reply, token by token",
@@ -295,7 +292,6 @@ async def test_demo_prints_the_streamed_text() -> None:
     assert re.search(r"usage: \d+ prompt \+ \d+ completion = \d+ tokens", out)
     assert re.search(r"24 at once: +[\d.]+ s for all of them \((\d+)x faster", out)
     assert "\x1b[" not in out  # no colour codes into a pipe
-    assert elapsed < 5
 
 
 async def test_batch_is_delegated(tmp_path: Path, anyapi_server: LocalServer) -> None:

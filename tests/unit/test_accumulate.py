@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from anyapi_async import ChatCompletionChunk, ChunkAccumulator
+from anyapi_async import ChatCompletionChunk, ChoiceDelta, ChunkAccumulator, ChunkChoice
 
 
 def chunk(choices: list[dict[str, Any]], **extra: Any) -> ChatCompletionChunk:
@@ -227,10 +227,30 @@ def test_usage_on_every_chunk_last_wins() -> None:
     assert final.usage.completion_tokens == 2
 
 
-def test_accumulation_is_linear() -> None:
-    """100,000 one-character deltas fold quickly into one string (no quadratic joins)."""
+class _CountedStr(str):
+    """A text piece that counts the concatenations it takes part in."""
+
+    joins = 0
+
+    def __add__(self, other: str) -> str:
+        _CountedStr.joins += 1
+        return str.__add__(self, other)
+
+    def __radd__(self, other: str) -> str:  # `text + piece` with a plain str on the left
+        _CountedStr.joins += 1
+        return str.__add__(other, self)
+
+
+def test_accumulation_does_not_concatenate_per_delta() -> None:
+    """Deltas are kept and joined once, so folding n of them copies the text once, not n times."""
+    _CountedStr.joins = 0
     acc = ChunkAccumulator()
-    piece = chunk([{"index": 0, "delta": {"content": "x"}}])
-    for _ in range(100_000):
-        acc.add(piece)
-    assert acc.text() == "x" * 100_000
+    n = 10_000
+    for _ in range(n):
+        delta = ChoiceDelta(content=_CountedStr("x"), reasoning_content=_CountedStr("r"))
+        acc.add(ChatCompletionChunk(choices=[ChunkChoice(index=0, delta=delta)]))
+    final = acc.completion()
+    assert final.choices[0].message.content == "x" * n
+    assert final.choices[0].message.reasoning_content == "r" * n
+    assert _CountedStr.joins == 0
+    assert "a" + _CountedStr("b") == "ab" and _CountedStr.joins == 1  # the counter works

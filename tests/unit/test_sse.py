@@ -115,8 +115,8 @@ def test_any_split_gives_same_events(cuts: list[int]) -> None:
     assert payloads(decode_all(chunks)) == EXPECTED
 
 
-def test_byte_by_byte_is_linear() -> None:
-    """A 1 MB line fed byte by byte completes (pieces are joined once, not re-scanned)."""
+def test_byte_by_byte_large_line() -> None:
+    """A 1 MB line fed one byte per read comes out whole, as one event."""
     decoder = SSEDecoder()
     line = b"data: " + b"z" * 1_000_000 + b"\n\n"
     out: list[bytes | ServerSentEvent] = []

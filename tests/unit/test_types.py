@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from anyapi_async import ChatCompletion, ChatCompletionChunk
-from anyapi_async._decode import COMPLETION_DECODER, decode_lenient
+from anyapi_async._decode import CHUNK_DECODER, COMPLETION_DECODER, decode_lenient
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -64,27 +64,52 @@ def test_nulls_and_float_created_use_the_lenient_pass() -> None:
     assert c.choices[0].message.content == "hi"
 
 
+def _first_delta(chunk: ChatCompletionChunk) -> tuple[object, ...]:
+    choice = chunk.choices[0]
+    delta = choice.delta
+    calls = [(c.index, c.type, c.function and c.function.arguments) for c in delta.tool_calls or []]
+    return (chunk.id, choice.index, delta.role, delta.content, delta.reasoning_content, calls)
+
+
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "expected"),
     [
-        # Azure prompt-filter chunk: empty choices, prompt_filter_results
-        b'{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
-        b'[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false}}}]}',
         # content_filter_results on a choice, content null, no role
-        b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
-        b'[{"index":0,"delta":{"content":null},"content_filter_results":{},"finish_reason":null}]}',
+        (
+            b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
+            b'[{"index":0,"delta":{"content":null},"content_filter_results":{},'
+            b'"finish_reason":null}]}',
+            ("c", 0, None, None, None, []),
+        ),
         # tool-call delta without type, Groq x_groq, usage on every chunk
-        b'{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
-        b'{"arguments":"{\\"a"}}]}}],"x_groq":{"id":"req_1"},"usage":{"prompt_tokens":1,'
-        b'"completion_tokens":1,"total_tokens":2}}',
+        (
+            b'{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
+            b'{"arguments":"{\\"a"}}]}}],"x_groq":{"id":"req_1"},"usage":{"prompt_tokens":1,'
+            b'"completion_tokens":1,"total_tokens":2}}',
+            ("c", 0, None, None, None, [(0, None, '{"a')]),
+        ),
         # missing id/created/object, provider field
-        b'{"provider":"Together","choices":[{"index":1,"delta":{"reasoning_content":"hm"}}]}',
+        (
+            b'{"provider":"Together","choices":[{"index":1,"delta":{"reasoning_content":"hm"}}]}',
+            ("", 1, None, None, "hm", []),
+        ),
     ],
 )
-def test_provider_chunks_decode(raw: bytes) -> None:
-    """Provider quirks in chunks decode without error."""
-    chunk = msgspec.json.decode(raw, type=ChatCompletionChunk)
-    assert isinstance(chunk, ChatCompletionChunk)
+def test_provider_chunks_decode(raw: bytes, expected: tuple[object, ...]) -> None:
+    """Provider quirks in chunks decode on the fast path into the values they carry."""
+    chunk = CHUNK_DECODER.decode(raw)
+    assert _first_delta(chunk) == expected
+    assert chunk.object == "chat.completion.chunk"  # the default when a provider leaves it out
+
+
+def test_azure_prompt_filter_chunk() -> None:
+    """Azure's first chunk (no choices, prompt_filter_results, object "") decodes as empty."""
+    raw = (
+        b'{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
+        b'[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false}}}]}'
+    )
+    chunk = CHUNK_DECODER.decode(raw)
+    assert (chunk.choices, chunk.object, chunk.usage, chunk.error) == ([], "", None, None)
 
 
 def test_error_code_int_or_str() -> None:
