@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     from ._parsing import response_schema as response_schema
     from ._partial import PartialJSON as PartialJSON
     from ._ratelimit import RateLimiter as RateLimiter
+    from ._resources import Completions as Completions
+    from ._resources import Models as Models
     from ._tool_stream import ToolCallErrorEvent as ToolCallErrorEvent
     from ._tool_stream import ToolCallResultEvent as ToolCallResultEvent
     from ._tool_stream import ToolCallStartEvent as ToolCallStartEvent
@@ -143,6 +145,8 @@ _LAZY: dict[str, str] = {
     ),
     "PartialJSON": "_partial",
     "RateLimiter": "_ratelimit",
+    # Reached as client.chat.completions / client.models; importable for type hints.
+    **dict.fromkeys(("Completions", "Models"), "_resources"),
     **dict.fromkeys(
         (
             "ToolCallErrorEvent",

@@ -131,12 +131,14 @@ class _ChoiceState:
 class ChunkAccumulator:
     """Builds the final `ChatCompletion` of a stream from its chunks.
 
-    Example::
+    Example:
 
-        acc = ChunkAccumulator()
-        for chunk in chunks:
-            acc.add(chunk)
-        completion = acc.completion()
+    ```python
+    acc = ChunkAccumulator()
+    for chunk in chunks:
+        acc.add(chunk)
+    completion = acc.completion()
+    ```
     """
 
     __slots__ = (

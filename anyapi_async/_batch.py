@@ -298,11 +298,13 @@ class BatchRun:
     """An async iterable of `BatchResult`, from `Completions.batch`.
 
     Nothing is sent until iteration starts. Use ``async with`` so that leaving the loop
-    early cancels the work in flight at once::
+    early cancels the work in flight at once:
 
-        async with client.chat.completions.batch(requests, concurrency=32) as run:
-            async for result in run:
-                ...
+    ```python
+    async with client.chat.completions.batch(requests, concurrency=32) as run:
+        async for result in run:
+            ...
+    ```
 
     A run can be iterated once. ``stats`` holds its live counters.
     """

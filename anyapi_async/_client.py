@@ -124,28 +124,45 @@ class AsyncClient:
     """An asyncio client for AnyAPI and any OpenAI-compatible chat-completions endpoint.
 
     One client holds one pooled aiohttp session for its whole life; create it once and
-    share it::
+    share it:
 
-        async with AsyncClient() as client:          # key from ANYAPI_API_KEY
-            c = await client.chat.completions.create(
-                model="gpt-5", messages=[{"role": "user", "content": "Hello!"}]
-            )
-            print(c.choices[0].message.content)
+    ```python
+    async with AsyncClient() as client:          # key from ANYAPI_API_KEY
+        c = await client.chat.completions.create(
+            model="gpt-5", messages=[{"role": "user", "content": "Hello!"}]
+        )
+        print(c.choices[0].message.content)
+    ```
 
     Args:
         api_key: the key, or an async callable returning it (awaited per request, for
-            rotating credentials). Default: ``ANYAPI_API_KEY``.
-        base_url: default ``ANYAPI_BASE_URL``, else ``https://api.anyapi.ai/v1``.
-        timeout: seconds, or a `Timeout` with separate limits.
-        max_retries: retries after the first attempt (default 2, or ``retry_policy``'s).
-        default_query: query parameters sent with every request, after those of a
-            ``base_url`` that carries a query string (Azure's ``?api-version=...``); a
-            call's ``extra_query`` adds to them, and its ``None`` values remove one.
-        session: a caller-owned ``aiohttp.ClientSession``; the client never closes it.
+            rotating credentials). Default: `ANYAPI_API_KEY`.
+        base_url: default `ANYAPI_BASE_URL`, else `https://api.anyapi.ai/v1`. It may carry
+            a query string (Azure's `?api-version=...`), sent with every request.
+        timeout: seconds (60 by default) for each phase, or a `Timeout` with separate
+            limits.
+        max_retries: retries after the first attempt (default 2, or `retry_policy`'s).
+        default_headers: headers sent with every request (after the client's own).
+        default_query: query parameters sent with every request, after those of
+            `base_url`; a call's `extra_query` adds to them (a `None` value removes one).
+        http_referer: AnyAPI attribution: your app's URL (`HTTP-Referer`).
+        x_title: AnyAPI attribution: your app's name (`X-Title`).
+        session: a caller-owned `aiohttp.ClientSession`; the client never closes it (the
+            pool, TLS and proxy arguments below then do not apply).
+        transport: a custom transport (`send`, `aclose`) instead of aiohttp's.
+        max_connections: the pool's size (100).
+        max_connections_per_host: a per-host cap within the pool (0: none).
+        keepalive_timeout: seconds an idle pooled connection is kept (30).
+        verify: `False` to skip TLS verification, or an `ssl.SSLContext` of your own.
+        trust_env: read proxies and `.netrc` from the environment, as aiohttp does.
+        retry_policy: which failures are retried and how long to wait; see `RetryPolicy`.
+        hooks: `Hooks` called on every attempt (metrics, logging).
         max_concurrency: bound on requests in flight through this client (a stream holds
             its slot until closed).
-        http_referer: AnyAPI attribution: your app's URL (``HTTP-Referer``).
-        x_title: AnyAPI attribution: your app's name (``X-Title``).
+        max_response_size: the largest body read, in bytes (64 MiB), before
+            `ResponseTooLargeError`.
+        max_event_size: the largest stream event, in bytes (16 MiB).
+        idempotency_keys: send an `Idempotency-Key`, the same on every retry of a call.
     """
 
     def __init__(
@@ -256,7 +273,7 @@ class AsyncClient:
 
     @property
     def models(self) -> Models:
-        """``await client.models.list()``."""
+        """``await client.models.list()`` and ``await client.models.retrieve(model_id)``."""
         if self._models is None:
             from ._resources import Models
 

@@ -20,22 +20,22 @@ _LIMITS = ("connect", "read", "first_event", "idle", "total")
 class Timeout:
     """Timeout limits in seconds; ``None`` switches a limit off.
 
-    ======================  ============================================================
-    ``connect``             opening the TCP (and TLS) connection
-    ``read``                silence between any two bytes received, headers included
-    ``first_event``         from sending the request to the response headers, and for a
-                            stream to its first event
-    ``idle``                silence between two parsed stream events; SSE comments and
-                            keep-alive pings do not count as events
-    ``total``               the whole call: every attempt and every backoff wait
-    ======================  ============================================================
+    | Limit | What it bounds |
+    | --- | --- |
+    | `connect` | opening the TCP (and TLS) connection |
+    | `read` | silence between any two bytes received, headers included |
+    | `first_event` | until the response headers, and for a stream its first event |
+    | `idle` | silence between two stream events (SSE comments and pings are no events) |
+    | `total` | the whole call: every attempt and every backoff wait |
 
     ``Timeout(30)`` sets ``connect``, ``read`` and ``idle`` to 30 s and leaves ``total``
     and ``first_event`` off, so a long stream that keeps producing tokens is never cut,
-    while a silent or stalled one fails within 30 s. Any limit can be set on its own::
+    while a silent or stalled one fails within 30 s. Any limit can be set on its own:
 
-        Timeout(30, total=120)           # as above, and never more than 2 minutes in all
-        Timeout(connect=5, idle=20)      # only these two limits
+    ```python
+    Timeout(30, total=120)       # as above, and 2 minutes at most in all
+    Timeout(connect=5, idle=20)  # only these two limits
+    ```
     """
 
     __slots__ = ("_aiohttp", "connect", "first_event", "idle", "read", "total")

@@ -33,15 +33,17 @@ class Hooks:
     Every method is synchronous and should return quickly: they run on the request's own
     task. With no hooks configured the client skips all of this at no cost.
 
-    Example::
+    Example:
 
-        class Metrics(Hooks):
-            def on_retry(self, info, delay, error):
-                RETRIES.labels(type(error).__name__).inc()
+    ```python
+    class Metrics(Hooks):
+        def on_retry(self, info, delay, error):
+            RETRIES.labels(type(error).__name__).inc()
 
-            def on_complete(self, info, usage):
-                if usage:
-                    TOKENS.inc(usage.total_tokens)
+        def on_complete(self, info, usage):
+            if usage:
+                TOKENS.inc(usage.total_tokens)
+    ```
     """
 
     def on_request(self, info: AttemptInfo) -> None:

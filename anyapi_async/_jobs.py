@@ -1,18 +1,22 @@
 """Resumable JSONL batch jobs: `run_jsonl_job` and the ``anyapi batch`` command.
 
-Input, one request per line: an OpenAI Batch API request line, or a plain request body::
+Input, one request per line: an OpenAI Batch API request line, or a plain request body:
 
-    {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
-    {"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+```text
+{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
+{"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+```
 
 A plain body's id is its line number, ``"line-7"``. Blank lines are ignored.
 
-Output, one line per input line, as the OpenAI Batch API writes them::
+Output, one line per input line, as the OpenAI Batch API writes them:
 
-    {"custom_id": "q1", "response": {"status_code": 200, "request_id": "...", "body": {...}},
-     "error": null}
-    {"custom_id": "q2", "response": {"status_code": 400, "request_id": "...", "body": {...}},
-     "error": {"message": "...", "type": "invalid_request_error", "code": null}}
+```text
+{"custom_id": "q1", "response": {"status_code": 200, "request_id": "...", "body": {...}},
+ "error": null}
+{"custom_id": "q2", "response": {"status_code": 400, "request_id": "...", "body": {...}},
+ "error": {"message": "...", "type": "invalid_request_error", "code": null}}
+```
 
 ``error`` is set exactly when the item failed; ``response`` holds what the server answered,
 if it answered. A line that is not valid JSON, or has no body, gets an error line that names
@@ -467,10 +471,12 @@ async def run_jsonl_job(
     at the end. ``model`` replaces every body's model. ``on_invalid_line(number, message)``
     hears about each invalid input line (they are also written as error lines).
 
-    Example::
+    Example:
 
-        summary = await run_jsonl_job("requests.jsonl", "results.jsonl", rpm=500)
-        print(summary)      # 998 succeeded, 2 failed, 0 skipped as already done
+    ```python
+    summary = await run_jsonl_job("requests.jsonl", "results.jsonl", rpm=500)
+    print(summary)      # 998 succeeded, 2 failed, 0 skipped as already done
+    ```
 
     Raises:
         JobError: the output is locked by another run, or is not a result file.

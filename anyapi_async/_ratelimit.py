@@ -1,9 +1,11 @@
 """Client-side rate limiting: token buckets for RPM and TPM, adapted to what the server says.
 
-Each budget is a token bucket (https://en.wikipedia.org/wiki/Token_bucket)::
+Each budget is a token bucket (https://en.wikipedia.org/wiki/Token_bucket):
 
-    rate     = per_minute / 60 * factor          # tokens added per second
-    capacity = max(1, per_minute / 60 * burst)    # at most `burst` seconds' worth at once
+```text
+rate     = per_minute / 60 * factor          # tokens added per second
+capacity = max(1, per_minute / 60 * burst)    # at most `burst` seconds' worth at once
+```
 
 A request takes 1 from the requests bucket and its estimated token count from the tokens
 bucket. A request larger than the whole bucket may go once the bucket is full and leaves
@@ -164,11 +166,13 @@ class RateLimiter:
     """Requests-per-minute and tokens-per-minute budgets shared by every request through it.
 
     The batch API creates one from ``rpm=``/``tpm=``; build one yourself to share a budget
-    between several batches, or to inject a clock in tests::
+    between several batches, or to inject a clock in tests:
 
-        limiter = RateLimiter(rpm=500, tpm=200_000)
-        async for r in client.chat.completions.batch(requests, limiter=limiter):
-            ...
+    ```python
+    limiter = RateLimiter(rpm=500, tpm=200_000)
+    async for r in client.chat.completions.batch(requests, limiter=limiter):
+        ...
+    ```
 
     With neither budget it still reacts to 429s and to ``x-ratelimit-*`` headers.
 

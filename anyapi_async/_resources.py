@@ -179,11 +179,15 @@ class Completions:
         client's for this call. With ``stream=True`` the call returns an `AsyncStream`
         once the first event has arrived.
 
-        Example::
+        Example:
 
-            c = await client.chat.completions.create(
-                model="gpt-5", messages=[{"role": "user", "content": "Hello!"}], max_tokens=300
-            )
+        ```python
+        c = await client.chat.completions.create(
+            model="gpt-5",
+            messages=[{"role": "user", "content": "Hello!"}],
+            max_tokens=300,
+        )
+        ```
         """
         # **params is already this call's own dict: build_body may take options out of it.
         body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
@@ -209,12 +213,14 @@ class Completions:
     ) -> ChatCompletionStreamManager:
         """Stream a completion with helpers; use with ``async with``.
 
-        Example::
+        Example:
 
-            async with client.chat.completions.stream(model=m, messages=msgs) as s:
-                async for text in s.text_deltas():
-                    print(text, end="", flush=True)
-                final = await s.get_final_completion()
+        ```python
+        async with client.chat.completions.stream(model=m, messages=msgs) as s:
+            async for text in s.text_deltas():
+                print(text, end="", flush=True)
+            final = await s.get_final_completion()
+        ```
         """
         body, options = build_body(model, messages, True, params)  # type: ignore[arg-type]
 
@@ -238,18 +244,20 @@ class Completions:
         ``response_format`` is a msgspec Struct (or any type msgspec can describe); the
         request asks for its JSON schema. ``choices[i].message.parsed`` holds the decoded
         object, ``None`` on a refusal. Raises `ContentValidationError` when a reply does
-        not decode into the type. See `anyapi_async._parsing`.
+        not decode into the type. See the Structured outputs guide.
 
-        Example::
+        Example:
 
-            class Person(msgspec.Struct):
-                name: str
-                age: int
+        ```python
+        class Person(msgspec.Struct):
+            name: str
+            age: int
 
-            c = await client.chat.completions.parse(
-                model="gpt-5", messages=msgs, response_format=Person
-            )
-            person = c.choices[0].message.parsed
+        c = await client.chat.completions.parse(
+            model="gpt-5", messages=msgs, response_format=Person
+        )
+        person = c.choices[0].message.parsed
+        ```
         """
         from . import _parsing  # loaded on first use: plain requests never need it
 
@@ -265,14 +273,16 @@ class Completions:
     ) -> ParsedChatCompletionStreamManager[T]:
         """`stream` with `parse`'s ``response_format``: text as it arrives, the object at the end.
 
-        Example::
+        Example:
 
-            async with client.chat.completions.stream_parse(
-                model=m, messages=msgs, response_format=Person
-            ) as s:
-                async for text in s.text_deltas():
-                    print(text, end="")
-                person = await s.get_final_parsed()
+        ```python
+        async with client.chat.completions.stream_parse(
+            model=m, messages=msgs, response_format=Person
+        ) as s:
+            async for text in s.text_deltas():
+                print(text, end="")
+            person = await s.get_final_parsed()
+        ```
         """
         from . import _parsing
 
@@ -289,19 +299,21 @@ class Completions:
         on_tool_result: Callable[[ToolCallResult], Awaitable[None] | None] | None = None,
         **params: Unpack[ToolRunParams],
     ) -> ToolRunResult:
-        """Let the model call Python functions until it answers; see `anyapi_async._tools`.
+        """Let the model call Python functions until it answers (see the Tools guide).
 
         ``tools`` are async or sync functions (or `function_tool` objects). The calls of a
         round run concurrently; a bad argument, an exception or a ``tool_timeout`` becomes
         an error message for the model. Raises `ToolRoundsExceededError` when the model
         still wants tools after ``max_rounds`` (default 10) requests.
 
-        Example::
+        Example:
 
-            result = await client.chat.completions.run_tools(
-                model="gpt-5", messages=msgs, tools=[get_weather]
-            )
-            print(result.content)
+        ```python
+        result = await client.chat.completions.run_tools(
+            model="gpt-5", messages=msgs, tools=[get_weather]
+        )
+        print(result.content)
+        ```
         """
         from . import _tools
 
@@ -368,7 +380,7 @@ class Completions:
         limiter: RateLimiter | None = None,
         progress: ProgressCallback | bool | None = None,
     ) -> BatchRun:
-        """Run many requests with at most ``concurrency`` in flight; see `anyapi_async._batch`.
+        """Run many requests with at most ``concurrency`` in flight (see the Batch jobs guide).
 
         ``requests`` is an iterable or async iterable of ``create()`` parameter dicts (or
         ``{"custom_id": ..., "body": {...}}`` lines), read lazily; ``concurrency`` defaults
@@ -378,13 +390,15 @@ class Completions:
         ``rpm``/``tpm`` (or a shared `RateLimiter`) bound the rate; ``progress`` is a
         callback or ``True`` for a terminal bar (needs tqdm).
 
-        Example::
+        Example:
 
-            requests = ({"model": "gpt-5", "messages": [{"role": "user", "content": q}]}
-                        for q in questions)
-            async with client.chat.completions.batch(requests, concurrency=32, rpm=500) as run:
-                async for r in run:
-                    print(r.index, r.completion.choices[0].message.content if r.ok else r.error)
+        ```python
+        requests = ({"model": "gpt-5", "messages": [{"role": "user", "content": q}]}
+                    for q in questions)
+        async with client.chat.completions.batch(requests, concurrency=32, rpm=500) as run:
+            async for r in run:
+                print(r.index, r.completion.choices[0].message.content if r.ok else r.error)
+        ```
         """
         from ._batch import DEFAULT_CONCURRENCY, BatchRun
 

@@ -1,9 +1,11 @@
 """Retries: the policy, the backoff and ``Retry-After`` maths, and the loop around the transport.
 
-Delay before retry ``n`` (1-based), unless the server says otherwise::
+Delay before retry ``n`` (1-based), unless the server says otherwise:
 
-    cap   = min(max_delay, initial_delay * multiplier ** (n - 1))
-    delay = uniform(0, cap)        # "full jitter"; jitter=False gives delay = cap
+```text
+cap   = min(max_delay, initial_delay * multiplier ** (n - 1))
+delay = uniform(0, cap)        # "full jitter"; jitter=False gives delay = cap
+```
 
 A ``retry-after-ms`` or ``Retry-After`` header (seconds or an HTTP date, RFC 9110 §10.2.3)
 replaces the computed delay, capped at ``max_retry_after``. ``x-should-retry: true|false``

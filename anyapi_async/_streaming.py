@@ -91,12 +91,14 @@ class AsyncStream(Generic[T]):
     """The chunks of a streamed completion, as they arrive.
 
     Use it as an async iterator inside ``async with``; leaving the block, breaking out of
-    the loop, an exception or cancellation releases the connection::
+    the loop, an exception or cancellation releases the connection:
 
-        stream = await client.chat.completions.create(model=m, messages=msgs, stream=True)
-        async with stream:
-            async for chunk in stream:
-                print(chunk.choices[0].delta.content or "", end="")
+    ```python
+    stream = await client.chat.completions.create(model=m, messages=msgs, stream=True)
+    async with stream:
+        async for chunk in stream:
+            print(chunk.choices[0].delta.content or "", end="")
+    ```
 
     The stream ends normally on ``data: [DONE]``, or at the end of the body once every
     choice has a ``finish_reason``. A body that ends any other way raises

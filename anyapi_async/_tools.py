@@ -263,15 +263,17 @@ def function_tool(
     The name is the function's, the description its docstring, and the parameters its
     typed arguments. ``strict`` defaults to whatever the schema allows.
 
-    Example::
+    Example:
 
-        @function_tool
-        async def get_weather(city: str, unit: Literal["C", "F"] = "C") -> dict[str, float]:
-            \"\"\"Current weather in a city.
+    ```python
+    @function_tool
+    async def get_weather(city: str, unit: Literal["C", "F"] = "C") -> dict[str, float]:
+        \"\"\"Current weather in a city.
 
-            Args:
-                city: the city name, e.g. "Paris".
-            \"\"\"
+        Args:
+            city: the city name, e.g. "Paris".
+        \"\"\"
+    ```
     """
     if fn is not None:
         return FunctionTool(fn, name=name, description=description, strict=strict)

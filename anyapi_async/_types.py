@@ -195,12 +195,12 @@ class ErrorObject(_Base):
     metadata: dict[str, Any] | None = None
 
 
+# The __dict__ that holds `http` needs GC tracking, for this one object per response.
 class ChatCompletion(_Base, KeepsBody, gc=True, dict=True):
     """A ``chat.completion`` object.
 
     ``completion.http`` holds the HTTP facts of the call that produced it (headers, request
-    id, rate limits, timings, attempts); it is ``None`` for one built by hand. (The
-    ``__dict__`` that holds it needs GC tracking, for this one object per response.)
+    id, rate limits, timings, attempts); it is ``None`` for one built by hand.
     ``completion.to_dict()`` is the body as received, fields the Structs do not name
     included (a gateway's ``provider``, ``citations``, ``usage.cost``...).
     """

@@ -47,13 +47,15 @@ class LocalServer:
 
     It answers ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` with
     deterministic replies derived from the request, accepts any Bearer key, can be scripted
-    with exact responses and faults, and records every request::
+    with exact responses and faults, and records every request:
 
-        async with LocalServer() as server:
-            client = AsyncClient(api_key="sk-test", base_url=server.base_url)
-            server.queue(ErrorResponse(429, headers={"Retry-After": "1"}))
-            ...
-            assert server.requests[-1].json["model"] == "gpt-4o"
+    ```python
+    async with LocalServer() as server:
+        client = AsyncClient(api_key="sk-test", base_url=server.base_url)
+        server.queue(ErrorResponse(429, headers={"Retry-After": "1"}))
+        ...
+        assert server.requests[-1].json["model"] == "gpt-4o"
+    ```
 
     With ``ssl`` (a server-side ``SSLContext``) it serves HTTPS, for certificate tests.
     """
