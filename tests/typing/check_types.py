@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from typing_extensions import assert_type
@@ -43,3 +44,23 @@ async def typed_params(client: aa.AsyncClient) -> None:
         timeout=aa.Timeout(5, total=30),
         extra_body={"provider": {"order": ["a"]}},
     )
+
+
+async def phase_one_of_issue_13(client: aa.AsyncClient) -> None:
+    completion = await client.chat.completions.create(
+        model="m", messages=MSGS, extra_query={"api-version": None}
+    )
+    assert_type(completion.to_dict(), dict[str, Any])
+    assert_type(await client.models.retrieve("m"), aa.Model)
+    assert_type((await client.models.list()).to_dict(), dict[str, Any])
+    copy = aa.AsyncClient(api_key="k", default_query={"api-version": "1"}).with_options(
+        default_query={"a": "b"}
+    )
+    assert_type(copy.default_query, Mapping[str, str])
+    completions: aa.Completions = client.chat.completions
+    assert_type(completions, aa.Completions)
+    from anyapi_async.testing import instant_retries, set_instant_retries
+
+    with instant_retries() as waits:
+        assert_type(waits, list[float])
+    set_instant_retries(False)
