@@ -411,14 +411,16 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         Raises `ImportError` at once when jiter is missing
         (``pip install 'anyapi-async[partial]'``).
 
-        Example::
+        Example:
 
-            async with client.chat.completions.stream_parse(
-                model=m, messages=msgs, response_format=Person
-            ) as s:
-                async for person_so_far in s.partial_objects():
-                    print(person_so_far)           # {'name': 'Ad'}, {'name': 'Ada', ...}
-                person = await s.get_final_parsed()  # a validated Person
+        ```python
+        async with client.chat.completions.stream_parse(
+            model=m, messages=msgs, response_format=Person
+        ) as s:
+            async for person_so_far in s.partial_objects():
+                print(person_so_far)           # {'name': 'Ad'}, {'name': 'Ada', ...}
+            person = await s.get_final_parsed()  # a validated Person
+        ```
         """
         return self._partial_objects(PartialJSON())
 

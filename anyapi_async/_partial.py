@@ -65,12 +65,14 @@ def require_jiter() -> Any:
 class PartialJSON:
     """A JSON text arriving in pieces, and snapshots of the value it holds so far.
 
-    Example::
+    Example:
 
-        parser = PartialJSON()
-        for piece in ['{"name": "Ad', 'a", "age": 3', "6}"]:
-            parser.feed(piece)
-            print(parser.snapshot())  # {'name': 'Ad'}, {'name': 'Ada'}, {'name': 'Ada', 'age': 36}
+    ```python
+    parser = PartialJSON()
+    for piece in ['{"name": "Ad', 'a", "age": 3', "6}"]:
+        parser.feed(piece)
+        print(parser.snapshot())  # {'name': 'Ad'}, {'name': 'Ada'}, {'name': 'Ada', 'age': 36}
+    ```
 
     Raises `ImportError` when jiter is not installed.
     """

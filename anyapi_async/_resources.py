@@ -344,17 +344,19 @@ class Completions:
         for usage in each stream unless ``stream_options`` is given. See
         `anyapi_async._tool_stream`.
 
-        Example::
+        Example:
 
-            async with client.chat.completions.stream_tools(
-                model="gpt-5", messages=msgs, tools=[get_weather]
-            ) as run:
-                async for event in run:
-                    if event.type == "text.delta":
-                        print(event.delta, end="")
-                    elif event.type == "tool_call.start":
-                        print(f"[{event.name}({event.arguments})]")
-                result = await run.get_final_result()
+        ```python
+        async with client.chat.completions.stream_tools(
+            model="gpt-5", messages=msgs, tools=[get_weather]
+        ) as run:
+            async for event in run:
+                if event.type == "text.delta":
+                    print(event.delta, end="")
+                elif event.type == "tool_call.start":
+                    print(f"[{event.name}({event.arguments})]")
+            result = await run.get_final_result()
+        ```
         """
         from . import _tool_stream, _tools
 
