@@ -35,6 +35,7 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, Union
 
+from ._client import call_observer
 from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._meta import RateLimitInfo
 from ._ratelimit import RateLimiter
@@ -64,6 +65,8 @@ RequestItem = Mapping[str, Any]
 Requests = Union[Iterable[RequestItem], AsyncIterable[RequestItem]]
 #: Sends one request's parameters through the given client (whose retries leave 429 out).
 Send = Callable[["AsyncClient", dict[str, Any]], Awaitable["ChatCompletion"]]
+#: Wraps one request's whole run (`anyapi_async.otel`): (that run, its index, the input item).
+ObserveItem = Callable[[Awaitable["BatchResult"], int, RequestItem], Awaitable["BatchResult"]]
 
 
 class BatchResult:
@@ -343,6 +346,8 @@ class BatchRun:
         # Same pool and hooks; 429 is left to us (see the module docstring).
         self._client = client.with_options(retry_policy=_without_429(client.retry_policy))
         self._send: Send = send if send is not None else _create
+        # anyapi_async.otel: one span per request around its 429 retries and limiter waits.
+        self._observe_item: ObserveItem | None = getattr(call_observer(client), "batch_item", None)
         if progress is True:
             progress = TqdmProgress()
         self._progress: ProgressCallback | None = progress or None
@@ -501,7 +506,9 @@ class BatchRun:
         stats.started += 1
         stats.in_flight += 1
         try:
-            result = await self._attempt(index, item)
+            attempt = self._attempt(index, item)
+            observe = self._observe_item
+            result = await (attempt if observe is None else observe(attempt, index, item))
         finally:
             stats.in_flight -= 1
         if result.error is None:

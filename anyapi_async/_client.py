@@ -22,8 +22,9 @@ from ._exceptions import (
     make_status_error,
 )
 from ._hooks import AttemptInfo, Hooks
+from ._logging import redact_url, setup_logging, with_log_hook
 from ._meta import ResponseInfo, Timings, request_id_of
-from ._retry import DEFAULT_MAX_RETRIES, Retrier, RetryPolicy
+from ._retry import DEFAULT_MAX_RETRIES, CallObserver, Retrier, RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE
 from ._streaming import AsyncStream
 from ._transport import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
     from ._resources import Chat, Models
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncClient"]
+__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "call_observer", "observe_calls"]
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ ENV_BASE_URL: Final = "ANYAPI_BASE_URL"
 MAX_ERROR_BODY: Final = 1024 * 1024
 
 logger = logging.getLogger("anyapi_async")
+setup_logging()  # ANYAPI_LOG=debug|info
 
 ApiKey = str | Callable[[], Awaitable[str]] | None
 
@@ -254,7 +256,7 @@ class AsyncClient:
             verify=verify,
             trust_env=trust_env,
         )
-        self._retrier = Retrier(self._transport, hooks)
+        self._retrier = Retrier(self._transport, with_log_hook(hooks))
         self._owner = True
         self._closed = False
         self._chat: Chat | None = None
@@ -400,7 +402,9 @@ class AsyncClient:
         if timeout.total is not None:
             deadline = asyncio.get_running_loop().time() + timeout.total
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Request: %s %s headers=%s", method, url, redact_headers(headers))
+            logger.debug(
+                "Request: %s %s headers=%s", method, redact_url(url), redact_headers(headers)
+            )
         return Request(
             method,
             url,
@@ -578,3 +582,23 @@ class AsyncClient:
         return await self._retrier.send(
             request, handle, self._policy(options), self._raise_for_status
         )
+
+
+def observe_calls(client: AsyncClient, observer: CallObserver | None) -> None:
+    """Package seam for `anyapi_async.otel`: ``observer`` wraps every call of ``client``.
+
+    The client's `with_options` copies share its retry layer, so they are observed too. An
+    observer that is also a `Hooks` hears every attempt; ``None`` removes the observer.
+    """
+    retrier = client._retrier
+    old = retrier.observer
+    hooks = tuple(hook for hook in retrier.hooks if hook is not old)
+    if isinstance(observer, Hooks):
+        hooks = (*hooks, observer)
+    retrier.hooks = hooks
+    retrier.observer = observer
+
+
+def call_observer(client: AsyncClient) -> CallObserver | None:
+    """The observer `observe_calls` set on ``client`` (or on the client it was copied from)."""
+    return client._retrier.observer

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._exceptions import (
     APIConnectionError,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "CallObserver",
     "INITIAL_RETRY_DELAY",
     "MAX_RETRY_DELAY",
     "RetryPolicy",
@@ -204,6 +205,22 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class CallObserver(Protocol):
+    """Wraps each call, all its attempts and waits included (`anyapi_async.otel`).
+
+    It sends the call by calling ``retrier.send(..., observed=True)`` itself.
+    """
+
+    async def call(
+        self,
+        retrier: Retrier,
+        request: Request,
+        handle: Callable[[Response, AttemptInfo | int], Awaitable[Any]],
+        policy: RetryPolicy,
+        raise_for_status: Callable[[Response], Awaitable[None]],
+    ) -> Any: ...
+
+
 class Retrier:
     """Sends a request through the transport, retrying what the policy allows.
 
@@ -213,11 +230,13 @@ class Retrier:
     received with status 200 is retried like the status it names.
     """
 
-    __slots__ = ("hooks", "transport")
+    __slots__ = ("hooks", "observer", "transport")
 
     def __init__(self, transport: Transport, hooks: Sequence[Hooks] = ()) -> None:
         self.transport = transport
         self.hooks = tuple(hooks)
+        #: Set by `anyapi_async.otel.instrument`; one check per call when unset.
+        self.observer: CallObserver | None = None
 
     async def send(
         self,
@@ -225,7 +244,12 @@ class Retrier:
         handle: Callable[[Response, AttemptInfo | int], Awaitable[T]],
         policy: RetryPolicy,
         raise_for_status: Callable[[Response], Awaitable[None]],
+        *,
+        observed: bool = False,
     ) -> T:
+        if self.observer is not None and not observed:
+            result: T = await self.observer.call(self, request, handle, policy, raise_for_status)
+            return result
         attempt = 0
         hooks = self.hooks
         loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ import asyncio
 import math
 import warnings
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -32,9 +32,22 @@ if TYPE_CHECKING:
     from ._hooks import AttemptInfo, Hooks
     from ._transport import Response, Watchdog
 
-__all__ = ["AsyncStream"]
+__all__ = ["AsyncStream", "StreamObserver", "observe"]
 
 T = TypeVar("T")
+
+
+class StreamObserver(Protocol):
+    """Hears one stream (`anyapi_async.otel`): wraps its chunk iterator, is told of `close`."""
+
+    def wrap(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]: ...
+
+    def closed(self, stream: AsyncStream[Any]) -> None: ...
+
+
+def observe(stream: AsyncStream[Any], observer: StreamObserver) -> None:
+    """Package seam for `anyapi_async.otel`: attach ``observer`` before iteration starts."""
+    stream._observer = observer
 
 
 class _Closed(Exception):
@@ -126,6 +139,7 @@ class AsyncStream(Generic[T]):
         self._hooks = hooks
         # Set by the client once the stream holds a max_concurrency slot: frees it on close.
         self._on_close: Callable[[], None] | None = None
+        self._observer: StreamObserver | None = None
         self._closed = False
         self._done = False
         self._iterator: AsyncIterator[T] | None = None
@@ -230,7 +244,10 @@ class AsyncStream(Generic[T]):
 
     def __aiter__(self) -> AsyncIterator[T]:
         if self._iterator is None:
-            self._iterator = self._iterate()  # type: ignore[assignment]
+            iterator: Any = self._iterate()
+            if self._observer is not None:  # per stream, never per chunk
+                iterator = self._observer.wrap(iterator)
+            self._iterator = iterator
         assert self._iterator is not None
         return self._iterator
 
@@ -347,6 +364,8 @@ class AsyncStream(Generic[T]):
             response.abort(_Closed())
         if self._on_close is not None:
             self._on_close()
+        if self._observer is not None:
+            self._observer.closed(self)
 
     aclose = close
 

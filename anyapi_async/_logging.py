@@ -1,0 +1,144 @@
+"""The logging switch: ``ANYAPI_LOG=debug|info`` turns on the ``anyapi_async`` logger.
+
+Like the openai SDK's ``OPENAI_LOG``: read once, when the client module is first imported,
+it gives the ``anyapi_async`` logger a stderr handler and that level. Without it the library
+logs nothing unless the application configures logging itself.
+
+What is logged, and at which level:
+
+- ``INFO``: one line per HTTP attempt with its status, attempt number and time to the
+  response headers; retries (with the wait and the reason) and calls that give up.
+- ``DEBUG``: also the request line with its headers before each attempt, and the end of
+  each call (for a stream: when it ended) with its token usage.
+
+Credentials never appear: ``Authorization`` and the other key headers are masked, and so
+are URL query values whose names look like keys (``key``, ``api_key``, ``token``...). The
+per-attempt lines come from a `Hooks` that a client adds to its own when it is created
+with the logger enabled for ``INFO``, so a client created with logging off pays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ._hooks import AttemptInfo, Hooks
+
+if TYPE_CHECKING:
+    from ._exceptions import APIError
+    from ._types import CompletionUsage
+
+__all__ = ["ENV_LOG", "LOGGER_NAME", "AttemptLogger", "redact_url", "setup_logging", "with_log_hook"]
+
+ENV_LOG: Final = "ANYAPI_LOG"
+LOGGER_NAME: Final = "anyapi_async"
+LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO}
+LOG_FORMAT: Final = "[%(asctime)s - %(name)s:%(lineno)d - %(levelname)s] %(message)s"
+#: Query parameters whose values are masked in logged URLs (matched as substrings).
+SECRET_QUERY_WORDS: Final = ("key", "token", "secret", "signature", "sig", "password")
+
+logger = logging.getLogger(LOGGER_NAME)
+_handler: logging.Handler | None = None
+
+
+def setup_logging(value: str | None = None) -> bool:
+    """Apply ``ANYAPI_LOG`` (or ``value``): a stderr handler and the level; idempotent.
+
+    Returns whether logging was switched on. Other values than ``debug`` and ``info``
+    (any case) are ignored.
+    """
+    global _handler
+    if value is None:
+        value = os.environ.get(ENV_LOG)
+    level = LEVELS.get((value or "").strip().lower())
+    if level is None:
+        return False
+    if _handler is None:
+        _handler = logging.StreamHandler(sys.stderr)
+        _handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(_handler)
+    logger.setLevel(level)
+    return True
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of key-like query parameters replaced by ``***``."""
+    if "?" not in url:
+        return url
+    parts = urlsplit(url)
+    query = [
+        (name, "***" if any(w in name.lower() for w in SECRET_QUERY_WORDS) else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def _describe(error: APIError) -> str:
+    status = getattr(error, "status_code", None)
+    name = type(error).__name__
+    return f"{status} {name}" if status is not None else name
+
+
+class AttemptLogger(Hooks):
+    """Logs each attempt's request line, status and timing (see the module docstring)."""
+
+    def __init__(self) -> None:
+        # Keyed by id(): AttemptInfo has no room for more state, and it lives until popped.
+        self._started: dict[int, float] = {}
+
+    def on_request(self, info: AttemptInfo) -> None:
+        self._started[id(info)] = time.perf_counter()
+
+    def on_response(self, info: AttemptInfo, status: int, headers: Mapping[str, str]) -> None:
+        started = self._started.pop(id(info), None)
+        if logger.isEnabledFor(logging.INFO):
+            elapsed = "" if started is None else f", {(time.perf_counter() - started) * 1e3:.1f} ms"
+            logger.info(
+                "%s %s -> %d (attempt %d%s%s)",
+                info.method,
+                redact_url(info.url),
+                status,
+                info.attempt,
+                ", stream" if info.stream else "",
+                elapsed,
+            )
+
+    def on_retry(self, info: AttemptInfo, delay: float, error: APIError) -> None:
+        self._started.pop(id(info), None)  # the retry loop logs the retry itself
+
+    def on_error(self, info: AttemptInfo, error: APIError) -> None:
+        self._started.pop(id(info), None)
+        logger.info(
+            "%s %s failed after %d attempt(s): %s",
+            info.method,
+            redact_url(info.url),
+            info.attempt,
+            _describe(error),
+        )
+
+    def on_complete(self, info: AttemptInfo, usage: CompletionUsage | None) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            tokens = (
+                ""
+                if usage is None
+                else f", tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out"
+            )
+            logger.debug(
+                "%s %s complete (attempt %d%s)",
+                info.method,
+                redact_url(info.url),
+                info.attempt,
+                tokens,
+            )
+
+
+def with_log_hook(hooks: Sequence[Hooks]) -> tuple[Hooks, ...]:
+    """``hooks`` plus an `AttemptLogger` when the logger is enabled for ``INFO`` now."""
+    if logger.isEnabledFor(logging.INFO):
+        return (*hooks, AttemptLogger())
+    return tuple(hooks)
