@@ -591,7 +591,7 @@ def observe_calls(client: AsyncClient, observer: CallObserver | None) -> None:
     observer that is also a `Hooks` hears every attempt; ``None`` removes the observer.
     """
     retrier = client._retrier
-    old = retrier.observer
+    old: object = retrier.observer
     hooks = tuple(hook for hook in retrier.hooks if hook is not old)
     if isinstance(observer, Hooks):
         hooks = (*hooks, observer)

@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from ._exceptions import APIError
     from ._types import CompletionUsage
 
-__all__ = ["ENV_LOG", "LOGGER_NAME", "AttemptLogger", "redact_url", "setup_logging", "with_log_hook"]
+__all__ = [
+    "ENV_LOG",
+    "LOGGER_NAME",
+    "AttemptLogger",
+    "redact_url",
+    "setup_logging",
+    "with_log_hook",
+]
 
 ENV_LOG: Final = "ANYAPI_LOG"
 LOGGER_NAME: Final = "anyapi_async"
