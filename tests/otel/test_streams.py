@@ -1,0 +1,210 @@
+"""Streamed calls: the span lives as long as the stream and always ends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from typing import Any
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import anyapi_async as aa
+from anyapi_async import otel
+from anyapi_async.testing import Generated, LocalServer
+
+from ..conftest import API_KEY
+from .conftest import Telemetry
+
+MSGS: list[Any] = [{"role": "user", "content": "tell me a story"}]
+
+
+async def _drain(client: aa.AsyncClient, **params: Any) -> list[aa.ChatCompletionChunk]:
+    stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True, **params)
+    async with stream:
+        return [chunk async for chunk in stream]
+
+
+async def test_streamed_span_has_finish_reasons_and_usage(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """A whole stream: one span, ended with the stream, with finish reasons and usage."""
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    assert telemetry.spans() == []  # open while the stream is
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+    span = telemetry.span()
+    attrs = dict(span.attributes or {})
+    assert span.name == "chat m"
+    assert attrs["gen_ai.request.stream"] is True
+    assert attrs["anyapi.stream.end"] == "complete"
+    assert attrs["anyapi.stream.chunks"] == len(chunks)
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attrs["gen_ai.response.id"] == chunks[0].id
+    usage = chunks[-1].usage
+    assert usage is not None  # asked for by the instrumentation
+    assert attrs["gen_ai.usage.input_tokens"] == usage.prompt_tokens
+    assert attrs["gen_ai.usage.output_tokens"] == usage.completion_tokens
+    assert attrs["gen_ai.response.time_to_first_chunk"] > 0
+    assert span.status.status_code is StatusCode.UNSET
+    sent = server.requests[-1].json
+    assert sent is not None and sent["stream_options"] == {"include_usage": True}
+    ttfc = telemetry.histogram("gen_ai.client.operation.time_to_first_chunk")
+    per_chunk = telemetry.histogram("gen_ai.client.operation.time_per_output_chunk")
+    assert [p.count for p in ttfc] == [1]
+    assert [p.count for p in per_chunk] == [1]  # once per stream by default: its mean
+
+
+async def test_callers_stream_options_are_left_alone(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """A caller who set stream_options keeps them: no usage chunk, no usage attributes."""
+    await _drain(otel_client, stream_options={"include_usage": False})
+    sent = server.requests[-1].json
+    assert sent is not None and sent["stream_options"] == {"include_usage": False}
+    attrs = dict(telemetry.span().attributes or {})
+    assert "gen_ai.usage.input_tokens" not in attrs
+    assert telemetry.histogram("gen_ai.client.token.usage") == []
+
+
+async def test_include_usage_can_be_switched_off(
+    server: LocalServer, telemetry: Telemetry, no_backoff: list[float]
+) -> None:
+    """instrument(include_usage=False) sends the request as the caller wrote it."""
+    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
+        otel.instrument(c, **telemetry.providers(), include_usage=False)
+        await _drain(c)
+    sent = server.requests[-1].json
+    assert sent is not None and "stream_options" not in sent
+
+
+async def test_per_chunk_metrics_record_every_chunk(
+    server: LocalServer, telemetry: Telemetry, no_backoff: list[float]
+) -> None:
+    """per_chunk_metrics=True: one time_per_output_chunk record per chunk after the first."""
+    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
+        otel.instrument(c, **telemetry.providers(), per_chunk_metrics=True)
+        chunks = await _drain(c)
+    per_chunk = telemetry.histogram("gen_ai.client.operation.time_per_output_chunk")
+    assert sum(p.count for p in per_chunk) == len(chunks) - 1
+    assert dict(telemetry.span().attributes or {})["anyapi.stream.end"] == "complete"
+
+
+async def test_stream_helper_is_traced(otel_client: aa.AsyncClient, telemetry: Telemetry) -> None:
+    """client.chat.completions.stream() goes through the same span."""
+    async with otel_client.chat.completions.stream(model="m", messages=MSGS) as s:
+        text = "".join([t async for t in s.text_deltas()])
+        final = await s.get_final_completion()
+    assert text
+    attrs = dict(telemetry.span().attributes or {})
+    assert attrs["anyapi.stream.end"] == "complete"
+    assert attrs["gen_ai.response.finish_reasons"] == (final.choices[0].finish_reason,)
+
+
+async def test_break_out_ends_the_span_as_closed(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """Leaving the loop early inside `async with` ends the span, without an error."""
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    async with stream:
+        async for _ in stream:
+            break
+    span = telemetry.span()
+    attrs = dict(span.attributes or {})
+    assert attrs["anyapi.stream.end"] == "closed"
+    assert attrs["anyapi.stream.chunks"] == 1
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_close_without_reading_ends_the_span(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """A stream closed before any read still ends its span."""
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    await stream.close()
+    attrs = dict(telemetry.span().attributes or {})
+    assert attrs["anyapi.stream.end"] == "closed"
+    assert attrs["anyapi.stream.chunks"] == 0
+    assert attrs["gen_ai.response.time_to_first_chunk"] > 0
+
+
+async def test_cut_stream_ends_with_the_error(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """A stream cut mid-way raises, and its span ends with that error."""
+    server.queue(Generated(cut_after=3))
+    with pytest.raises(aa.APIConnectionError):
+        await _drain(otel_client)
+    span = telemetry.span()
+    attrs = dict(span.attributes or {})
+    assert attrs["anyapi.stream.end"] == "error"
+    assert attrs["error.type"] == "APIConnectionError"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_cancelled_stream_ends_the_span(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """Cancelling the task that reads a stream ends the span with error.type CancelledError."""
+    server.queue(Generated(stall_after=2))
+    first = asyncio.Event()
+
+    async def read() -> None:
+        stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+        async with stream:
+            async for _ in stream:
+                first.set()
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(first.wait(), 10)
+    assert telemetry.spans() == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    span = telemetry.span()
+    attrs = dict(span.attributes or {})
+    assert attrs["anyapi.stream.end"] == "cancelled"
+    assert attrs["error.type"] == "CancelledError"
+
+
+async def test_abandoned_stream_ends_the_span(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """A stream dropped without close (never read) ends its span when collected."""
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    assert telemetry.spans() == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the stream's own unclosed warning
+        del stream
+        gc.collect()
+    attrs = dict(telemetry.span().attributes or {})
+    assert attrs["anyapi.stream.end"] == "abandoned"
+
+
+async def test_partly_read_abandoned_stream_ends_the_span(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """A stream read in part and then dropped ends its span once collected."""
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    iterator = aiter(stream)
+    await anext(iterator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del stream, iterator
+        gc.collect()
+    attrs = dict(telemetry.span().attributes or {})
+    assert attrs["anyapi.stream.end"] == "abandoned"
+    assert attrs["anyapi.stream.chunks"] == 1
+
+
+async def test_streams_keep_their_own_spans(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """Concurrent streams each end their own span, with their own chunk counts."""
+    counts = await asyncio.gather(*(_drain(otel_client, max_tokens=n) for n in (3, 6, 9)))
+    spans = telemetry.spans()
+    assert len(spans) == 3
+    assert sorted(dict(s.attributes or {})["anyapi.stream.chunks"] for s in spans) == sorted(
+        len(c) for c in counts
+    )
