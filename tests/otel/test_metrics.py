@@ -1,0 +1,108 @@
+"""Metrics: the conventions' histograms, their advised buckets, low-cardinality attributes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import anyapi_async as aa
+from anyapi_async import otel
+from anyapi_async.testing import ErrorResponse, LocalServer
+
+from .conftest import Telemetry
+
+MSGS: list[Any] = [{"role": "user", "content": "hello"}]
+LOW_CARDINALITY = {
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+    "error.type",
+    "gen_ai.token.type",
+}
+
+
+async def test_duration_and_token_usage(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """One duration record per call; token usage per token type, with the advised buckets."""
+    completion = await otel_client.chat.completions.create(model="m", messages=MSGS)
+    assert completion.usage is not None
+    (duration,) = telemetry.histogram("gen_ai.client.operation.duration")
+    assert duration.count == 1
+    assert tuple(duration.explicit_bounds) == otel.DURATION_BUCKETS
+    attrs = dict(duration.attributes)
+    assert attrs == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anyapi",
+        "gen_ai.request.model": "m",
+        "gen_ai.response.model": completion.model,
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+    }
+    tokens = {
+        dict(p.attributes)["gen_ai.token.type"]: p
+        for p in telemetry.histogram("gen_ai.client.token.usage")
+    }
+    assert set(tokens) == {"input", "output"}
+    assert tokens["input"].sum == completion.usage.prompt_tokens
+    assert tokens["output"].sum == completion.usage.completion_tokens
+    assert tuple(tokens["input"].explicit_bounds) == otel.TOKEN_BUCKETS
+    assert telemetry.histogram("gen_ai.client.operation.time_to_first_chunk") == []
+
+
+async def test_no_token_usage_without_usage(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """A failed call records its duration with error.type, and no token usage."""
+    server.queue(ErrorResponse(422))
+    try:
+        await otel_client.chat.completions.create(model="m", messages=MSGS)
+    except aa.UnprocessableEntityError:
+        pass
+    (duration,) = telemetry.histogram("gen_ai.client.operation.duration")
+    assert dict(duration.attributes)["error.type"] == "422"
+    assert telemetry.histogram("gen_ai.client.token.usage") == []
+
+
+async def test_metric_attributes_stay_low_cardinality(
+    otel_client: aa.AsyncClient, telemetry: Telemetry
+) -> None:
+    """Metric points never carry ids, request ids or content."""
+    await otel_client.chat.completions.create(model="m", messages=MSGS, seed=3)
+    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+    names = (
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
+    )
+    points = {name: telemetry.histogram(name) for name in names}
+    assert all(points.values())  # every instrument recorded
+    for point in (p for found in points.values() for p in found):
+        assert set(point.attributes) <= LOW_CARDINALITY
+
+
+def test_importing_the_package_loads_no_opentelemetry() -> None:
+    """`import anyapi_async` and an uninstrumented call leave OpenTelemetry unimported."""
+    code = (
+        "import asyncio, sys\n"
+        "import anyapi_async\n"
+        "from anyapi_async.testing import LocalServer\n"
+        "async def main():\n"
+        "    async with LocalServer() as s, anyapi_async.AsyncClient(api_key='k', base_url=s.base_url) as c:\n"
+        "        await c.chat.completions.create(model='m', messages=[{'role': 'user', 'content': 'x'}])\n"
+        "asyncio.run(main())\n"
+        "loaded = [m for m in sys.modules if m.startswith('opentelemetry') or m == 'anyapi_async.otel']\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
