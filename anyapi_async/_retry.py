@@ -29,6 +29,7 @@ from ._exceptions import (
     APITimeoutError,
 )
 from ._hooks import AttemptInfo
+from ._logging import redact_url
 from ._waits import sleep
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ class Retrier:
                             "Not retrying %s %s after %s: a wait of %.2fs would pass the "
                             "total timeout",
                             request.method,
-                            request.url,
+                            redact_url(request.url),
                             _describe(exc),
                             delay,
                         )
@@ -298,7 +299,7 @@ class Retrier:
                 logger.info(
                     "Retrying %s %s in %.2fs (retry %d of %d) after %s",
                     request.method,
-                    request.url,
+                    redact_url(request.url),
                     delay,
                     attempt,
                     policy.max_retries,

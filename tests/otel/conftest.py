@@ -33,7 +33,7 @@ class Telemetry:
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.log_exporter = InMemoryLogRecordExporter()
+        self.log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
         self.logger_provider = LoggerProvider()
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
 
@@ -73,6 +73,11 @@ class Telemetry:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
         self.logger_provider.shutdown()
+
+
+def attrs_of(item: Any) -> dict[str, Any]:
+    """The attributes of a span, event, log record or data point as a plain dict."""
+    return dict(item.attributes or {})
 
 
 @pytest.fixture

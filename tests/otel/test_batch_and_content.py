@@ -15,7 +15,7 @@ from anyapi_async.testing import ErrorResponse, LocalServer
 
 from ..batch.conftest import FakeClock
 from ..conftest import API_KEY
-from .conftest import Telemetry
+from .conftest import Telemetry, attrs_of
 
 TOOLS: list[Any] = [
     {
@@ -68,9 +68,7 @@ async def test_batch_request_is_one_span_around_its_429_retry(
     assert all(r.ok for r in results)
     spans = telemetry.spans()
     assert len(spans) == 3  # the inner HTTP calls join their request's span
-    by_id = {
-        dict(s.attributes or {})["anyapi.batch.custom_id"]: dict(s.attributes or {}) for s in spans
-    }
+    by_id = {attrs_of(s)["anyapi.batch.custom_id"]: attrs_of(s) for s in spans}
     assert set(by_id) == {"q0", "q1", "q2"}
     first = by_id["q0"]
     assert first["anyapi.rate_limited"] == 1
@@ -82,7 +80,7 @@ async def test_batch_request_is_one_span_around_its_429_retry(
     assert all(by_id[k]["anyapi.attempts"] == 1 for k in ("q1", "q2"))
     done = telemetry.points("anyapi.batch.requests")
     assert sum(p.value for p in done) == 3
-    assert {dict(p.attributes)["anyapi.batch.outcome"] for p in done} == {"ok"}
+    assert {attrs_of(p)["anyapi.batch.outcome"] for p in done} == {"ok"}
     assert sum(p.value for p in telemetry.points("anyapi.batch.rate_limited")) == 1
     assert sum(p.value for p in telemetry.points("anyapi.batch.in_flight")) == 0
     waits = telemetry.histogram("anyapi.batch.rate_limit.wait")
@@ -100,11 +98,11 @@ async def test_failed_batch_request_span(
             results = [r async for r in run]
     assert not results[0].ok
     span = telemetry.span()
-    assert dict(span.attributes or {})["error.type"] == "400"
+    assert attrs_of(span)["error.type"] == "400"
     assert span.status.status_code is StatusCode.ERROR
     done = telemetry.points("anyapi.batch.requests")
-    assert [(dict(p.attributes)["anyapi.batch.outcome"], p.value) for p in done] == [("error", 1)]
-    assert dict(done[0].attributes)["error.type"] == "400"
+    assert [(attrs_of(p)["anyapi.batch.outcome"], p.value) for p in done] == [("error", 1)]
+    assert attrs_of(done[0])["error.type"] == "400"
 
 
 async def test_jsonl_job_has_a_span_per_line(
@@ -117,7 +115,7 @@ async def test_jsonl_job_has_a_span_per_line(
         otel.instrument(c, **telemetry.providers())
         summary = await aa.run_jsonl_job(source, tmp_path / "out.jsonl", client=c)
     assert summary.succeeded == 4
-    ids = sorted(dict(s.attributes or {})["anyapi.batch.custom_id"] for s in telemetry.spans())
+    ids = sorted(attrs_of(s)["anyapi.batch.custom_id"] for s in telemetry.spans())
     assert ids == ["q0", "q1", "q2", "q3"]
     assert sum(p.value for p in telemetry.points("anyapi.batch.requests")) == 4
 
@@ -130,7 +128,7 @@ async def test_content_is_not_captured_by_default(
 ) -> None:
     """Without capture_content (or the variable), no message, tool or reply is recorded."""
     await otel_client.chat.completions.create(model="m", messages=HISTORY, tools=TOOLS)
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert not any(
         k in attrs
         for k in ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.definitions")
@@ -145,7 +143,7 @@ async def test_content_on_spans(
     async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
         otel.instrument(c, **telemetry.providers(), capture_content=True)
         completion = await c.chat.completions.create(model="m", messages=HISTORY, tools=TOOLS)
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     inputs = json.loads(str(attrs["gen_ai.input.messages"]))
     assert inputs == [
         {"role": "system", "parts": [{"type": "text", "content": "You are terse."}]},
@@ -195,7 +193,7 @@ async def test_streamed_output_is_captured(
             model="m", messages=[{"role": "user", "content": "hi"}]
         ) as s:
             text = "".join([t async for t in s.text_deltas()])
-    outputs = json.loads(str(dict(telemetry.span().attributes or {})["gen_ai.output.messages"]))
+    outputs = json.loads(str(attrs_of(telemetry.span())["gen_ai.output.messages"]))
     assert outputs == [
         {"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}
     ]
@@ -212,7 +210,7 @@ async def test_system_instructions_beside_the_history(
             messages=[{"role": "user", "content": "hi"}],
             extra_body={"instructions": "Answer in French."},
         )
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert json.loads(str(attrs["gen_ai.system_instructions"])) == [
         {"type": "text", "content": "Answer in French."}
     ]
@@ -244,7 +242,7 @@ async def test_capture_from_the_environment(
         otel.instrument(c, **telemetry.providers())
         await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     span = telemetry.span()
-    assert ("gen_ai.input.messages" in dict(span.attributes or {})) is on_span
+    assert ("gen_ai.input.messages" in attrs_of(span)) is on_span
     logs = telemetry.log_exporter.get_finished_logs()
     assert len(logs) == (1 if as_event else 0)
     if as_event:
@@ -252,7 +250,7 @@ async def test_capture_from_the_environment(
         assert record.event_name == "gen_ai.client.inference.operation.details"
         assert record.trace_id == span.context.trace_id
         assert record.span_id == span.context.span_id
-        attrs = dict(record.attributes or {})
+        attrs = attrs_of(record)
         assert attrs["gen_ai.input.messages"][0]["parts"][0]["content"] == "hi"
         assert attrs["gen_ai.output.messages"][0]["role"] == "assistant"
         assert attrs["gen_ai.request.model"] == "m"

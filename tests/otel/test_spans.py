@@ -17,7 +17,7 @@ from anyapi_async import otel
 from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer
 
 from ..conftest import API_KEY, completion_body
-from .conftest import Telemetry
+from .conftest import Telemetry, attrs_of
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 
@@ -37,7 +37,7 @@ async def test_non_streamed_span(
         seed=7,
     )
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert span.name == "chat gpt-test"
     assert span.kind is SpanKind.CLIENT
     assert span.status.status_code is StatusCode.UNSET
@@ -80,7 +80,7 @@ async def test_cache_and_reasoning_tokens(
     }
     server.queue(JSONResponse(body))
     await otel_client.chat.completions.create(model="m", messages=MSGS)
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["gen_ai.usage.input_tokens"] == 30
     assert attrs["gen_ai.usage.output_tokens"] == 12
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 20
@@ -137,12 +137,12 @@ async def test_retried_call_is_one_span(
     await otel_client.chat.completions.create(model="m", messages=MSGS)
     assert len(server.requests) == 3
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert attrs["anyapi.attempts"] == 3
     assert attrs["anyapi.retry.wait"] == pytest.approx(sum(no_backoff))
     retries = [e for e in span.events if e.name == "anyapi.retry"]
-    assert [dict(e.attributes or {})["anyapi.attempt"] for e in retries] == [1, 2]
-    assert all(dict(e.attributes or {})["error.type"] == "503" for e in retries)
+    assert [attrs_of(e)["anyapi.attempt"] for e in retries] == [1, 2]
+    assert all(attrs_of(e)["error.type"] == "503" for e in retries)
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in attrs
 
@@ -155,13 +155,13 @@ async def test_failed_call_sets_error_type_and_status(
     with pytest.raises(aa.BadRequestError):
         await otel_client.chat.completions.create(model="m", messages=MSGS)
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert attrs["error.type"] == "400"
     assert attrs["anyapi.attempts"] == 1
     assert span.status.status_code is StatusCode.ERROR
     assert "BadRequestError" in (span.status.description or "")
     durations = telemetry.histogram("gen_ai.client.operation.duration")
-    assert [dict(p.attributes)["error.type"] for p in durations] == ["400"]
+    assert [attrs_of(p)["error.type"] for p in durations] == ["400"]
 
 
 async def test_connection_error_type_is_the_class(
@@ -176,7 +176,7 @@ async def test_connection_error_type_is_the_class(
         otel.instrument(c, **telemetry.providers())
         with pytest.raises(aa.APIConnectionError):
             await c.chat.completions.create(model="m", messages=MSGS)
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["error.type"] == "APIConnectionError"
     assert attrs["anyapi.attempts"] == 2
 
@@ -257,7 +257,7 @@ async def test_provider_name_override_and_openai_attributes(
     async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
         otel.instrument(c, **telemetry.providers(), provider_name="openai")
         await c.chat.completions.create(model="m", messages=MSGS, service_tier="flex")
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["gen_ai.provider.name"] == "openai"
     assert attrs["openai.api.type"] == "chat_completions"
     assert attrs["openai.request.service_tier"] == "flex"

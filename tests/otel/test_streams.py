@@ -15,7 +15,7 @@ from anyapi_async import otel
 from anyapi_async.testing import Generated, LocalServer
 
 from ..conftest import API_KEY
-from .conftest import Telemetry
+from .conftest import Telemetry, attrs_of
 
 MSGS: list[Any] = [{"role": "user", "content": "tell me a story"}]
 
@@ -35,7 +35,7 @@ async def test_streamed_span_has_finish_reasons_and_usage(
     async with stream:
         chunks = [chunk async for chunk in stream]
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert span.name == "chat m"
     assert attrs["gen_ai.request.stream"] is True
     assert attrs["anyapi.stream.end"] == "complete"
@@ -63,7 +63,7 @@ async def test_callers_stream_options_are_left_alone(
     await _drain(otel_client, stream_options={"include_usage": False})
     sent = server.requests[-1].json
     assert sent is not None and sent["stream_options"] == {"include_usage": False}
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert "gen_ai.usage.input_tokens" not in attrs
     assert telemetry.histogram("gen_ai.client.token.usage") == []
 
@@ -88,7 +88,7 @@ async def test_per_chunk_metrics_record_every_chunk(
         chunks = await _drain(c)
     per_chunk = telemetry.histogram("gen_ai.client.operation.time_per_output_chunk")
     assert sum(p.count for p in per_chunk) == len(chunks) - 1
-    assert dict(telemetry.span().attributes or {})["anyapi.stream.end"] == "complete"
+    assert attrs_of(telemetry.span())["anyapi.stream.end"] == "complete"
 
 
 async def test_stream_helper_is_traced(otel_client: aa.AsyncClient, telemetry: Telemetry) -> None:
@@ -97,7 +97,7 @@ async def test_stream_helper_is_traced(otel_client: aa.AsyncClient, telemetry: T
         text = "".join([t async for t in s.text_deltas()])
         final = await s.get_final_completion()
     assert text
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["anyapi.stream.end"] == "complete"
     assert attrs["gen_ai.response.finish_reasons"] == (final.choices[0].finish_reason,)
 
@@ -111,7 +111,7 @@ async def test_break_out_ends_the_span_as_closed(
         async for _ in stream:
             break
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert attrs["anyapi.stream.end"] == "closed"
     assert attrs["anyapi.stream.chunks"] == 1
     assert span.status.status_code is StatusCode.UNSET
@@ -123,7 +123,7 @@ async def test_close_without_reading_ends_the_span(
     """A stream closed before any read still ends its span."""
     stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
     await stream.close()
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["anyapi.stream.end"] == "closed"
     assert attrs["anyapi.stream.chunks"] == 0
     assert attrs["gen_ai.response.time_to_first_chunk"] > 0
@@ -137,7 +137,7 @@ async def test_cut_stream_ends_with_the_error(
     with pytest.raises(aa.APIConnectionError):
         await _drain(otel_client)
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert attrs["anyapi.stream.end"] == "error"
     assert attrs["error.type"] == "APIConnectionError"
     assert span.status.status_code is StatusCode.ERROR
@@ -163,7 +163,7 @@ async def test_cancelled_stream_ends_the_span(
     with pytest.raises(asyncio.CancelledError):
         await task
     span = telemetry.span()
-    attrs = dict(span.attributes or {})
+    attrs = attrs_of(span)
     assert attrs["anyapi.stream.end"] == "cancelled"
     assert attrs["error.type"] == "CancelledError"
 
@@ -178,7 +178,7 @@ async def test_abandoned_stream_ends_the_span(
         warnings.simplefilter("ignore", ResourceWarning)  # the stream's own unclosed warning
         del stream
         gc.collect()
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["anyapi.stream.end"] == "abandoned"
 
 
@@ -193,7 +193,7 @@ async def test_partly_read_abandoned_stream_ends_the_span(
         warnings.simplefilter("ignore", ResourceWarning)
         del stream, iterator
         gc.collect()
-    attrs = dict(telemetry.span().attributes or {})
+    attrs = attrs_of(telemetry.span())
     assert attrs["anyapi.stream.end"] == "abandoned"
     assert attrs["anyapi.stream.chunks"] == 1
 
@@ -205,6 +205,6 @@ async def test_streams_keep_their_own_spans(
     counts = await asyncio.gather(*(_drain(otel_client, max_tokens=n) for n in (3, 6, 9)))
     spans = telemetry.spans()
     assert len(spans) == 3
-    assert sorted(dict(s.attributes or {})["anyapi.stream.chunks"] for s in spans) == sorted(
+    assert sorted(attrs_of(s)["anyapi.stream.chunks"] for s in spans) == sorted(
         len(c) for c in counts
     )
