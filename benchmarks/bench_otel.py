@@ -1,0 +1,214 @@
+"""Client CPU with OpenTelemetry instrumentation against the same client uninstrumented.
+
+Run: ``python -m benchmarks.bench_otel [--reps 5] [--requests 2000] [--streams 20]``
+(needs ``opentelemetry-sdk``: ``pip install -e '.[test]'``).
+
+One process, one run: the benchmark server (``benchmarks/server.py``) in its own process,
+then, per repetition and in a rotated order, each variant's measured phase: ``plain`` (an
+uninstrumented client), ``otel`` (``instrument()`` with SDK providers whose exporters drop
+everything: a `BatchSpanProcessor` with a no-op exporter, an in-memory metric reader that
+is never read), ``otel-per-chunk`` (``per_chunk_metrics=True``) and ``otel-content``
+(``capture_content=True``). CPU is ``time.process_time()`` (all threads, so the span
+processor's export thread counts) divided by requests or streamed chunks; the figures are
+medians over repetitions, ratios are to ``plain`` of the same repetitions. One JSON line per
+case on stdout, and a last ``sdk-floor`` line: what the OpenTelemetry SDK alone costs
+per call (one span with a completion's attributes and three histogram records, no client),
+which bounds what any instrumentation can reach. The targets: ``otel`` within 1.10x on
+non-streaming requests and 1.25x per streamed chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyapi_async
+from anyapi_async import otel
+
+from .payloads import ROUTES
+from .scenarios import request_params
+from .server import spawn
+
+VARIANTS = ("plain", "otel", "otel-per-chunk", "otel-content")
+TARGETS = {"completion": 1.10, "stream": 1.25}
+
+
+def _providers() -> tuple[dict[str, Any], list[Any]]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class NoopExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(NoopExporter()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    return providers, [tracer_provider, meter_provider]
+
+
+def _client(base_url: str, variant: str, providers: dict[str, Any]) -> anyapi_async.AsyncClient:
+    client = anyapi_async.AsyncClient(api_key="sk-benchmark", base_url=base_url)
+    if variant == "otel":
+        otel.instrument(client, **providers)
+    elif variant == "otel-per-chunk":
+        otel.instrument(client, **providers, per_chunk_metrics=True)
+    elif variant == "otel-content":
+        otel.instrument(client, **providers, capture_content=True)
+    return client
+
+
+async def _completions(client: anyapi_async.AsyncClient, n: int) -> int:
+    params = request_params(ROUTES["completion"])
+    for _ in range(n):
+        completion = await client.chat.completions.create(**params)
+        assert completion.choices
+    return n
+
+
+async def _streams(client: anyapi_async.AsyncClient, n: int) -> int:
+    params = request_params(ROUTES["stream"])
+    chunks = 0
+    for _ in range(n):
+        stream = await client.chat.completions.create(**params)
+        async with stream:
+            async for _chunk in stream:
+                chunks += 1
+    return chunks
+
+
+async def _phase(client: anyapi_async.AsyncClient, case: str, n: int) -> float:
+    """CPU µs per unit (request or chunk) of one measured phase, after a short warm-up."""
+    run = _completions if case == "completion" else _streams
+    await run(client, max(1, n // 10))
+    started = time.process_time()
+    units = await run(client, n)
+    return (time.process_time() - started) / units * 1e6
+
+
+def _sdk_floor(providers: dict[str, Any], n: int = 5000) -> float:
+    """CPU µs of the SDK alone for what one call costs it: a span with the same attributes
+    as a completion's, and the three histogram records (duration, input and output tokens)."""
+    tracer = providers["tracer_provider"].get_tracer("floor")
+    meter = providers["meter_provider"].get_meter("floor")
+    duration = meter.create_histogram("floor.duration", unit="s")
+    tokens = meter.create_histogram("floor.tokens", unit="{token}")
+    start = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anyapi",
+        "gen_ai.request.model": "completion",
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+    }
+    end = {
+        "gen_ai.response.id": "chatcmpl-1",
+        "gen_ai.response.model": "completion",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": 20,
+        "gen_ai.usage.output_tokens": 100,
+        "anyapi.attempts": 1,
+        "anyapi.request_id": "req_1",
+    }
+    metric = {**start, "gen_ai.response.model": "completion"}
+    started = time.process_time()
+    for _ in range(n):
+        span = tracer.start_span("chat completion", attributes=start)
+        span.set_attributes(end)
+        span.end()
+        duration.record(0.01, metric)
+        tokens.record(20, {**metric, "gen_ai.token.type": "input"})
+        tokens.record(100, {**metric, "gen_ai.token.type": "output"})
+    return (time.process_time() - started) / n * 1e6
+
+
+async def _session(base_url: str, reps: int, requests: int, streams: int) -> dict[str, Any]:
+    providers, owned = _providers()
+    clients = {v: _client(base_url, v, providers) for v in VARIANTS}
+    results: dict[str, dict[str, list[float]]] = {
+        case: {v: [] for v in VARIANTS} for case in ("completion", "stream")
+    }
+    floors: list[float] = []
+    try:
+        for rep in range(reps):
+            order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
+            for case, n in (("completion", requests), ("stream", streams)):
+                for variant in order:
+                    results[case][variant].append(await _phase(clients[variant], case, n))
+            floors.append(_sdk_floor(providers))
+            print(f"rep {rep + 1}/{reps} done", file=sys.stderr)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+        for provider in owned:
+            provider.shutdown()
+    return {"results": results, "sdk_floor": floors}
+
+
+def summarize(results: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    rows = []
+    for case, variants in results.items():
+        plain = statistics.median(variants["plain"])
+        for variant, runs in variants.items():
+            median = statistics.median(runs)
+            ratios = [r / p for r, p in zip(runs, variants["plain"], strict=True)]
+            rows.append(
+                {
+                    "case": case,
+                    "unit": "request" if case == "completion" else "chunk",
+                    "variant": variant,
+                    "cpu_us": round(median, 2),
+                    "ratio": round(median / plain, 3),
+                    "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                    "target": TARGETS[case] if variant == "otel" else None,
+                    "runs": [round(r, 2) for r in runs],
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="non-streaming requests per phase"
+    )
+    parser.add_argument("--streams", type=int, default=20, help="1,000-chunk streams per phase")
+    args = parser.parse_args(argv)
+    proc, port = spawn()
+    try:
+        session = asyncio.run(
+            _session(f"http://127.0.0.1:{port}/v1", args.reps, args.requests, args.streams)
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    for row in summarize(session["results"]):
+        print(json.dumps(row))
+    floors = session["sdk_floor"]
+    print(
+        json.dumps(
+            {
+                "case": "sdk-floor",
+                "unit": "call",
+                "cpu_us": round(statistics.median(floors), 2),
+                "runs": [round(f, 2) for f in floors],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
