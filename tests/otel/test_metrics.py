@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import anyapi_async as aa
@@ -112,3 +113,15 @@ def test_importing_the_package_loads_no_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_docs_example_prints_spans() -> None:
+    """docs/observability.md's first example runs and prints both spans to the console."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.count('"name": "chat gpt-5"') == 2
+    assert '"gen_ai.request.stream": true' in out.stdout
+    assert '"gen_ai.usage.output_tokens"' in out.stdout
