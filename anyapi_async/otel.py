@@ -249,8 +249,7 @@ def _server(url: str, provider: str | None) -> tuple[str, int | None, str]:
     return host, port, provider or provider_for(host)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_NUMBERS: Final = (int, float)
 
 
 def _request_attributes(fields: _RequestFields, base: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +269,7 @@ def _request_attributes(fields: _RequestFields, base: dict[str, Any]) -> dict[st
         (GEN_AI_REQUEST_FREQUENCY_PENALTY, fields.frequency_penalty),
         (GEN_AI_REQUEST_PRESENCE_PENALTY, fields.presence_penalty),
     ):
-        if _number(value):
+        if value is not None and type(value) in _NUMBERS:  # bool is not a number here
             attrs[key] = value
     n = fields.n
     if isinstance(n, int) and not isinstance(n, bool) and n != 1:

@@ -7,7 +7,8 @@ One process, one run: the benchmark server (``benchmarks/server.py``) in its own
 then, per repetition and in a rotated order, each variant's measured phase: ``plain`` (an
 uninstrumented client), ``otel`` (``instrument()`` with SDK providers whose exporters drop
 everything: a `BatchSpanProcessor` with a no-op exporter, an in-memory metric reader that
-is never read), ``otel-per-chunk`` (``per_chunk_metrics=True``) and ``otel-content``
+is never read), ``otel-api-only`` (``instrument()`` with the API's no-op providers, what an
+application without an SDK gets: the instrumentation's own cost), ``otel-per-chunk`` (``per_chunk_metrics=True``) and ``otel-content``
 (``capture_content=True``). CPU is ``time.process_time()`` (all threads, so the span
 processor's export thread counts) divided by requests or streamed chunks; the figures are
 medians over repetitions, ratios are to ``plain`` of the same repetitions. One JSON line per
@@ -35,7 +36,7 @@ from .payloads import ROUTES
 from .scenarios import request_params
 from .server import spawn
 
-VARIANTS = ("plain", "otel", "otel-per-chunk", "otel-content")
+VARIANTS = ("plain", "otel-api-only", "otel", "otel-per-chunk", "otel-content")
 TARGETS = {"completion": 1.10, "stream": 1.25}
 
 
@@ -62,7 +63,14 @@ def _providers() -> tuple[dict[str, Any], list[Any]]:
 
 def _client(base_url: str, variant: str, providers: dict[str, Any]) -> anyapi_async.AsyncClient:
     client = anyapi_async.AsyncClient(api_key="sk-benchmark", base_url=base_url)
-    if variant == "otel":
+    if variant == "otel-api-only":
+        from opentelemetry.metrics import NoOpMeterProvider
+        from opentelemetry.trace import NoOpTracerProvider
+
+        otel.instrument(
+            client, tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+        )
+    elif variant == "otel":
         otel.instrument(client, **providers)
     elif variant == "otel-per-chunk":
         otel.instrument(client, **providers, per_chunk_metrics=True)
