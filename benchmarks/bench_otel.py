@@ -6,16 +6,17 @@ Run: ``python -m benchmarks.bench_otel [--reps 5] [--requests 2000] [--streams 2
 One process, one run: the benchmark server (``benchmarks/server.py``) in its own process,
 then, per repetition and in a rotated order, each variant's measured phase: ``plain`` (an
 uninstrumented client), ``otel`` (``instrument()`` with SDK providers whose exporters drop
-everything: a `BatchSpanProcessor` with a no-op exporter, an in-memory metric reader that
-is never read), ``otel-api-only`` (``instrument()`` with the API's no-op providers, what an
+everything: a `BatchSpanProcessor` with a no-op exporter, an in-memory metric reader that is
+never read), ``otel-api-only`` (``instrument()`` with the API's no-op providers, what an
 application without an SDK gets: the instrumentation's own cost), ``otel-per-chunk``
-(``per_chunk_metrics=True``) and ``otel-content`` (``capture_content=True``). CPU is ``time.process_time()`` (all threads, so the span
-processor's export thread counts) divided by requests or streamed chunks; the figures are
-medians over repetitions, ratios are to ``plain`` of the same repetitions. One JSON line per
-case on stdout, and a last ``sdk-floor`` line: what the OpenTelemetry SDK alone costs
-per call (one span with a completion's attributes and three histogram records, no client),
-which bounds what any instrumentation can reach. The targets: ``otel`` within 1.10x on
-non-streaming requests and 1.25x per streamed chunk.
+(``per_chunk_metrics=True``) and ``otel-content`` (``capture_content=True``). CPU is
+``time.process_time()`` (all threads, so the span processor's export thread counts) divided
+by requests or streamed chunks; the figures are medians over repetitions, ratios are to
+``plain`` of the same repetitions. One JSON line per case on stdout, and a last ``sdk-
+floor`` line: what the OpenTelemetry SDK alone costs per call (one span with a completion's
+attributes and three histogram records, no client), which bounds what any instrumentation
+can reach. The targets: ``otel`` within 1.10x on non-streaming requests and 1.25x per
+streamed chunk.
 """
 
 from __future__ import annotations
