@@ -12,8 +12,8 @@ application without an SDK gets: the instrumentation's own cost), ``otel-per-chu
 (``per_chunk_metrics=True``) and ``otel-content`` (``capture_content=True``). CPU is
 ``time.process_time()`` (all threads, so the span processor's export thread counts) divided
 by requests or streamed chunks; the figures are medians over repetitions, ratios are to
-``plain`` of the same repetitions. One JSON line per case on stdout, and a last ``sdk-
-floor`` line: what the OpenTelemetry SDK alone costs per call (one span with a completion's
+``plain`` of the same repetitions. One JSON line per case on stdout, and a last
+``sdk-floor`` line: what the OpenTelemetry SDK alone costs per call (one span with a completion's
 attributes and three histogram records, no client), which bounds what any instrumentation
 can reach. The targets: ``otel`` within 1.10x on non-streaming requests and 1.25x per
 streamed chunk.
