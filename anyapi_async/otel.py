@@ -759,7 +759,8 @@ class _Call:
         watcher = _StreamWatcher(self, stream)
         observe(stream, watcher)
         # An abandoned stream still ends its span; the callback holds no stream reference.
-        weakref.finalize(stream, watcher.abandoned)
+        # (Not at interpreter exit: the providers may be shut down by then.)
+        weakref.finalize(stream, watcher.abandoned).atexit = False
 
 
 class _StreamWatcher:
