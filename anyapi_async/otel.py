@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ._retry import Retrier, RetryPolicy
     from ._transport import Request, Response
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["instrument", "is_instrumented", "uninstrument"]
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT", bound=AsyncClient)

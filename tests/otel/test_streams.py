@@ -12,7 +12,7 @@ from opentelemetry.trace import StatusCode
 
 import anyapi_async as aa
 from anyapi_async import otel
-from anyapi_async.testing import Generated, LocalServer
+from anyapi_async.testing import ErrorResponse, Generated, LocalServer
 
 from ..conftest import API_KEY
 from .conftest import Telemetry, attrs_of
@@ -208,3 +208,17 @@ async def test_streams_keep_their_own_spans(
     assert sorted(attrs_of(s)["anyapi.stream.chunks"] for s in spans) == sorted(
         len(c) for c in counts
     )
+
+
+async def test_retried_stream_is_one_span(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """A stream whose first attempt gets a 503 is retried inside the same span."""
+    server.queue(ErrorResponse(503))
+    chunks = await _drain(otel_client)
+    span = telemetry.span()
+    attrs = attrs_of(span)
+    assert attrs["anyapi.attempts"] == 2
+    assert attrs["anyapi.stream.end"] == "complete"
+    assert attrs["anyapi.stream.chunks"] == len(chunks)
+    assert [e.name for e in span.events] == ["anyapi.retry"]
