@@ -52,6 +52,7 @@ from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._hooks import AttemptInfo, Hooks
 from ._streaming import AsyncStream, observe
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
+from ._version import __version__
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -183,12 +184,6 @@ _CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
 _BATCH_ITEM: contextvars.ContextVar[_BatchItem | None] = contextvars.ContextVar(
     "anyapi_otel_batch_item", default=None
 )
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 class _RequestFields(msgspec.Struct):
@@ -347,7 +342,7 @@ class _Telemetry(Hooks):
         include_usage: bool,
         per_chunk_metrics: bool,
     ) -> None:
-        version = _version()
+        version = __version__
         self.tracer = trace.get_tracer(
             INSTRUMENTATION_NAME, version, tracer_provider=tracer_provider
         )
