@@ -37,6 +37,7 @@ __all__ = [
     "ENV_LOG",
     "LOGGER_NAME",
     "AttemptLogger",
+    "SwitchHandler",
     "redact_url",
     "setup_logging",
     "with_log_hook",
@@ -50,7 +51,10 @@ LOG_FORMAT: Final = "[%(asctime)s - %(name)s:%(lineno)d - %(levelname)s] %(messa
 SECRET_QUERY_WORDS: Final = ("key", "token", "secret", "signature", "sig", "password")
 
 logger = logging.getLogger(LOGGER_NAME)
-_handler: logging.Handler | None = None
+
+
+class SwitchHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler `setup_logging` adds (a class of its own, so it is added once)."""
 
 
 def setup_logging(value: str | None = None) -> bool:
@@ -59,16 +63,15 @@ def setup_logging(value: str | None = None) -> bool:
     Returns whether logging was switched on. Other values than ``debug`` and ``info``
     (any case) are ignored.
     """
-    global _handler
     if value is None:
         value = os.environ.get(ENV_LOG)
     level = LEVELS.get((value or "").strip().lower())
     if level is None:
         return False
-    if _handler is None:
-        _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logger.addHandler(_handler)
+    if not any(isinstance(h, SwitchHandler) for h in logger.handlers):
+        handler = SwitchHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
     logger.setLevel(level)
     return True
 

@@ -29,7 +29,6 @@ def restore_logger() -> Iterator[None]:
     yield
     LOGGER.setLevel(level)
     LOGGER.handlers[:] = handlers
-    _logging._handler = None
 
 
 @pytest.mark.usefixtures("restore_logger")
@@ -40,7 +39,8 @@ def test_switch_sets_level_and_one_handler() -> None:
     assert _logging.setup_logging("info") is True
     assert LOGGER.level == logging.INFO
     added = LOGGER.handlers[before:]
-    assert len(added) == 1 and isinstance(added[0], logging.StreamHandler)
+    assert len(added) == 1 and isinstance(added[0], _logging.SwitchHandler)
+    assert added[0].stream is sys.stderr
     assert _logging.setup_logging("verbose") is False
     assert LOGGER.level == logging.INFO
 
