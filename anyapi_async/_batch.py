@@ -65,7 +65,7 @@ RequestItem = Mapping[str, Any]
 Requests = Union[Iterable[RequestItem], AsyncIterable[RequestItem]]
 #: Sends one request's parameters through the given client (whose retries leave 429 out).
 Send = Callable[["AsyncClient", dict[str, Any]], Awaitable["ChatCompletion"]]
-#: Wraps one request's whole run (`anyapi_async.otel`): (that run, its index, the input item).
+#: Wraps one request's whole run (`anyapi_async.otel`): (the run to await, index, input item).
 ObserveItem = Callable[[Awaitable["BatchResult"], int, RequestItem], Awaitable["BatchResult"]]
 
 
