@@ -451,7 +451,7 @@ class _Telemetry(Hooks):
                 # stream_options (anywhere in the body) is left alone.
                 request.body = stripped[:-1] + _USAGE_OPTION
         attrs = _request_attributes(fields, self._base_attributes(self._server_of(url)))
-        call = _Call(self, attrs, stream)
+        call = _Call(self, attrs)
         if self.capture_span or self.capture_event:
             call.capture_request(body)
         call_token = _CURRENT.set(call)
@@ -493,7 +493,7 @@ class _Telemetry(Hooks):
         custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
         if isinstance(custom_id, str):
             attrs[ANYAPI_BATCH_CUSTOM_ID] = custom_id
-        call = _Call(self, attrs, False)
+        call = _Call(self, attrs)
         if self.capture_span or self.capture_event:
             call.capture_params(params)
         state = _BatchItem(call.clock)
@@ -558,21 +558,19 @@ class _Call:
 
     __slots__ = (
         "attrs",
+        "captured_input",
         "clock",
         "ended",
-        "input_json",
         "metric_attrs",
         "retry_wait",
         "span",
         "started",
-        "stream",
         "t",
         "wall_ns",
     )
 
-    def __init__(self, t: _Telemetry, attrs: dict[str, Any], stream: bool) -> None:
+    def __init__(self, t: _Telemetry, attrs: dict[str, Any]) -> None:
         self.t = t
-        self.stream = stream
         self.attrs = attrs
         model = attrs.get(GEN_AI_REQUEST_MODEL)
         self.metric_attrs: dict[str, Any] = {
@@ -598,7 +596,7 @@ class _Call:
         )
         self.retry_wait = 0.0
         self.ended = False
-        self.input_json: dict[str, Any] | None = None
+        self.captured_input: dict[str, Any] | None = None
 
     # --- content (only when capture is on) -------------------------------------------------
 
@@ -619,7 +617,7 @@ class _Call:
         tools = content.tool_definitions(params.get("tools"))
         if tools:
             captured[GEN_AI_TOOL_DEFINITIONS] = tools
-        self.input_json = captured
+        self.captured_input = captured
         if self.t.capture_span:
             self.span.set_attributes({k: content.to_json(v) for k, v in captured.items()})
 
@@ -658,7 +656,7 @@ class _Call:
                 request_id = info.request_id
                 if request_id:
                     attrs[ANYAPI_REQUEST_ID] = request_id
-            if self.input_json is not None:
+            if self.captured_input is not None:
                 output = content.output_messages(result)
         if attempts is not None:
             attrs[ANYAPI_ATTEMPTS] = attempts
@@ -734,8 +732,8 @@ class _Call:
         for key in (GEN_AI_INPUT_MESSAGES, GEN_AI_SYSTEM_INSTRUCTIONS, GEN_AI_TOOL_DEFINITIONS):
             event.pop(key, None)
         event.pop(GEN_AI_OUTPUT_MESSAGES, None)
-        if self.input_json is not None:
-            event.update(self.input_json)  # structured on events, as the conventions ask
+        if self.captured_input is not None:
+            event.update(self.captured_input)  # structured on events, as the conventions ask
         if output is not None:
             event[GEN_AI_OUTPUT_MESSAGES] = output
         self.t.event_logger.emit(
@@ -781,7 +779,7 @@ class _StreamWatcher:
         self.timings = info.timings
         self.attempts = info.attempts
         self.request_id = info.request_id
-        self.acc = ChunkAccumulator() if call.input_json is not None else None
+        self.acc = ChunkAccumulator() if call.captured_input is not None else None
         self.active = False
         self.chunks = 0
         self.last: ChatCompletionChunk | None = None
