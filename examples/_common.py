@@ -44,10 +44,10 @@ async def open_client(
 ) -> AsyncIterator[AsyncClient]:
     """A client for the chosen target; the local server lives as long as the client."""
     if wants_local(args):
-        from anyapi_async.testing import LocalServer
+        from anyapi_async.testing import ANY_MODEL, LocalServer
 
         async with (
-            LocalServer() as server,
+            LocalServer(models=ANY_MODEL) as server,
             AsyncClient(
                 api_key="local", base_url=server.base_url, max_concurrency=max_concurrency
             ) as client,

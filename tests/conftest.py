@@ -15,7 +15,7 @@ import pytest
 from aioresponses import aioresponses
 
 import anyapi_async
-from anyapi_async.testing import LocalServer, instant_retries
+from anyapi_async.testing import ANY_MODEL, LocalServer, instant_retries
 
 BASE_URL = "https://api.test/v1"
 #: Each error status and the class it raises (API.md's table, plus 402).
@@ -81,8 +81,8 @@ def mocked() -> Iterator[aioresponses]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[LocalServer]:
-    """The library's own local chat-completions server on 127.0.0.1."""
-    async with LocalServer() as s:
+    """The library's own local chat-completions server on 127.0.0.1, serving any model."""
+    async with LocalServer(models=ANY_MODEL) as s:
         yield s
 
 

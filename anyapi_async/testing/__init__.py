@@ -15,7 +15,7 @@ from __future__ import annotations
 from ._instant import instant_retries, set_instant_retries
 from ._record import RecordedRequest
 from ._request import JSON_OBJECT_SCHEMA
-from ._schema import sample_schema
+from ._schema import SchemaTooLarge, sample_schema
 from ._script import (
     ErrorResponse,
     FaultOptions,
@@ -28,9 +28,10 @@ from ._script import (
     Scripted,
     SSEResponse,
 )
-from ._server import DEFAULT_MODEL, LocalServer
+from ._server import ANY_MODEL, DEFAULT_MODEL, LocalServer
 
 __all__ = [
+    "ANY_MODEL",
     "DEFAULT_MODEL",
     "JSON_OBJECT_SCHEMA",
     "ErrorResponse",
@@ -44,6 +45,7 @@ __all__ = [
     "RecordedRequest",
     "Redirect",
     "SSEResponse",
+    "SchemaTooLarge",
     "Scripted",
     "instant_retries",
     "sample_schema",

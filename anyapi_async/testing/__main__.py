@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._server import DEFAULT_MODEL, LocalServer
+from ._server import ANY_MODEL, DEFAULT_MODEL, LocalServer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,18 +26,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the reply generator")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model id listed by /v1/models")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="ID",
+        help=f"a model id to serve (repeatable; default {DEFAULT_MODEL}); others get 404",
+    )
+    parser.add_argument(
+        "--any-model", action="store_true", help="serve every model id (no 404 model_not_found)"
+    )
     return parser
 
 
-async def serve(host: str, port: int, seed: int, model: str) -> None:
+async def serve(
+    host: str, port: int, seed: int, model: str | Sequence[str], *, any_model: bool = False
+) -> None:
     """Serve until SIGINT or SIGTERM."""
+    names = [model] if isinstance(model, str) else list(model) or [DEFAULT_MODEL]
+    if any_model:
+        names.append(ANY_MODEL)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
             loop.add_signal_handler(sig, stop.set)
-    async with LocalServer(host=host, port=port, seed=seed, model=model) as server:
+    server = LocalServer(host=host, port=port, seed=seed, model=names[0], models=names[1:])
+    async with server:
         print(server.base_url, flush=True)
         print("Serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
         await stop.wait()
@@ -47,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        asyncio.run(serve(args.host, args.port, args.seed, args.model))
+        asyncio.run(
+            serve(args.host, args.port, args.seed, args.model or (), any_model=args.any_model)
+        )
     except KeyboardInterrupt:
         pass  # where signal handlers are not supported, Ctrl-C ends the loop this way
     except OSError as exc:

@@ -114,15 +114,17 @@ def logprob_entry(token: str, rng: random.Random, top: int) -> dict[str, Any]:
 
     The chosen token's probability is in [0.35, 1), each alternative has half the mass
     left by the previous one, so the list is sorted descending and sums to at most 1.
+    Every entry draws exactly two numbers from ``rng``, whatever ``top`` is, so the
+    logprobs of a reply do not depend on how many alternatives were asked for.
     """
     prob = 0.35 + 0.6499 * rng.random()
+    index = int(rng.random() * len(_ALTERNATIVES))
     logprob = math.log(prob)
     token_bytes = list(token.encode())
     alternatives: list[dict[str, Any]] = []
     if top > 0:
         alternatives.append({"token": token, "logprob": logprob, "bytes": token_bytes})
         rest = 1.0 - prob
-        index = int(rng.random() * len(_ALTERNATIVES))
         while len(alternatives) < top:
             alt = _ALTERNATIVES[index % len(_ALTERNATIVES)]
             index += 1

@@ -17,7 +17,7 @@ import msgspec
 
 from ._generate import count_prompt_tokens, logprob_entry, reply_tokens, seed_for, text_of, tokenize
 from ._request import ChatRequest
-from ._schema import sample_schema
+from ._schema import Budget, sample_schema
 
 __all__ = ["Answer", "completion_body", "plan_answer", "stream_chunks"]
 
@@ -62,7 +62,10 @@ class Answer:
 
 
 def plan_answer(req: ChatRequest, *, server_seed: int, text: str | None = None) -> Answer:
-    """The reply to ``req``: a pure function of the request, the seeds and ``text``."""
+    """The reply to ``req``: a pure function of the request, the seeds and ``text``.
+
+    Raises `SchemaTooLarge` when a response schema or tool schema asks for too much.
+    """
     last = req.messages[-1]
     last_user: Mapping[str, Any] = next(
         (m for m in reversed(req.messages) if m.get("role") == "user"), {}
@@ -71,15 +74,16 @@ def plan_answer(req: ChatRequest, *, server_seed: int, text: str | None = None) 
     tools = [] if text is not None else _chosen_tools(req, user_text, last.get("role") == "user")
     base = seed_for(server_seed, req.seed, user_text)
     choices: list[ChoicePlan] = []
+    budget = Budget()  # one for the whole request, n choices included
     for index in range(req.n):
         rng = random.Random(base + index)
         if tools:
-            choices.append(_tool_choice(index, tools, rng))
+            choices.append(_tool_choice(index, tools, rng, budget))
             continue
         if text is not None:
             tokens = tokenize(text)
         elif req.response_schema is not None:
-            value = sample_schema(req.response_schema, rng)
+            value = sample_schema(req.response_schema, rng, budget=budget)
             tokens = tokenize(_encode(value).decode())
         else:
             tokens = reply_tokens(rng)
@@ -116,13 +120,15 @@ def _mentioned(name: str, lowered_text: str) -> bool:
     return lowered in lowered_text or lowered.replace("_", " ") in lowered_text
 
 
-def _tool_choice(index: int, tools: list[Mapping[str, Any]], rng: random.Random) -> ChoicePlan:
+def _tool_choice(
+    index: int, tools: list[Mapping[str, Any]], rng: random.Random, budget: Budget
+) -> ChoicePlan:
     calls: list[ToolCallPlan] = []
     used = 0
     for tool in tools:
         function = tool["function"]
         schema = function.get("parameters") or _EMPTY_PARAMETERS
-        arguments = _encode(sample_schema(schema, rng)).decode()
+        arguments = _encode(sample_schema(schema, rng, budget=budget)).decode()
         calls.append(
             ToolCallPlan(
                 f"call_{rng.getrandbits(96):024x}",

@@ -16,6 +16,16 @@ ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "f
 MAX_N: Final = 128
 MAX_TOP_LOGPROBS: Final = 20
 MAX_STOP: Final = 4
+#: Above this, ``max_tokens`` is refused (no model writes that much in one reply).
+MAX_COMPLETION_TOKENS: Final = 1_000_000
+#: Inclusive ranges of the sampling parameters, as the OpenAI API checks them.
+NUMBER_RANGES: Final = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+LOGIT_BIAS_RANGE: Final = (-100.0, 100.0)
 #: What a ``{"type": "json_object"}`` reply looks like.
 JSON_OBJECT_SCHEMA: Final = {
     "type": "object",
@@ -80,9 +90,12 @@ def parse_request(body: Any) -> ChatRequest:
                 code="invalid_value",
             )
     n = _int(body, "n", None, 1, MAX_N) or 1
-    max_tokens = _int(body, "max_completion_tokens", None, 1, None)
+    max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_COMPLETION_TOKENS)
     if max_tokens is None:
-        max_tokens = _int(body, "max_tokens", None, 1, None)
+        max_tokens = _int(body, "max_tokens", None, 1, MAX_COMPLETION_TOKENS)
+    for name, (low, high) in NUMBER_RANGES.items():
+        _number(body, name, low, high)
+    _logit_bias(body.get("logit_bias"))
     logprobs = body.get("logprobs") is True
     top = _int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
     if top is not None and not logprobs:
@@ -150,6 +163,43 @@ def _int(
             code="integer_out_of_range",
         )
     return value
+
+
+def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise RequestError(
+            f"Invalid type for '{name}': expected a number, but got {type(value).__name__}.",
+            param=name,
+            code="invalid_type",
+        )
+    if not low <= value <= high:
+        raise RequestError(
+            f"Invalid '{name}': {value} is outside [{low:g}, {high:g}].",
+            param=name,
+            code="decimal_out_of_range",
+        )
+
+
+def _logit_bias(value: Any) -> None:
+    if value is None:
+        return
+    low, high = LOGIT_BIAS_RANGE
+    if not isinstance(value, Mapping):
+        raise RequestError(
+            "Invalid type for 'logit_bias': expected an object.",
+            param="logit_bias",
+            code="invalid_type",
+        )
+    for token, bias in value.items():
+        if not isinstance(bias, (int, float)) or isinstance(bias, bool) or not low <= bias <= high:
+            raise RequestError(
+                f"Invalid 'logit_bias[{token}]': expected a number in [{low:g}, {high:g}].",
+                param="logit_bias",
+                code="invalid_value",
+            )
 
 
 def _stop(value: Any) -> tuple[str, ...]:

@@ -7,6 +7,11 @@ arrays (``items``, ``prefixItems``, ``minItems``/``maxItems``, ``uniqueItems``),
 exclusive bounds, ``multipleOf``), booleans, null, ``anyOf``/``oneOf`` (the first branch),
 ``allOf`` (merged) and local ``$ref`` pointers such as ``#/$defs/Name`` (what
 ``msgspec.json.schema`` and pydantic emit). ``pattern`` is not honoured.
+
+One sample is bounded: a schema asking for more than ``MAX_SAMPLE_VALUES`` values or
+``MAX_SAMPLE_CHARS`` characters of strings (``"minItems": 100000000``, nested arrays, a huge
+``minLength``) raises `SchemaTooLarge` as soon as the bound is crossed, so no schema can
+make the server spend more than a few milliseconds and a few megabytes on it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ import random
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["sample_schema"]
+__all__ = ["MAX_SAMPLE_CHARS", "MAX_SAMPLE_VALUES", "SchemaTooLarge", "sample_schema"]
 
 #: Beyond this many nested ``$ref``/object levels only required parts are produced, so
 #: recursive schemas (a tree whose nodes hold nodes) still end.
 MAX_DEPTH: Final = 5
 DEFAULT_ARRAY_ITEMS: Final = 2
+#: Deeper nesting than this (a required property that holds itself) is refused.
+MAX_NESTING: Final = 48
+#: The most values (array items, properties, scalars) one sample may hold.
+MAX_SAMPLE_VALUES: Final = 10_000
+#: The most string characters one sample may hold.
+MAX_SAMPLE_CHARS: Final = 200_000
 
 _WORDS: Final = (
     "amber", "river", "quiet", "signal", "harbor", "linen", "orbit", "maple", "copper",
@@ -31,20 +42,54 @@ _CITIES: Final = ("Lisbon", "Paris", "Kyoto", "Montréal", "Zürich", "Oslo", "C
 _NAMES: Final = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Émilie du Châtelet")
 
 
-def sample_schema(schema: Any, rng: random.Random) -> Any:
-    """A value conforming to ``schema``; the same ``rng`` state gives the same value."""
+class SchemaTooLarge(ValueError):
+    """The schema asks for a value beyond the sampler's bounds."""
+
+
+class Budget:
+    """What the samples of one request may still use; shared by every sample it makes."""
+
+    __slots__ = ("chars", "values")
+
+    def __init__(self, values: int = MAX_SAMPLE_VALUES, chars: int = MAX_SAMPLE_CHARS) -> None:
+        self.values = values
+        self.chars = chars
+
+    def spend(self, values: int, chars: int = 0) -> None:
+        self.values -= values
+        self.chars -= chars
+        if self.values < 0:
+            raise SchemaTooLarge(
+                f"the schema asks for more than {MAX_SAMPLE_VALUES} values in one reply"
+            )
+        if self.chars < 0:
+            raise SchemaTooLarge(
+                f"the schema asks for more than {MAX_SAMPLE_CHARS} characters in one reply"
+            )
+
+
+def sample_schema(schema: Any, rng: random.Random, *, budget: Budget | None = None) -> Any:
+    """A value conforming to ``schema``; the same ``rng`` state gives the same value.
+
+    Raises `SchemaTooLarge` when the value would exceed the bounds (``budget``, shared by
+    several samples, defaults to a fresh one).
+    """
     root = schema if isinstance(schema, Mapping) else {}
-    return _Sampler(root, rng).value(schema, "", 0)
+    return _Sampler(root, rng, budget or Budget()).value(schema, "", 0)
 
 
 class _Sampler:
-    __slots__ = ("_rng", "_root")
+    __slots__ = ("_budget", "_rng", "_root")
 
-    def __init__(self, root: Mapping[str, Any], rng: random.Random) -> None:
+    def __init__(self, root: Mapping[str, Any], rng: random.Random, budget: Budget) -> None:
         self._root = root
         self._rng = rng
+        self._budget = budget
 
     def value(self, schema: Any, name: str, depth: int) -> Any:
+        self._budget.spend(1)
+        if depth > MAX_NESTING:
+            raise SchemaTooLarge(f"the schema nests deeper than {MAX_NESTING} levels")
         if schema is True or not isinstance(schema, Mapping):
             return self._string({}, name)
         if "$ref" in schema:
@@ -123,6 +168,8 @@ class _Sampler:
         high = _int(schema.get("maxItems"), max(low, len(prefix), DEFAULT_ARRAY_ITEMS))
         count = low if depth >= MAX_DEPTH else min(max(low, DEFAULT_ARRAY_ITEMS), high)
         count = max(count, min(len(prefix), high))
+        if count > self._budget.values:  # refuse at once, before building any of it
+            self._budget.spend(count)
         items = schema.get("items", {})
         out: list[Any] = [self.value(sub, name, depth + 1) for sub in prefix[:count]]
         unique = bool(schema.get("uniqueItems"))
@@ -187,7 +234,10 @@ class _Sampler:
         low = _int(schema.get("minLength"), 0)
         high = _int(schema.get("maxLength"), max(low, len(text)))
         if len(text) < low:
+            self._budget.spend(0, low)  # before building it: minLength may be huge
             text += "x" * (low - len(text))
+        else:
+            self._budget.spend(0, len(text))
         return text[:high]
 
 

@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final
@@ -19,15 +19,20 @@ from ._deliver import deliver
 from ._record import RecordedRequest, masked
 from ._reply import completion_body, plan_answer, stream_chunks
 from ._request import RequestError, parse_request
+from ._schema import SchemaTooLarge
 from ._script import DONE_EVENT, Faults, Generated, Hang, Scripted, sse_event
 
-__all__ = ["DEFAULT_MODEL", "LocalServer"]
+__all__ = ["ANY_MODEL", "DEFAULT_MODEL", "LocalServer"]
 
 DEFAULT_MODEL: Final = "anyapi-local"
+#: ``LocalServer(models=ANY_MODEL)`` answers every model id, as before model checks existed.
+ANY_MODEL: Final = "*"
 #: Seconds aiohttp may wait for handlers at shutdown; ours are cancelled first, so this
 #: only bounds a stuck one.
 SHUTDOWN_TIMEOUT: Final = 1.0
-MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+#: A bigger body is refused with 413 (a 16 MB body of tiny JSON values decodes to a few
+#: hundred MB of Python objects, the most one request may cost).
+MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
 RATE_LIMIT_REQUESTS: Final = 10_000
 RATE_LIMIT_TOKENS: Final = 2_000_000
 _NO_FAULTS: Final = Faults()
@@ -57,6 +62,10 @@ class LocalServer:
         assert server.requests[-1].json["model"] == "gpt-4o"
     ```
 
+    Like a real gateway it answers ``404 model_not_found`` to a model it does not serve:
+    ``model`` (default ``"anyapi-local"``) and the ids in ``models``. ``models=ANY_MODEL``
+    (``"*"``) serves every model id, which is what most tests of client code want.
+
     With ``ssl`` (a server-side ``SSLContext``) it serves HTTPS, for certificate tests.
     """
 
@@ -67,12 +76,23 @@ class LocalServer:
         port: int = 0,
         seed: int = 0,
         model: str = DEFAULT_MODEL,
+        models: Iterable[str] | str = (),
         ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
         self.ssl = ssl
         self.seed = seed
         self.model = model
+        listed = [models] if isinstance(models, str) else list(models)
+        for name in listed:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"models must hold non-empty strings, got {name!r}")
+        #: Every model id is served (``models`` held ``ANY_MODEL``).
+        self.any_model = ANY_MODEL in listed
+        #: The model ids served and listed by ``GET /v1/models``, ``model`` first.
+        self.models: tuple[str, ...] = tuple(
+            dict.fromkeys([model, *(m for m in listed if m != ANY_MODEL)])
+        )
         self.requests: list[RecordedRequest] = []
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -256,9 +276,16 @@ class LocalServer:
             req = parse_request(decoded)
         except RequestError as exc:
             return self._error(record, 400, exc.message, param=exc.param, code=exc.code)
-        answer = plan_answer(
-            req, server_seed=self.seed, text=scripted.text if scripted is not None else None
-        )
+        if not self.serves(req.model):
+            return self._model_not_found(record, req.model)
+        try:
+            answer = plan_answer(
+                req, server_seed=self.seed, text=scripted.text if scripted is not None else None
+            )
+        except SchemaTooLarge as exc:
+            return self._error(
+                record, 400, f"Invalid schema: {exc}.", param=None, code="schema_too_large"
+            )
         cid = f"chatcmpl-{self._ids.getrandbits(120):030x}"
         created = int(time.time())
         extra = scripted.headers if scripted is not None else {}
@@ -287,7 +314,7 @@ class LocalServer:
         denied = self._check_auth(request, record)
         if denied is not None:
             return denied
-        body = {"object": "list", "data": [self._model_object(self.model)]}
+        body = {"object": "list", "data": [self._model_object(m) for m in self.models]}
         return self._json(record, body)
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
@@ -295,7 +322,19 @@ class LocalServer:
         denied = self._check_auth(request, record)
         if denied is not None:
             return denied
-        return self._json(record, self._model_object(request.match_info["model"]))
+        model = request.match_info["model"]
+        if not self.serves(model):
+            return self._model_not_found(record, model)
+        return self._json(record, self._model_object(model))
+
+    def serves(self, model: str) -> bool:
+        """Whether requests for ``model`` are answered (else ``404 model_not_found``)."""
+        return self.any_model or model in self.models
+
+    def _model_not_found(self, record: RecordedRequest, model: str) -> web.Response:
+        # OpenAI's wording and shape; param is null there too.
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return self._error(record, 404, message, code="model_not_found")
 
     def _model_object(self, model: str) -> dict[str, Any]:
         return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "anyapi"}

@@ -1,8 +1,10 @@
 """pytest fixtures for testing code against ``LocalServer``, registered as a pytest11 plugin.
 
-``anyapi_server`` is a running ``LocalServer`` (one per test); ``anyapi_client`` is an
-``AsyncClient`` pointed at it (``max_retries=0``), closed after the test. Override the
-``anyapi_server_options`` fixture to pass ``LocalServer`` keyword arguments. The async
+``anyapi_server`` is a running ``LocalServer`` (one per test) that serves every model id
+(``models=ANY_MODEL``), so tests of client code need not list theirs; ``anyapi_client`` is
+an ``AsyncClient`` pointed at it (``max_retries=0``), closed after the test. Override the
+``anyapi_server_options`` fixture to pass ``LocalServer`` keyword arguments (``"models":
+[...]`` to have unknown models refused with 404). The async
 fixtures need pytest-asyncio; without it, using them fails with a clear message.
 """
 
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._server import LocalServer
+from ._server import ANY_MODEL, LocalServer
 
 if TYPE_CHECKING:
     from anyapi_async import AsyncClient
@@ -48,8 +50,8 @@ def anyapi_server_options() -> dict[str, Any]:
 
 @_async_fixture
 async def anyapi_server(anyapi_server_options: dict[str, Any]) -> AsyncIterator[LocalServer]:
-    """A running ``LocalServer`` on 127.0.0.1, closed after the test."""
-    async with LocalServer(**anyapi_server_options) as server:
+    """A running ``LocalServer`` on 127.0.0.1 serving any model, closed after the test."""
+    async with LocalServer(**{"models": ANY_MODEL, **anyapi_server_options}) as server:
         yield server
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from anyapi_async import AsyncClient
-from anyapi_async.testing import ErrorResponse, Generated, LocalServer
+from anyapi_async.testing import ANY_MODEL, ErrorResponse, Generated, LocalServer
 
 from ._run import EXAMPLES, example_env
 
@@ -107,7 +107,7 @@ async def relay(anyapi_server: LocalServer) -> AsyncIterator[str]:
 async def expected_text(prompt: str) -> str:
     """The local server's deterministic reply to ``prompt`` (same seed, any instance)."""
     async with (
-        LocalServer() as server,
+        LocalServer(models=ANY_MODEL) as server,
         AsyncClient(api_key="sk-test", base_url=server.base_url) as client,
     ):
         c = await client.chat.completions.create(

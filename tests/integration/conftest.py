@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from anyapi_async.testing import LocalServer
+from anyapi_async.testing import ANY_MODEL, LocalServer
 
 
 @pytest.fixture
 def server_url() -> Iterator[str]:
     """A local server on its own loop in a thread, for tests that run their own loops."""
     loop = asyncio.new_event_loop()
-    srv = LocalServer()
+    srv = LocalServer(models=ANY_MODEL)
     started = threading.Event()
 
     def run() -> None:

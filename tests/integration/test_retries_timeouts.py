@@ -14,6 +14,7 @@ import trustme
 
 import anyapi_async as aa
 from anyapi_async.testing import (
+    ANY_MODEL,
     ErrorResponse,
     Generated,
     Hang,
@@ -238,7 +239,7 @@ async def test_redirect_to_other_host_drops_authorization(
 
     The other host, like any real API, then refuses the unauthenticated request.
     """
-    async with LocalServer(host="127.0.0.2") as other:
+    async with LocalServer(host="127.0.0.2", models=ANY_MODEL) as other:
         server.queue(Redirect(other.base_url + "/chat/completions", status=307))
         with pytest.raises(aa.AuthenticationError):
             await client.chat.completions.create(model="m", messages=MSGS, max_retries=0)
@@ -263,7 +264,7 @@ async def test_self_signed_https_refused_by_default() -> None:
     ca = trustme.CA()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
-    async with LocalServer(ssl=ctx) as tls:
+    async with LocalServer(ssl=ctx, models=ANY_MODEL) as tls:
         assert tls.base_url.startswith("https://")
         async with aa.AsyncClient(api_key="k", base_url=tls.base_url, max_retries=0) as c:
             with pytest.raises(aa.APIConnectionError, match=r"(?i)certificate|ssl"):

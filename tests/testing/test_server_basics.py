@@ -13,14 +13,14 @@ import pytest
 import trustme
 
 import anyapi_async.testing as testing
-from anyapi_async.testing import LocalServer
+from anyapi_async.testing import ANY_MODEL, LocalServer
 
 from .conftest import USER, chat, until
 
 
 async def test_lifecycle_and_urls() -> None:
     """start() binds a free 127.0.0.1 port; URLs follow; aclose() is idempotent."""
-    server = LocalServer()
+    server = LocalServer(models=ANY_MODEL)
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.base_url
     assert await server.start() is server
@@ -190,7 +190,7 @@ async def test_https_with_an_ssl_context() -> None:
     ca.issue_cert("127.0.0.1").configure_cert(context)
     trusted = ssl.create_default_context()
     ca.configure_trust(trusted)
-    async with LocalServer(ssl=context) as server:
+    async with LocalServer(ssl=context, models=ANY_MODEL) as server:
         assert server.base_url.startswith("https://127.0.0.1:")
         async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
             with pytest.raises(aiohttp.ClientConnectorCertificateError):

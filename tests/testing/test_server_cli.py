@@ -10,7 +10,7 @@ import sys
 import aiohttp
 import pytest
 
-from anyapi_async.testing import LocalServer
+from anyapi_async.testing import ANY_MODEL, LocalServer
 
 from .conftest import chat
 
@@ -28,6 +28,7 @@ async def test_cli_serves_until_signalled(stop: signal.Signals) -> None:
         "0",
         "--seed",
         "3",
+        "--any-model",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -39,7 +40,7 @@ async def test_cli_serves_until_signalled(stop: signal.Signals) -> None:
         async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
             remote = _At(base_url)
             status, reply = await chat(http, remote)
-            async with LocalServer(seed=3) as local:
+            async with LocalServer(seed=3, models=ANY_MODEL) as local:
                 _, same = await chat(http, local)
         assert status == 200
         assert reply["choices"][0]["message"] == same["choices"][0]["message"]

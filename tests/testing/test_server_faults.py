@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from anyapi_async.testing import (
+    ANY_MODEL,
     ErrorResponse,
     Faults,
     Generated,
@@ -247,7 +248,7 @@ async def test_first_byte_delay_and_pace(
 
 async def test_hang_never_answers_and_shutdown_is_quick() -> None:
     """A Hang request gets no answer; closing the server ends it (and stalls) at once."""
-    server = await LocalServer().start()
+    server = await LocalServer(models=ANY_MODEL).start()
     server.queue(Hang(), Generated(stall_after=1))
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
         hung = asyncio.create_task(chat(http, server))
@@ -268,7 +269,7 @@ async def test_hang_never_answers_and_shutdown_is_quick() -> None:
 
 async def test_shutdown_with_an_unread_body_is_quick(http: aiohttp.ClientSession) -> None:
     """A client that stops reading a large body does not hold the server's shutdown."""
-    server = await LocalServer().start()
+    server = await LocalServer(models=ANY_MODEL).start()
     server.queue(JSONResponse(b"[" + b"1," * 8_000_000 + b"1]"))
     async with post(http, server) as resp:
         assert resp.status == 200

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from anyapi_async.testing import LocalServer
+from anyapi_async.testing import ANY_MODEL, LocalServer
 
 from .conftest import USER, chat, chunks_of, stream_events, streamed_text
 
@@ -48,7 +48,7 @@ async def test_replies_are_deterministic_and_seeded(
     assert await content(http, anyapi_server, seed=1) == await content(http, anyapi_server, seed=1)
     other = [{"role": "user", "content": "Something else"}]
     assert await content(http, anyapi_server, messages=other) != first
-    async with LocalServer(seed=5) as seeded:
+    async with LocalServer(seed=5, models=ANY_MODEL) as seeded:
         assert await content(http, seeded) != first
 
 
