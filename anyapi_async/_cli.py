@@ -2,7 +2,9 @@
 
 ``anyapi ...`` and ``python -m anyapi_async ...`` are the same program. Errors end the
 program with one line on stderr and a non-zero status, never a traceback: 1 for API and
-connection errors, 2 for usage and configuration mistakes, 130 on Ctrl-C.
+connection errors, 2 for usage and configuration mistakes, 130 on Ctrl-C; ``anyapi batch``
+adds 1 when items failed and 3 when the job stopped early. Every subcommand's options are
+here; the commands call the library (``anyapi batch`` calls `anyapi_async._jobs`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from ._argtypes import int_in
+from ._argtypes import int_in, positive_float
 
 if TYPE_CHECKING:
+    from ._batch import ProgressCallback
     from ._client import AsyncClient
     from ._types import ChatCompletion, ChatCompletionTokenLogprob
 
@@ -30,8 +34,16 @@ ENV_API_KEY: Final = "ANYAPI_API_KEY"
 ENV_BASE_URL: Final = "ANYAPI_BASE_URL"
 #: Key sent to a loopback server when none is set: local servers accept any key.
 LOCAL_API_KEY: Final = "anyapi-local"
+#: The endpoint when neither --base-url nor ANYAPI_BASE_URL is given (the client's default).
+DEFAULT_BASE_URL: Final = "https://api.anyapi.ai/v1"
+#: ``anyapi batch --concurrency`` default (the job's own, anyapi_async._jobs).
+DEFAULT_BATCH_CONCURRENCY: Final = 64
+#: Invalid input lines ``anyapi batch`` lists one by one on stderr before only counting them.
+MAX_LISTED_INVALID: Final = 20
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+#: ``anyapi batch`` stopped early (endpoint down, key refused, output not writable).
+EXIT_STOPPED: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 _ENVIRONMENT_HELP: Final = f"""\
@@ -44,6 +56,30 @@ environment:
 exit status: 0 success, 1 API or connection error, 2 usage or configuration error,
 130 interrupted"""
 
+_BATCH_HELP: Final = f"""\
+input lines (JSONL):
+  {{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {{...}}}}
+  {{"custom_id": "q2", "model": "gpt-4o-mini", "messages": [...], ...}}   (custom_id optional)
+
+examples:
+  anyapi batch requests.jsonl -o results.jsonl --rpm 500
+  anyapi batch requests.jsonl -o results.jsonl              run again to resume
+  anyapi batch requests.jsonl -o results.jsonl --retry-failed
+
+environment:
+  {ENV_API_KEY}    API key (or the variable named by --api-key-env); not needed
+                    for a server on 127.0.0.1/localhost
+  {ENV_BASE_URL}   endpoint, default {DEFAULT_BASE_URL}
+
+exit status:
+  0    every request succeeded (in this run or an earlier one)
+  1    some requests failed: their error lines are in OUTPUT; --retry-failed runs them again
+  2    the job could not start: usage, a missing file, no key, an OUTPUT that belongs to
+       another job or is in use by another run
+  3    the job stopped early (endpoint unreachable, key or account refused, OUTPUT not
+       writable): nothing is lost, run the same command again to resume
+  130  interrupted (Ctrl-C): run the same command again to resume"""
+
 
 class CLIError(Exception):
     """A mistake of the user's to report on one line, with its exit status."""
@@ -54,6 +90,12 @@ class CLIError(Exception):
 
 
 # --- the parser ---------------------------------------------------------------------------
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +125,42 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="retries after a failed attempt (default: 2)",
     )
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every ``anyapi batch`` option (an engine's options belong here too)."""
+    parser.add_argument("input", metavar="INPUT", help="JSONL file of requests")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="JSONL file of results, appended to (default: INPUT's name + .output.jsonl)",
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the requests whose result in OUTPUT is an error, keeping one line "
+        "per request (the newest)",
+    )
+    parser.add_argument(
+        "-m", "--model", type=_non_empty, metavar="M", help="use this model for every request"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int_in(1),
+        default=DEFAULT_BATCH_CONCURRENCY,
+        metavar="N",
+        help=f"requests in flight at most (default {DEFAULT_BATCH_CONCURRENCY})",
+    )
+    parser.add_argument("--rpm", type=positive_float, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=positive_float, metavar="N", help="tokens per minute")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)",
+    )
+    _add_connection_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "-m",
         "--model",
+        type=_non_empty,
         help=f"model id (default: ${ENV_MODEL}, else {DEFAULT_MODEL})",
     )
     chat.add_argument("-s", "--system", metavar="TEXT", help="a system message")
@@ -169,33 +248,49 @@ def build_parser() -> argparse.ArgumentParser:
         "network and no API key.",
     )
 
-    # Its options belong to anyapi_async._jobs, imported only when the command runs.
-    commands.add_parser(
+    batch = commands.add_parser(
         "batch",
-        help="run a batch of requests from a JSONL file (see `anyapi batch --help`)",
-        add_help=False,
-        prefix_chars="\0",  # hand every argument, --help included, to the batch parser
-    ).add_argument("args", nargs=argparse.REMAINDER)
+        help="run a resumable batch of requests from a JSONL file",
+        description="Run every request of a JSONL file (OpenAI Batch API lines or plain "
+        "request bodies) and append one result line per request to OUTPUT. Run the same "
+        "command again after an interruption to resume.",
+        epilog=_BATCH_HELP,
+        formatter_class=formatter,
+    )
+    _add_batch_arguments(batch)
     return parser
 
 
 # --- commands -----------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> AsyncClient:
-    from ._client import AsyncClient, _check_base_url, _is_loopback
+def _base_url(args: argparse.Namespace) -> str | None:
+    if args.base_url is not None and not args.base_url.strip():
+        raise CLIError("--base-url is empty: give the endpoint, e.g. " + DEFAULT_BASE_URL)
+    return args.base_url or os.environ.get(ENV_BASE_URL) or None
 
-    base_url = args.base_url or os.environ.get(ENV_BASE_URL) or None
-    key = os.environ.get(args.api_key_env) or None
-    if key is None:
+
+def _api_key(name: str, base_url: str | None) -> str:
+    from ._client import _is_loopback
+
+    key = (os.environ.get(name) or "").strip()  # a pasted key often ends in a newline
+    if not key:
         from urllib.parse import urlsplit
 
         host = urlsplit(base_url).hostname if base_url else None
         if host is None or not _is_loopback(host):
-            raise CLIError(
-                f"no API key: set {args.api_key_env} (or name another variable with --api-key-env)"
-            )
-        key = LOCAL_API_KEY
+            raise CLIError(f"no API key: set {name} (or name another variable with --api-key-env)")
+        return LOCAL_API_KEY
+    if any(c.isspace() or not c.isprintable() for c in key):
+        raise CLIError(f"{name} holds a space or control character inside the key: check it")
+    return key
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    from ._client import AsyncClient, _check_base_url
+
+    base_url = _base_url(args)
+    key = _api_key(args.api_key_env, base_url)
     if base_url is not None:
         try:
             _check_base_url(base_url)
@@ -205,13 +300,36 @@ def _client(args: argparse.Namespace) -> AsyncClient:
         return AsyncClient(
             api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
         )
-    except ValueError as exc:  # a bad timeout, a key with a newline...
+    except ValueError as exc:  # a bad timeout...
         raise CLIError(str(exc)) from None
+
+
+def _utf8_error(what: str, data: bytes, exc: UnicodeError) -> CLIError:
+    start = getattr(exc, "start", 0)
+    bad = data[start : start + 1]
+    return CLIError(
+        f"{what} is not valid UTF-8 (byte 0x{bad.hex()} at offset {start}); convert it "
+        "first, e.g. with iconv -t UTF-8"
+    )
+
+
+def _check_text(what: str, text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # argv bytes that were not UTF-8 (surrogateescape)
+        raise _utf8_error(what, os.fsencode(text), exc) from None
+    return text
 
 
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
-        prompt = sys.stdin.read()
+        data = sys.stdin.buffer.read()
+        try:
+            prompt = data.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise _utf8_error("the prompt read from stdin", data, exc) from None
+    else:
+        _check_text("the prompt", prompt)
     if not prompt.strip():
         raise CLIError("the prompt is empty")
     return prompt
@@ -270,7 +388,7 @@ async def _chat(args: argparse.Namespace, out: _Output) -> int:
     model = args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL
     messages: list[Any] = []
     if args.system:
-        messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "system", "content": _check_text("--system", args.system)})
     messages.append({"role": "user", "content": prompt})
     params: dict[str, Any] = {}
     if args.max_tokens is not None:
@@ -339,13 +457,80 @@ async def _demo(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+def _default_output(source: Path) -> Path:
+    name = source.name[: -len(".jsonl")] if source.name.endswith(".jsonl") else source.name
+    return source.with_name(name + ".output.jsonl")
+
+
+def _progress_display(wanted: bool | None) -> ProgressCallback | None:
+    from ._batch import TqdmProgress
+
+    if wanted is False or (wanted is None and not sys.stderr.isatty()):
+        return None
+    try:
+        return TqdmProgress(desc="anyapi batch", file=sys.stderr)
+    except ImportError as exc:
+        if wanted:
+            raise CLIError(str(exc)) from None
+        return None
+
+
+def _say(message: str) -> None:
+    print(f"anyapi batch: {_one_line(message)}", file=sys.stderr)
+
+
 async def _batch(args: argparse.Namespace, out: _Output) -> int:
     # Imported here: `anyapi chat` should not pay for loading the batch engine.
     from . import _jobs
 
-    parser = argparse.ArgumentParser(prog="anyapi batch")
-    _jobs.add_batch_arguments(parser)
-    return await _jobs.run_batch_command(parser.parse_args(args.args))
+    source = Path(args.input)
+    target = Path(args.output) if args.output else _default_output(source)
+    listed = 0
+
+    def on_invalid_line(number: int, message: str) -> None:
+        nonlocal listed
+        listed += 1
+        if listed <= MAX_LISTED_INVALID:
+            _say(f"{source}: {message}")
+
+    progress = _progress_display(args.progress)
+    try:
+        async with _client(args) as client:
+            summary = await _jobs.run_jsonl_job(
+                source,
+                target,
+                client=client,
+                model=args.model,
+                concurrency=args.concurrency,
+                rpm=args.rpm,
+                tpm=args.tpm,
+                progress=progress,
+                retry_failed=args.retry_failed,
+                on_invalid_line=on_invalid_line,
+                on_notice=_say,
+            )
+    except _jobs.JobStopped as exc:
+        hint = _url_hint(exc.error, args) if exc.error is not None else ""
+        _say(str(exc) + (f" ({hint})" if hint else ""))
+        return EXIT_STOPPED
+    except _jobs.JobError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        name = exc.filename if exc.filename is not None else source
+        raise CLIError(f"cannot open {name}: {exc.strerror or exc}") from None
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        _say(f"interrupted; results so far are in {target}; run the same command again to resume")
+        raise
+    if listed > MAX_LISTED_INVALID:
+        _say(f"{listed - MAX_LISTED_INVALID} more invalid lines (see {target})")
+    out.write(f"anyapi batch: {summary} -> {target}\n")
+    if summary.ok:
+        return 0
+    _say(
+        f"{summary.failed + summary.skipped_failed} requests failed (error lines in {target}); "
+        "fix what they name, then add --retry-failed to run them again"
+    )
+    return EXIT_ERROR
 
 
 _COMMANDS: Final = {"chat": _chat, "models": _models, "demo": _demo, "batch": _batch}
@@ -358,17 +543,38 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _url_hint(exc: BaseException, args: argparse.Namespace) -> str:
+    """What to try when a 404 comes from a base URL that looks wrong, else ""."""
+    from urllib.parse import urlsplit
+
+    from ._exceptions import NotFoundError
+
+    if not isinstance(exc, NotFoundError) or exc.code == "model_not_found":
+        return ""
+    base_url = getattr(args, "base_url", None) or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    base = base_url.rstrip("/")
+    path = urlsplit(base).path
+    if path.endswith("/chat/completions"):
+        fixed = base[: -len("/chat/completions")]
+        return f"the base URL must stop before /chat/completions: try --base-url {fixed}"
+    if not path.endswith("/v1"):
+        return f"the base URL usually ends in /v1: try --base-url {base}/v1"
+    return ""
+
+
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
     from ._exceptions import APIConnectionError, APIStatusError
+    from ._jobs import describe_error
 
-    message = _one_line(str(exc)) or type(exc).__name__
+    message = describe_error(exc)
     if isinstance(exc, APIStatusError) and exc.request_id:
         message += f" (request id {exc.request_id})"
     elif isinstance(exc, APIConnectionError):
         base_url = getattr(args, "base_url", None) or os.environ.get(ENV_BASE_URL)
         if base_url:
             message += f" ({base_url})"
-    return message
+    hint = _url_hint(exc, args)
+    return message + (f"; {hint}" if hint else "")
 
 
 def _warning_line(
@@ -393,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_COMMANDS[args.command](args, out))
     except CLIError as exc:
         out.end_line()
-        print(f"anyapi: error: {_one_line(str(exc))}", file=sys.stderr)
+        prog = "anyapi batch" if args.command == "batch" else "anyapi"
+        print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.status
     except APIError as exc:
         out.end_line()

@@ -74,7 +74,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", nargs="?", help="a file with one text per line")
     add_target_arguments(parser)
     args = parser.parse_args(argv)
-    texts = await asyncio.to_thread(load_texts, args.file) if args.file else TEXTS
+    try:
+        texts = await asyncio.to_thread(load_texts, args.file) if args.file else TEXTS
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"extract.py: cannot read {args.file}: {reason}", file=sys.stderr)
+        return 2
     failures = 0
     async with open_client(args) as client:
         results = await asyncio.gather(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,13 +13,8 @@ from typing import Any
 import pytest
 
 from anyapi_async._batch import BatchStats
-from anyapi_async._jobs import (
-    JobError,
-    JobSummary,
-    add_batch_arguments,
-    run_batch_command,
-    run_jsonl_job,
-)
+from anyapi_async._cli import build_parser
+from anyapi_async._jobs import JobError, JobSummary, run_jsonl_job
 from anyapi_async.testing import ErrorResponse, Generated, Hang, LocalServer
 
 from ..conftest import API_KEY
@@ -260,9 +254,7 @@ async def test_refusals(server: LocalServer, tmp_path: Path) -> None:
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="anyapi batch")
-    add_batch_arguments(parser)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(["batch", *argv])
 
 
 def test_arguments_and_defaults() -> None:
@@ -275,66 +267,15 @@ def test_arguments_and_defaults() -> None:
         None,
         None,
     )
-    assert (args.base_url, args.model, args.max_retries, args.progress) == (None, None, None, None)
+    assert (args.base_url, args.model, args.max_retries, args.progress) == (None, None, 2, None)
+    assert args.retry_failed is False
     args = parse(
         "in.jsonl", "-o", "o.jsonl", "--concurrency", "8", "--rpm", "500", "--tpm", "1e5",
         "--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--max-retries", "0",
-        "--no-progress",
+        "--no-progress", "--retry-failed",
     )  # fmt: skip
     assert (args.output, args.concurrency, args.rpm, args.tpm) == ("o.jsonl", 8, 500.0, 1e5)
-    assert (args.model, args.max_retries, args.progress) == ("m", 0, False)
-    for bad in (["--concurrency", "0"], ["--rpm", "-1"], ["--max-retries", "x"]):
+    assert (args.model, args.max_retries, args.progress, args.retry_failed) == ("m", 0, False, True)
+    for bad in (["--concurrency", "0"], ["--rpm", "-1"], ["--max-retries", "x"], ["--model", ""]):
         with pytest.raises(SystemExit):
             parse("in.jsonl", *bad)
-
-
-async def test_command_exit_codes_and_summary(
-    server: LocalServer,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """0 when all succeed, 1 when any failed, 2 when the job cannot run; one summary line."""
-    monkeypatch.delenv("ANYAPI_API_KEY", raising=False)
-    monkeypatch.delenv("ANYAPI_BASE_URL", raising=False)
-    source = write_input(tmp_path / "in.jsonl", [batch_line("a"), json.dumps(body(1))])
-    # No key is needed for a loopback server; the output name defaults from the input.
-    assert await run_batch_command(parse(str(source), "--base-url", server.base_url)) == 0
-    out = capsys.readouterr().out
-    target = tmp_path / "in.output.jsonl"
-    assert out == f"anyapi batch: 2 succeeded, 0 failed, 0 skipped as already done -> {target}\n"
-
-    write_input(source, [batch_line("a"), json.dumps(body(1)), "oops"])
-    args = parse(str(source), "--base-url", server.base_url)
-    assert await run_batch_command(args) == 1
-    captured = capsys.readouterr()
-    assert "0 succeeded, 1 failed, 2 skipped as already done" in captured.out
-    assert "line 3: not valid JSON" in captured.err
-
-    assert await run_batch_command(parse(str(source), "--base-url", "https://api.invalid/v1")) == 2
-    assert "no API key" in capsys.readouterr().err
-    assert (
-        await run_batch_command(
-            parse(str(tmp_path / "missing.jsonl"), "--base-url", server.base_url)
-        )
-        == 2
-    )
-    assert "missing.jsonl" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "tqdm", None)
-    assert await run_batch_command(args.__class__(**{**vars(args), "progress": True})) == 2
-    assert "pip install 'anyapi-async[progress]'" in capsys.readouterr().err
-
-
-async def test_cli_subprocess(server: LocalServer, tmp_path: Path) -> None:
-    """`python -m anyapi_async batch` runs the job and prints the summary."""
-    source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(5)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYAPI_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "anyapi_async", "batch", str(source), "-o", str(tmp_path / "o.jsonl"),
-        "--base-url", server.base_url, "--concurrency", "2", "--no-progress",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    stdout, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
-    assert b"5 succeeded, 0 failed, 0 skipped as already done" in stdout
-    assert len(read_output(tmp_path / "o.jsonl")) == 5 and server.max_in_flight <= 2

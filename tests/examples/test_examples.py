@@ -46,6 +46,19 @@ async def test_extract_remote_with_file(tmp_path: Path, anyapi_server: LocalServ
     assert anyapi_server.requests[0].headers["authorization"] == "Bearer ***"
 
 
+async def test_extract_missing_file_is_one_line(tmp_path: Path) -> None:
+    """A file that does not exist (or is not UTF-8): status 2 and one line naming it."""
+    missing = tmp_path / "nope.txt"
+    status, out, err = await run_example("extract", str(missing), "--local")
+    assert status == 2 and out == ""
+    assert err == f"extract.py: cannot read {missing}: No such file or directory\n"
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    status, _, err = await run_example("extract", str(latin), "--local")
+    assert status == 2 and err.startswith(f"extract.py: cannot read {latin}: 'utf-8' codec")
+    assert err.count("\n") == 1
+
+
 async def test_eval_job_local() -> None:
     """eval_job.py grades every item concurrently and prints a summary."""
     status, out, err = await run_example("eval_job", "--local", "--json", "--concurrency", "3")
