@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anyapi_async import AsyncClient, ChatCompletion
-from anyapi_async.testing import ErrorResponse, Generated, LocalServer
+from anyapi_async.testing import ErrorResponse, Generated, LocalServer, RawResponse
 
 SCRIPT = Path(sys.executable).with_name("anyapi")
 
@@ -294,8 +294,8 @@ async def test_demo_prints_the_streamed_text() -> None:
     assert "\x1b[" not in out  # no colour codes into a pipe
 
 
-async def test_batch_is_delegated(tmp_path: Path, anyapi_server: LocalServer) -> None:
-    """`anyapi batch` hands its arguments (and --help) to anyapi_async._jobs."""
+async def test_batch_runs_the_job(tmp_path: Path, anyapi_server: LocalServer) -> None:
+    """`anyapi batch` runs anyapi_async._jobs with its options (more in tests/batch)."""
     status, out, _ = await arun("batch", "--help")
     assert status == 0 and out.startswith("usage: anyapi batch")
     source = tmp_path / "requests.jsonl"
@@ -313,3 +313,88 @@ async def test_batch_is_delegated(tmp_path: Path, anyapi_server: LocalServer) ->
     assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1"]
     bodies = [r.json for r in anyapi_server.requests_for("/chat/completions")]
     assert [b["model"] for b in bodies] == ["batch-m", "batch-m"]
+
+
+# --- bad input: one clear line, never a traceback ---------------------------------------------
+
+
+def test_prompt_that_is_not_utf8_is_one_line() -> None:
+    """Invalid UTF-8 in argv or on stdin: status 2, one line naming the byte."""
+    result = subprocess.run(
+        [sys.executable, "-m", "anyapi_async", "chat", b"caf\xe9", "--base-url", "http://127.0.0.1:9/v1"],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    line = assert_one_line_error(result, 2)
+    assert "the prompt is not valid UTF-8 (byte 0xe9 at offset 3)" in line
+    piped = subprocess.run(
+        [sys.executable, "-m", "anyapi_async", "chat", "-", "--base-url", "http://127.0.0.1:9/v1"],
+        input=b"ok \xff\xfe", capture_output=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    err = piped.stderr.decode()
+    assert piped.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "the prompt read from stdin is not valid UTF-8 (byte 0xff at offset 3)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("chat", "hi", "--base-url", ""), "--base-url is empty"),
+        (("models", "--base-url", " "), "--base-url is empty"),
+    ],
+)
+def test_empty_base_url_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
+    """--base-url '' is refused, not silently replaced by the default endpoint."""
+    result = run(*args, ANYAPI_API_KEY="k")
+    assert message in assert_one_line_error(result, 2)
+
+
+def test_empty_model_is_a_usage_error() -> None:
+    """--model '' is refused by the parser (status 2)."""
+    result = run("chat", "hi", "--model", "", ANYAPI_API_KEY="k")
+    assert result.returncode == 2 and "argument -m/--model: must not be empty" in result.stderr
+
+
+def test_key_with_a_space_inside_names_the_variable() -> None:
+    """A key broken by a space or newline inside: one line naming ANYAPI_API_KEY."""
+    result = run("chat", "hi", ANYAPI_API_KEY="sk-abc\ndef")
+    line = assert_one_line_error(result, 2)
+    assert "ANYAPI_API_KEY holds a space or control character" in line
+    assert "sk-abc" not in result.stderr
+
+
+async def test_key_with_a_trailing_newline_is_stripped(anyapi_server: LocalServer) -> None:
+    """`export ANYAPI_API_KEY="$(cat key.txt)"`-style trailing whitespace still works."""
+    status, out, err = await arun(
+        "chat", "hi", "--max-tokens", "3", "--base-url", anyapi_server.base_url,
+        ANYAPI_API_KEY="sk-test \n",
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.strip()
+
+
+async def test_html_error_page_is_one_short_line(anyapi_server: LocalServer) -> None:
+    """A proxy's HTML page: status, reason and the page's title, not kilobytes of CSS."""
+    page = (
+        "<!DOCTYPE html><html><head><title>502 Bad Gateway &middot; nginx</title><style>"
+        + "body { color: red; } " * 100
+        + "</style></head><body><h1>Bad Gateway</h1></body></html>"
+    )
+    anyapi_server.queue(RawResponse(page, status=502))
+    status, out, err = await arun(
+        "chat", "hi", "--base-url", anyapi_server.base_url, "--max-retries", "0"
+    )
+    assert status == 1 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and len(err) < 300, err
+    assert "Error code: 502 Bad Gateway (an HTML page: '502 Bad Gateway · nginx')" in err
+    assert "color" not in err
+
+
+async def test_404_from_a_base_url_without_v1_says_what_to_try(anyapi_server: LocalServer) -> None:
+    """A base URL missing /v1, or ending in /chat/completions: the 404 line suggests the fix."""
+    status, _, err = await arun("chat", "hi", "--base-url", anyapi_server.url)
+    assert status == 1 and err.count("\n") == 1
+    assert f"try --base-url {anyapi_server.url}/v1" in err
+    wrong = anyapi_server.base_url + "/chat/completions"
+    status, _, err = await arun("models", "--base-url", wrong)
+    assert status == 1 and err.count("\n") == 1
+    assert f"must stop before /chat/completions: try --base-url {anyapi_server.base_url}" in err
