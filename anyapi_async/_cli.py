@@ -564,7 +564,7 @@ def _url_hint(exc: BaseException, args: argparse.Namespace) -> str:
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
     from ._exceptions import APIConnectionError, APIStatusError
-    from ._jobs import describe_error
+    from ._jobfiles import describe_error
 
     message = describe_error(exc)
     if isinstance(exc, APIStatusError) and exc.request_id:

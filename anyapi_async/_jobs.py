@@ -37,35 +37,44 @@ Stopping early: a run of `STOP_AFTER_ENDPOINT_ERRORS` consecutive connection err
 recorded, so running the job again completes them.
 
 Memory: results are written as they come and never kept. The one structure that grows with
-the job is the table of results already in the output, read on a resume (about 150 bytes
+the job is the table of results already in the output, read on a resume (about 165 bytes
 per id); each entry is dropped as its input line is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import os
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import msgspec
 
 from ._batch import BatchResult, BatchRun, ProgressCallback
-from ._decode import COMPLETION_DECODER, JSON_DECODER
 from ._exceptions import (
     APIConnectionError,
-    APIError,
     APIStatusError,
     AuthenticationError,
     NotFoundError,
     PaymentRequiredError,
     PermissionDeniedError,
 )
+from ._jobfiles import (
+    KEEP_BODY,
+    READ_CHUNK,
+    InputItem,
+    JobConflict,
+    JobError,
+    JobStopped,
+    OutputFile,
+    Recorded,
+    describe_error,
+    invalid_record,
+    read_input,
+    result_record,
+)
 from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
-from ._resources import check_messages
 from ._types import ChatCompletion
 
 if TYPE_CHECKING:
@@ -75,68 +84,20 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_JOB_CONCURRENCY",
     "STOP_AFTER_ENDPOINT_ERRORS",
-    "InputItem",
     "JobConflict",
     "JobError",
     "JobFiles",
     "JobStopped",
     "JobSummary",
-    "describe_error",
     "open_job",
-    "read_input",
-    "request_fingerprint",
-    "result_record",
     "run_jsonl_job",
 ]
 
 DEFAULT_JOB_CONCURRENCY: Final = 64
 #: Consecutive endpoint failures (connection errors; 404s before any success) that stop a job.
 STOP_AFTER_ENDPOINT_ERRORS: Final = 5
-#: Id of a line without custom_id: its 1-based line number.
-LINE_ID_PREFIX: Final = "line-"
-#: ``error.type`` of lines refused before any request was sent.
-INVALID_TYPE: Final = "invalid_request"
-#: The output field holding the request's fingerprint.
-FINGERPRINT_FIELD: Final = "request_fingerprint"
-#: Longest error message written to a result line or printed (an HTML page is cut short).
-MAX_MESSAGE_LENGTH: Final = 300
-_READ_CHUNK: Final = 1 << 20
-_BOM: Final = b"\xef\xbb\xbf"
-_LINE_SHAPES: Final = (
-    'a line must be a Batch API request {"custom_id": ..., "method": "POST", "url": '
-    '"/v1/chat/completions", "body": {...}} or a request body {"custom_id" (optional), '
-    '"model": ..., "messages": [...], ...}'
-)
 
 _encoder = msgspec.json.Encoder()
-_canonical = msgspec.json.Encoder(order="sorted")
-
-
-class JobError(Exception):
-    """The job cannot run or resume as asked (files, locking, a corrupt output file)."""
-
-
-class JobConflict(JobError):
-    """The output file holds results of other requests: it belongs to another job."""
-
-
-class JobStopped(JobError):
-    """The job stopped early (the endpoint failed, or the output cannot be written).
-
-    What was recorded is kept; running the same job again resumes it. ``summary`` counts
-    what this run did before stopping, ``error`` the error that stopped it.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        summary: JobSummary | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.summary = summary
-        #: The error that stopped the job (an `APIError`, or the `OSError` of a write).
-        self.error = error
 
 
 class JobSummary:
@@ -195,486 +156,12 @@ class JobSummary:
         )
 
 
-# --- identity ----------------------------------------------------------------------------
-
-
-def request_fingerprint(request: object) -> str:
-    """A short hash of a request (a body dict, or an invalid line's bytes), key order ignored."""
-    data = request if isinstance(request, bytes) else _canonical.encode(request)
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-# --- reading the input ----------------------------------------------------------------------
-
-
-class InputItem(msgspec.Struct, frozen=True):
-    """One input line: a request to send (``body``), or an invalid line (``error``)."""
-
-    number: int
-    custom_id: str
-    fingerprint: str
-    body: dict[str, Any] | None = None
-    #: ``(message, code)`` of an invalid line, the message starting with ``"line N: "``.
-    error: tuple[str, str] | None = None
-
-
-def _check_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
-    body = dict(body)
-    if model is not None:
-        body["model"] = model
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise ValueError("the body has no 'model' (or pass --model)")
-    if body.get("messages") is None:
-        raise ValueError("the body has no 'messages'")
-    check_messages(body["messages"])
-    if body.get("stream"):
-        raise ValueError("'stream': true is not supported in a batch job")
-    return body
-
-
-def _parse_line(number: int, raw: bytes, model: str | None) -> InputItem | None:
-    raw = raw.strip()
-    if number == 1 and raw.startswith(_BOM):  # a file saved "with BOM" by an editor
-        raw = raw[len(_BOM) :].strip()
-    if not raw:
-        return None
-    line_id = f"{LINE_ID_PREFIX}{number}"
-
-    def invalid(custom_id: str, fingerprint: str, message: str, code: str) -> InputItem:
-        return InputItem(number, custom_id, fingerprint, error=(f"line {number}: {message}", code))
-
-    try:
-        obj = JSON_DECODER.decode(raw)
-    except msgspec.DecodeError as exc:
-        return invalid(line_id, request_fingerprint(raw), f"not valid JSON ({exc})", "invalid_json")
-    if not isinstance(obj, dict):
-        return invalid(line_id, request_fingerprint(raw), "not a JSON object", "invalid_line")
-    custom_id = obj.get("custom_id", line_id)
-    if not isinstance(custom_id, str):
-        return invalid(
-            line_id, request_fingerprint(raw), "custom_id must be a string", "invalid_line"
-        )
-    if "body" in obj:  # a Batch API line
-        body = obj["body"]
-        if not isinstance(body, dict):
-            return invalid(custom_id, request_fingerprint(obj), "'body' is not an object",
-                           "missing_body")  # fmt: skip
-        url = obj.get("url")
-        if url is not None and not str(url).rstrip("/").endswith(CHAT_COMPLETIONS_PATH):
-            return invalid(custom_id, request_fingerprint(obj), f"url {url!r} is not supported",
-                           "unsupported_url")  # fmt: skip
-        method = obj.get("method")
-        if method is not None and str(method).upper() != "POST":
-            return invalid(custom_id, request_fingerprint(obj),
-                           f"method {method!r} is not supported", "unsupported_method")  # fmt: skip
-    else:  # a request body, as batch() takes it; custom_id is ours, not the server's
-        body = {k: v for k, v in obj.items() if k != "custom_id"}
-        if not body.keys() & {"model", "messages"}:
-            return invalid(custom_id, request_fingerprint(obj), _LINE_SHAPES, "missing_body")
-    sent = dict(body, model=model) if model is not None else body
-    fingerprint = request_fingerprint(sent)
-    try:
-        body = _check_body(body, model)
-    except (TypeError, ValueError) as exc:
-        return invalid(custom_id, fingerprint, str(exc), "invalid_body")
-    return InputItem(number, custom_id, fingerprint, body)
-
-
-def read_input(f: BinaryIO, model: str | None = None) -> Generator[InputItem, None, None]:
-    """Every non-blank line of an input file, parsed and checked (``model`` replaces each)."""
-    for number, raw in enumerate(f, 1):
-        item = _parse_line(number, raw, model)
-        if item is not None:
-            yield item
-
-
-# --- the output file ----------------------------------------------------------------------
-
-
-class _ErrorField(msgspec.Struct):
-    code: Any = None
-
-
-class _DoneLine(msgspec.Struct):
-    """The fields of an output line a resume needs; msgspec skips the rest unbuilt."""
-
-    custom_id: Any = None
-    error: _ErrorField | None = None
-    request_fingerprint: str | None = None
-
-
-_done_decoder = msgspec.json.Decoder(_DoneLine)
-#: A recorded result as the table keeps it: its fingerprint ("" when the line predates
-#: fingerprints), with "!" appended when it failed. One str per id keeps the table small.
-_Mark = str
-_FAILED: Final = "!"
-
-
-class _Recorded:
-    """The results already in the output, by custom_id (a multiset: ids may repeat)."""
-
-    __slots__ = ("_table", "count")
-
-    def __init__(self) -> None:
-        self._table: dict[str, _Mark | list[_Mark]] = {}
-        self.count = 0
-
-    def add(self, custom_id: str, fingerprint: str | None, failed: bool) -> None:
-        mark = (fingerprint or "") + (_FAILED if failed else "")
-        self.count += 1
-        old = self._table.get(custom_id)
-        if old is None:
-            self._table[custom_id] = mark
-        elif isinstance(old, list):
-            old.append(mark)
-        else:
-            self._table[custom_id] = [old, mark]
-
-    def copy(self) -> _Recorded:
-        new = _Recorded()
-        new.count = self.count
-        new._table = {k: v[:] if isinstance(v, list) else v for k, v in self._table.items()}
-        return new
-
-    def has(self, custom_id: str) -> bool:
-        return custom_id in self._table
-
-    def take(self, custom_id: str, fingerprint: str) -> _Mark | None:
-        """Remove and return the recorded result of this request, if there is one."""
-        old = self._table.get(custom_id)
-        if old is None:
-            return None
-        marks = old if isinstance(old, list) else [old]
-        for i, mark in enumerate(marks):
-            if mark.rstrip(_FAILED) in (fingerprint, ""):  # "": recorded before fingerprints
-                rest = marks[:i] + marks[i + 1 :]
-                if rest:
-                    self._table[custom_id] = rest if len(rest) > 1 else rest[0]
-                else:
-                    del self._table[custom_id]
-                self.count -= 1
-                return mark
-        return None
-
-    def drop_failed(self) -> int:
-        dropped = 0
-        for custom_id in list(self._table):
-            old = self._table[custom_id]
-            marks = old if isinstance(old, list) else [old]
-            kept = [m for m in marks if not m.endswith(_FAILED)]
-            dropped += len(marks) - len(kept)
-            if not kept:
-                del self._table[custom_id]
-            else:
-                self._table[custom_id] = kept if len(kept) > 1 else kept[0]
-        self.count -= dropped
-        return dropped
-
-    def first(self) -> str | None:
-        return next(iter(self._table), None)
-
-    def pop(self, custom_id: str) -> None:
-        old = self._table.pop(custom_id, None)
-        if old is not None:
-            self.count -= len(old) if isinstance(old, list) else 1
-
-
-def _failed(mark: _Mark) -> bool:
-    return mark.endswith(_FAILED)
-
-
-class _Output:
-    """The output file, opened for appending, locked against a second run on it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = self._open_locked(path)
-
-    @staticmethod
-    def _open_locked(path: Path) -> int:
-        for _ in range(10):
-            # O_APPEND: every write lands at the end, whole, even after a crash mid-run.
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                _lock(fd, path)
-                # A job that compacted the file renamed a new one over the path while we
-                # opened it: lock that one instead.
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    return fd
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-        raise JobError(f"{path} keeps being replaced by another job")  # pragma: no cover
-
-    def valid_end(self) -> int:
-        """Where the last whole line ends (a crash may have left a torn one after it)."""
-        size = os.fstat(self._fd).st_size
-        end = size
-        while end > 0:
-            start = max(0, end - _READ_CHUNK)
-            chunk = os.pread(self._fd, end - start, start)
-            if end == size and chunk.endswith(b"\n"):
-                return size
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                return start + cut + 1
-            end = start
-        return 0
-
-    def lines(self, end: int) -> Iterator[tuple[int, bytes]]:
-        """``(line number, bytes)`` of the whole lines before ``end``."""
-        with open(self.path, "rb") as f:
-            pos = number = 0
-            while pos < end:
-                raw = f.readline(end - pos)  # bounded: never read past what was checked
-                if not raw:
-                    return
-                pos += len(raw)
-                number += 1
-                yield number, raw
-
-    def scan(self, end: int) -> tuple[_Recorded, int]:
-        """The results recorded before ``end``, and the number of blank lines."""
-        recorded = _Recorded()
-        blank = 0
-        for number, raw in self.lines(end):
-            if not raw.strip():
-                blank += 1  # an editor's stray newline: harmless
-                continue
-            try:
-                line = _done_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
-                raise JobError(
-                    f"{self.path}:{number}: not a result line ({exc}); the file is not a "
-                    "job's output, or was edited"
-                ) from None
-            if not isinstance(line.custom_id, str):
-                raise JobError(f"{self.path}:{number}: result line without a custom_id")
-            recorded.add(line.custom_id, line.request_fingerprint, line.error is not None)
-        return recorded, blank
-
-    def truncate(self, end: int) -> None:
-        os.ftruncate(self._fd, end)
-
-    def compact(self, end: int) -> None:
-        """Rewrite the file without its failed results and blank lines, atomically.
-
-        The kept lines go to a new file that is fsynced and renamed over the old one, so a
-        kill at any moment leaves either the old file or the new one, whole.
-        """
-        tmp = self.path.with_name(f".{self.path.name}.anyapi-compact")
-        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _lock(fd, tmp)  # before the rename, so the new file is ours from the start
-            kept: list[bytes] = []
-            size = 0
-            for _, raw in self.lines(end):
-                if raw.strip() and _done_decoder.decode(raw).error is None:
-                    kept.append(raw)
-                    size += len(raw)
-                    if size >= _READ_CHUNK:
-                        _write_all(fd, b"".join(kept))
-                        kept.clear()
-                        size = 0
-            _write_all(fd, b"".join(kept))
-            os.fsync(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)
-        old, self._fd = self._fd, fd
-        os.close(old)
-
-    def remove_stale(self) -> None:
-        """Delete a compaction file a killed run left behind (we hold the lock)."""
-        with contextlib.suppress(OSError):
-            os.unlink(self.path.with_name(f".{self.path.name}.anyapi-compact"))
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Append one line in one ``write()``, so a kill can only tear the very last line."""
-        try:
-            _write_all(self._fd, _encoder.encode(record) + b"\n")
-        except OSError as exc:
-            raise JobStopped(
-                f"cannot write to {self.path}: {exc.strerror or exc}; the results written so "
-                "far are kept: fix this and run the same job again to resume",
-                error=exc,
-            ) from exc
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-
-
-def _lock(fd: int, path: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise JobError(f"{path} is being written by another job") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    # A local file takes the whole buffer at once; loop in case it does not.
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# --- result lines ---------------------------------------------------------------------------
-
-
-def describe_error(exc: BaseException) -> str:
-    """One short line for an error: an HTML error page becomes its status and title."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, APIStatusError) and isinstance(exc.body, str) and _is_html(exc.body):
-        from http import HTTPStatus
-
-        try:
-            reason = HTTPStatus(exc.status_code).phrase
-        except ValueError:
-            reason = "error"
-        title = _html_title(exc.body)
-        message = f"Error code: {exc.status_code} {reason} (an HTML page"
-        message += f": {title!r})" if title else ")"
-        if exc.attempts is not None and exc.attempts > 1:
-            message += f" (after {exc.attempts} attempts)"
-    if len(message) > MAX_MESSAGE_LENGTH:
-        message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
-    return message
-
-
-def _is_html(text: str) -> bool:
-    head = text.lstrip()[:200].lower()
-    return head.startswith(("<!doctype html", "<html")) or "<title" in text[:2000].lower()
-
-
-def _html_title(text: str) -> str | None:
-    import re
-
-    found = re.search(r"<title[^>]*>(.*?)</title>", text[:10_000], re.IGNORECASE | re.DOTALL)
-    if found is None:
-        return None
-    import html
-
-    return " ".join(html.unescape(found.group(1)).split())[:120] or None
-
-
-def _error(message: str, type_: str, code: object = None) -> dict[str, Any]:
-    return {"message": message, "type": type_, "code": code}
-
-
-def _raw_body(completion: ChatCompletion) -> Any:
-    body: bytes | None = completion.__dict__.get(_RAW_BODY)
-    if body is None:  # decoded by the tolerant path: re-encode what we understood
-        return msgspec.to_builtins(completion)
-    if b"\n" in body or b"\r" in body:  # pretty-printed: one JSONL line needs it compact
-        return JSON_DECODER.decode(body)
-    return msgspec.Raw(body)
-
-
-def invalid_record(item: InputItem) -> dict[str, Any]:
-    """The result line of an invalid input line."""
-    assert item.error is not None
-    message, code = item.error
-    return {
-        "custom_id": item.custom_id,
-        "response": None,
-        "error": _error(message, INVALID_TYPE, code),
-        FINGERPRINT_FIELD: item.fingerprint,
-    }
-
-
-def result_record(
-    custom_id: str,
-    fingerprint: str,
-    completion: ChatCompletion | None,
-    error: BaseException | None,
-) -> dict[str, Any]:
-    """The result line of a request: its completion, or the error it met."""
-    record: dict[str, Any]
-    if completion is not None:
-        info = completion.http
-        record = {
-            "custom_id": custom_id,
-            "response": {
-                "status_code": info.status_code if info is not None else 200,
-                "request_id": info.request_id if info is not None else None,
-                "body": _raw_body(completion),
-            },
-            "error": None,
-        }
-    elif isinstance(error, APIStatusError):
-        record = {
-            "custom_id": custom_id,
-            "response": {
-                "status_code": error.status_code,
-                "request_id": error.request_id,
-                "body": error.body,
-            },
-            "error": _error(describe_error(error), error.type or type(error).__name__, error.code),
-        }
-    elif isinstance(error, APIError):
-        record = {
-            "custom_id": custom_id,
-            "response": None,
-            "error": _error(describe_error(error), type(error).__name__),
-        }
-    else:
-        record = {
-            "custom_id": custom_id,
-            "response": None,
-            "error": _error(str(error), INVALID_TYPE, "invalid_request"),
-        }
-    record[FINGERPRINT_FIELD] = fingerprint
-    return record
-
-
-# --- sending a body as it is ---------------------------------------------------------------
-
-_RAW_BODY: Final = "_anyapi_raw_body"
-
-
-class _KeepBody:
-    """A decoder for the client's JSON path that also keeps the body's bytes.
-
-    The job writes the server's body verbatim: a re-encoded Struct would lose the fields
-    the library does not model (and the defaults msgspec leaves out).
-    """
-
-    type = ChatCompletion
-
-    @staticmethod
-    def decode(data: bytes) -> ChatCompletion:
-        completion = COMPLETION_DECODER.decode(data)
-        completion.__dict__[_RAW_BODY] = data
-        return completion
-
-
-_KEEP_BODY: Final[Any] = _KeepBody()
-
-
 async def _send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
     # The body goes out as written in the file, gateway-specific fields included, as the
-    # Batch API does; read_input has checked model and messages.
+    # Batch API does; read_input has checked model and messages. KEEP_BODY keeps the
+    # server's bytes for the result line.
     completion: ChatCompletion = await client._request_json(
-        "POST", CHAT_COMPLETIONS_PATH, _encoder.encode(body), None, _KEEP_BODY
+        "POST", CHAT_COMPLETIONS_PATH, _encoder.encode(body), None, KEEP_BODY
     )
     return completion
 
@@ -694,8 +181,8 @@ class JobFiles:
         self,
         source: Path,
         input_file: BinaryIO,
-        output: _Output,
-        recorded: _Recorded,
+        output: OutputFile,
+        recorded: Recorded,
         summary: JobSummary,
         model: str | None,
     ) -> None:
@@ -720,10 +207,10 @@ class JobFiles:
         """The items to run, lazily; invalid lines are written (and reported) as met."""
         summary = self.summary
         for item in read_input(self._input, self._model):
-            mark = self._recorded.take(item.custom_id, item.fingerprint)
-            if mark is not None:
+            failed = self._recorded.take(item.custom_id, item.fingerprint)
+            if failed is not None:
                 summary.skipped += 1
-                if _failed(mark):
+                if failed:
                     summary.skipped_failed += 1
                 if self.on_skip is not None:
                     self.on_skip(summary.skipped)
@@ -761,33 +248,36 @@ class JobFiles:
         self.close()
 
 
-def _verify(source: Path, recorded: _Recorded, model: str | None, output: Path) -> None:
+def _verify(source: Path, recorded: Recorded, model: str | None, output: Path) -> None:
     """Raise `JobConflict` unless every recorded result answers a request of the input."""
     left = recorded.copy()
-    conflicts = 0
-    problems: list[str] = []
+    # Input lines whose custom_id has results, none of them for this request (first line).
+    unmatched: dict[str, int] = {}
     with open(source, "rb") as f:
         for item in read_input(f, model):
-            if left.take(item.custom_id, item.fingerprint) is None and left.has(item.custom_id):
-                conflicts += 1
-                left.pop(item.custom_id)
-                if not problems:
-                    problems.append(
-                        f"custom_id {item.custom_id!r} of line {item.number} was answered for "
-                        "a different request"
-                    )
-    if conflicts > 1:
-        problems[0] += f" (and {conflicts - 1} more)"
-    if left.count:
+            custom_id = item.custom_id
+            if left.take(custom_id, item.fingerprint) is None and recorded.has(custom_id):
+                unmatched.setdefault(custom_id, item.number)
+    if not left.count:
+        return
+    problems: list[str] = []
+    changed = [(cid, number) for cid, number in unmatched.items() if left.has(cid)]
+    if changed:
+        cid, number = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         problems.append(
-            f"{left.count} results (custom_id {left.first()!r}, ...) match no line of {source}"
+            f"custom_id {cid!r} of line {number} was answered for a different request{more}"
         )
-    if problems:
-        raise JobConflict(
-            f"{output} holds results of other requests: {'; '.join(problems)}. It is another "
-            "job's output (or INPUT or --model changed): write to a new output file, or use "
-            "--retry-failed if only lines that had failed were changed"
-        )
+    orphans = [cid for cid in left.ids() if cid not in unmatched]
+    if orphans:
+        count = sum(left.count_of(cid) for cid in orphans)
+        example = orphans[0]
+        problems.append(f"{count} results (custom_id {example!r}, ...) match no line of {source}")
+    raise JobConflict(
+        f"{output} holds results of other requests: {'; '.join(problems)}. It is another "
+        "job's output (or INPUT or --model changed): write to a new output file, or use "
+        "--retry-failed if only lines that had failed were changed"
+    )
 
 
 def open_job(
@@ -810,7 +300,7 @@ def open_job(
         raise JobError("the output file must not be the input file")
     f = open(source, "rb")  # noqa: SIM115 - closed by JobFiles.close
     try:
-        output = _Output(target)
+        output = OutputFile(target)
         try:
             output.remove_stale()
             end = output.valid_end()
@@ -820,7 +310,7 @@ def open_job(
                 summary.retried = recorded.drop_failed()
             if recorded.count:
                 _verify(source, recorded, model, target)
-            summary.repaired = os.fstat(output._fd).st_size - end
+            summary.repaired = output.size() - end
             if summary.repaired:
                 output.truncate(end)
                 if on_notice is not None:
@@ -999,7 +489,7 @@ def _count_lines(path: Path) -> int:
     count = 0
     last = b""
     with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
+        while chunk := f.read(READ_CHUNK):
             count += chunk.count(b"\n")
             last = chunk
     if count and not last.endswith(b"\n"):

@@ -147,7 +147,7 @@ async def test_retry_failed_survives_sigkill_and_leaves_one_line_each(
 
 _KILL_AT = """
 import os, signal, sys
-from anyapi_async import _cli, _jobs
+from anyapi_async import _cli, _jobfiles
 point = sys.argv.pop(1)
 real_replace, real_write = os.replace, os.write
 writes = 0
@@ -166,9 +166,9 @@ def write(fd, data):
         real_write(fd, bytes(data)[: len(data) // 2])
         die()
     return real_write(fd, data)
-_jobs.os.replace = replace
-_jobs.os.write = write
-_jobs._READ_CHUNK = 64  # copy in many small writes
+_jobfiles.os.replace = replace
+_jobfiles.os.write = write
+_jobfiles.READ_CHUNK = 64  # copy in many small writes
 sys.exit(_cli.main(sys.argv[1:]))
 """
 
@@ -193,6 +193,10 @@ async def test_retry_failed_compaction_killed_at_any_point_stays_valid(
     after = out.read_bytes()
     kept = b"".join(line for line in before.splitlines(keepends=True) if b'"error":null' in line)
     assert after == (kept if point == "after-rename" else before)
+    leftover = ".out.jsonl.anyapi-compact"  # the new file, not renamed yet
+    assert (leftover in os.listdir(tmp_path)) == (point != "after-rename")
+    if point == "mid-copy":
+        assert 0 < len((tmp_path / leftover).read_bytes()) < len(kept)
     assert server.requests_for("/chat/completions")[n:] == []  # killed before sending
     status, stdout, err = await batch(*common, "--retry-failed")
     assert status == 0, err
