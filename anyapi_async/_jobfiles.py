@@ -126,6 +126,19 @@ def _check_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     return body
 
 
+def _batch_line_problem(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(message, code)`` when a Batch API line cannot be sent as a chat completion."""
+    if not isinstance(obj["body"], dict):
+        return "'body' is not an object", "missing_body"
+    url = obj.get("url")
+    if url is not None and not str(url).rstrip("/").endswith(CHAT_COMPLETIONS_PATH):
+        return f"url {url!r} is not supported", "unsupported_url"
+    method = obj.get("method")
+    if method is not None and str(method).upper() != "POST":
+        return f"method {method!r} is not supported", "unsupported_method"
+    return None
+
+
 def _parse_line(number: int, raw: bytes, model: str | None) -> InputItem | None:
     raw = raw.strip()
     if number == 1 and raw.startswith(_BOM):  # a file saved "with BOM" by an editor
@@ -149,18 +162,10 @@ def _parse_line(number: int, raw: bytes, model: str | None) -> InputItem | None:
             line_id, request_fingerprint(raw), "custom_id must be a string", "invalid_line"
         )
     if "body" in obj:  # a Batch API line
+        problem = _batch_line_problem(obj)
+        if problem is not None:
+            return invalid(custom_id, request_fingerprint(obj), *problem)
         body = obj["body"]
-        if not isinstance(body, dict):
-            return invalid(custom_id, request_fingerprint(obj), "'body' is not an object",
-                           "missing_body")  # fmt: skip
-        url = obj.get("url")
-        if url is not None and not str(url).rstrip("/").endswith(CHAT_COMPLETIONS_PATH):
-            return invalid(custom_id, request_fingerprint(obj), f"url {url!r} is not supported",
-                           "unsupported_url")  # fmt: skip
-        method = obj.get("method")
-        if method is not None and str(method).upper() != "POST":
-            return invalid(custom_id, request_fingerprint(obj),
-                           f"method {method!r} is not supported", "unsupported_method")  # fmt: skip
     else:  # a request body, as batch() takes it; custom_id is ours, not the server's
         body = {k: v for k, v in obj.items() if k != "custom_id"}
         if not body.keys() & {"model", "messages"}:
@@ -292,7 +297,8 @@ class OutputFile:
                 _lock(fd, path)
                 # A job that compacted the file renamed a new one over the path while we
                 # opened it: lock that one instead.
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                opened, named = os.fstat(fd), os.stat(path)
+                if (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino):
                     return fd
             except BaseException:
                 os.close(fd)

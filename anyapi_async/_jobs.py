@@ -36,6 +36,10 @@ Stopping early: a run of `STOP_AFTER_ENDPOINT_ERRORS` consecutive connection err
 `JobStopped`. The requests that met those errors and the ones not sent yet are not
 recorded, so running the job again completes them.
 
+The file logic (input lines, fingerprints, the locked output, result lines) lives in
+`anyapi_async._jobfiles`; `open_job` and `JobFiles` here put it together for any engine,
+and `run_jsonl_job` is the local engine.
+
 Memory: results are written as they come and never kept. The one structure that grows with
 the job is the table of results already in the output, read on a resume (about 165 bytes
 per id); each entry is dropped as its input line is skipped.
@@ -366,7 +370,7 @@ class _Breaker:
                 reason = f"{len(self._held)} requests in a row failed: {describe_error(error)}"
                 raise self._stop(reason, error)
             return
-        self._answered = self._answered or isinstance(error, APIStatusError) or result.ok
+        self._answered = self._answered or result.ok
         self.flush()  # the streak is broken: those failures were the items' own
         self._write(result)
 
