@@ -18,6 +18,8 @@ RuntimeError
 └── ToolRoundsExceededError          run_tools() still asked for tools after max_rounds
 Exception
 └── JobError                         a JSONL job cannot run or resume as asked
+    ├── JobConflict                  its output file holds another job's results
+    └── JobStopped                   it stopped early (endpoint down, disk full): rerun
 ```
 
 Every message is built from server data and our own words only: the API key is never part
@@ -31,6 +33,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._jobs import JobSummary
     from ._tools import ToolCallResult
     from ._types import ChatCompletion
 
@@ -45,7 +48,9 @@ __all__ = [
     "ConflictError",
     "ContentValidationError",
     "InternalServerError",
+    "JobConflict",
     "JobError",
+    "JobStopped",
     "NotFoundError",
     "PaymentRequiredError",
     "PermissionDeniedError",
@@ -243,6 +248,28 @@ class ToolRoundsExceededError(RuntimeError):
 
 class JobError(Exception):
     """The job cannot run or resume as asked (files, locking, a corrupt output file)."""
+
+
+class JobConflict(JobError):
+    """The output file holds results of other requests: it belongs to another job."""
+
+
+class JobStopped(JobError):
+    """The job stopped early (the endpoint failed, or the output cannot be written).
+
+    What was recorded is kept; running the same job again resumes it. ``summary`` counts
+    what this run did before stopping, ``error`` is the error that stopped it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        summary: JobSummary | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.error = error
 
 
 STATUS_ERRORS: dict[int, type[APIStatusError]] = {

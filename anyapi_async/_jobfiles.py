@@ -13,26 +13,20 @@ import hashlib
 import os
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
 from ._decode import COMPLETION_DECODER, JSON_DECODER
-from ._exceptions import APIError, APIStatusError
+from ._exceptions import APIError, APIStatusError, JobError, JobStopped
 from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._resources import check_messages
 from ._types import ChatCompletion
-
-if TYPE_CHECKING:
-    from ._jobs import JobSummary
 
 __all__ = [
     "FINGERPRINT_FIELD",
     "KEEP_BODY",
     "InputItem",
-    "JobConflict",
-    "JobError",
-    "JobStopped",
     "OutputFile",
     "Recorded",
     "describe_error",
@@ -60,33 +54,6 @@ _LINE_SHAPES: Final = (
 
 _encoder = msgspec.json.Encoder()
 _canonical = msgspec.json.Encoder(order="sorted")
-
-
-class JobError(Exception):
-    """The job cannot run or resume as asked (files, locking, a corrupt output file)."""
-
-
-class JobConflict(JobError):
-    """The output file holds results of other requests: it belongs to another job."""
-
-
-class JobStopped(JobError):
-    """The job stopped early (the endpoint failed, or the output cannot be written).
-
-    What was recorded is kept; running the same job again resumes it. ``summary`` counts
-    what this run did before stopping, ``error`` the error that stopped it.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        summary: JobSummary | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.summary = summary
-        #: The error that stopped the job (an `APIError`, or the `OSError` of a write).
-        self.error = error
 
 
 # --- identity ----------------------------------------------------------------------------

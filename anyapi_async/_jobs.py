@@ -1,20 +1,24 @@
 """Resumable JSONL batch jobs: `run_jsonl_job`, and the file logic any engine can reuse.
 
 Input, one request per line: an OpenAI Batch API request line, or a plain request body
-(what ``client.chat.completions.batch()`` takes), with an optional ``custom_id``::
+(what ``client.chat.completions.batch()`` takes), with an optional ``custom_id``:
 
-    {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
-    {"custom_id": "q2", "model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
-    {"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+```text
+{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
+{"custom_id": "q2", "model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+{"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+```
 
 A line without ``custom_id`` gets its line number, ``"line-7"``. Blank lines and a UTF-8
 byte-order mark are ignored.
 
 Output, one line per input line, as the OpenAI Batch API writes them, plus the request's
-fingerprint::
+fingerprint:
 
-    {"custom_id": "q1", "response": {"status_code": 200, "request_id": "...", "body": {...}},
-     "error": null, "request_fingerprint": "9f86d081884c7d65"}
+```text
+{"custom_id": "q1", "response": {"status_code": 200, "request_id": "...", "body": {...}},
+ "error": null, "request_fingerprint": "9f86d081884c7d65"}
+```
 
 ``error`` is set exactly when the item failed; ``response`` holds what the server answered,
 if it answered. An invalid input line gets an error line naming its line number (type
@@ -60,6 +64,9 @@ from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
+    JobConflict,
+    JobError,
+    JobStopped,
     NotFoundError,
     PaymentRequiredError,
     PermissionDeniedError,
@@ -68,9 +75,6 @@ from ._jobfiles import (
     KEEP_BODY,
     READ_CHUNK,
     InputItem,
-    JobConflict,
-    JobError,
-    JobStopped,
     OutputFile,
     Recorded,
     describe_error,
@@ -422,10 +426,12 @@ async def run_jsonl_job(
     ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
     written as error lines), ``on_notice(message)`` about repairs of the output.
 
-    Example::
+    Example:
 
-        summary = await run_jsonl_job("requests.jsonl", "results.jsonl", rpm=500)
-        print(summary)      # 998 succeeded, 2 failed, 0 skipped as already done
+    ```python
+    summary = await run_jsonl_job("requests.jsonl", "results.jsonl", rpm=500)
+    print(summary)      # 998 succeeded, 2 failed, 0 skipped as already done
+    ```
 
     Raises:
         JobConflict: the output holds results of other requests (nothing is written).
