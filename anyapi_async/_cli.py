@@ -143,7 +143,7 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "per request (the newest)",
     )
     parser.add_argument(
-        "-m", "--model", type=_non_empty, metavar="M", help="use this model for every request"
+        "-m", "--model", type=_non_empty, metavar="MODEL", help="use this model for every request"
     )
     parser.add_argument(
         "--concurrency",
@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser(
         "batch",
         help="run a resumable batch of requests from a JSONL file",
-        description="Run every request of a JSONL file (OpenAI Batch API lines or plain "
-        "request bodies) and append one result line per request to OUTPUT. Run the same "
+        description="Run every request of a JSONL file (OpenAI Batch API lines or plain\n"
+        "request bodies) and append one result line per request to OUTPUT. Run the same\n"
         "command again after an interruption to resume.",
         epilog=_BATCH_HELP,
         formatter_class=formatter,

@@ -403,3 +403,43 @@ async def test_retry_failed_from_python(server: LocalServer, tmp_path: Path) -> 
     done = await run_jsonl_job(source, out, retry_failed=True, **kwargs)
     assert done.ok and (done.retried, done.succeeded, done.skipped) == (1, 1, 3)
     assert not any(ids_and_errors(out).values())
+
+
+async def test_ctrl_c_says_how_to_resume(server: LocalServer, tmp_path: Path) -> None:
+    """SIGINT mid-run: status 130, a line naming the output, and the rerun completes it."""
+    source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(6)])
+    out = tmp_path / "out.jsonl"
+    args = (str(source), "-o", str(out), "--base-url", server.base_url, "--concurrency", "2")
+    server.queue(Generated(), Generated())
+    server.set_default(Hang())
+    proc = await start(*args)
+    try:
+        await wait_until(lambda: len(server.requests) == 4 and server.in_flight == 2, TIMEOUT)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 130
+    assert f"anyapi batch: interrupted; results so far are in {out}" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert sorted(ids_and_errors(out)) == ["r0", "r1"]
+    await wait_until(lambda: server.in_flight == 0)
+    server.set_default(None)
+    status, stdout, _ = await batch(*args)
+    assert status == 0 and "4 succeeded, 0 failed, 2 skipped" in stdout
+
+
+async def test_progress_without_tqdm_is_a_usage_error(tmp_path: Path) -> None:
+    """--progress without tqdm installed: status 2 and the pip command to run."""
+    source = write_input(tmp_path / "in.jsonl", [batch_line("a")])
+    script = (
+        "import sys; sys.modules['tqdm'] = None; from anyapi_async._cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, "batch", str(source), "--progress",
+        "--base-url", "http://127.0.0.1:9/v1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean_env(),
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2 and err.decode().count("\n") == 1
+    assert "pip install 'anyapi-async[progress]'" in err.decode()
