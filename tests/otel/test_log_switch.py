@@ -104,10 +104,10 @@ def test_env_switch_in_a_fresh_process() -> None:
         f"""
         import asyncio
         import anyapi_async
-        from anyapi_async.testing import LocalServer
+        from anyapi_async.testing import ANY_MODEL, LocalServer
 
         async def main():
-            async with LocalServer() as s:
+            async with LocalServer(models=ANY_MODEL) as s:
                 c = anyapi_async.AsyncClient(api_key={API_KEY!r}, base_url=s.base_url)
                 async with c:
                     msgs = [{{"role": "user", "content": "x"}}]

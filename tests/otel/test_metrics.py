@@ -96,10 +96,10 @@ def test_importing_the_package_loads_no_opentelemetry() -> None:
         """
         import asyncio, sys
         import anyapi_async
-        from anyapi_async.testing import LocalServer
+        from anyapi_async.testing import ANY_MODEL, LocalServer
 
         async def main():
-            async with LocalServer() as s:
+            async with LocalServer(models=ANY_MODEL) as s:
                 c = anyapi_async.AsyncClient(api_key="k", base_url=s.base_url)
                 async with c:
                     msgs = [{"role": "user", "content": "x"}]
