@@ -89,12 +89,12 @@ if TYPE_CHECKING:
     from ._parsing import ParsedChatCompletionStream as ParsedChatCompletionStream
     from ._parsing import ParsedChatCompletionStreamManager as ParsedChatCompletionStreamManager
     from ._parsing import ParsedChoice as ParsedChoice
-    from ._parsing import ResponseSchema as ResponseSchema
-    from ._parsing import response_schema as response_schema
     from ._partial import PartialJSON as PartialJSON
     from ._ratelimit import RateLimiter as RateLimiter
     from ._resources import Completions as Completions
     from ._resources import Models as Models
+    from ._schema import ResponseSchema as ResponseSchema
+    from ._schema import response_schema as response_schema
     from ._tool_stream import ToolCallErrorEvent as ToolCallErrorEvent
     from ._tool_stream import ToolCallResultEvent as ToolCallResultEvent
     from ._tool_stream import ToolCallStartEvent as ToolCallStartEvent
@@ -140,8 +140,6 @@ _LAZY: dict[str, str] = {
             "ParsedChatCompletionStream",
             "ParsedChatCompletionStreamManager",
             "ParsedChoice",
-            "ResponseSchema",
-            "response_schema",
         ),
         "_parsing",
     ),
@@ -149,6 +147,7 @@ _LAZY: dict[str, str] = {
     "RateLimiter": "_ratelimit",
     # Reached as client.chat.completions / client.models; importable for type hints.
     **dict.fromkeys(("Completions", "Models"), "_resources"),
+    **dict.fromkeys(("ResponseSchema", "response_schema"), "_schema"),
     **dict.fromkeys(
         (
             "ToolCallErrorEvent",

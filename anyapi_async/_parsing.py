@@ -1,33 +1,25 @@
-"""Structured outputs: JSON schemas from msgspec types, replies decoded into them.
+"""Structured outputs: replies decoded into the requested type.
 
 ``client.chat.completions.parse(..., response_format=Person)`` sends
 ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` with the schema
-`msgspec.json.schema` gives for ``Person``, then decodes the reply's content into a
-``Person`` with msgspec (which validates it) and puts it in ``message.parsed``.
-
-Schemas are rewritten for what providers accept: the root ``$ref`` msgspec emits is
-resolved, non-recursive ``$defs`` are inlined (several providers reject ``$ref``), enums
-get a ``type``, and OpenAPI's ``discriminator`` is dropped. ``strict`` is sent as true only
-when OpenAI's strict mode can take the schema as it is: an object at the root, every object
-listing all its properties as required, and only keywords strict mode supports
-(https://platform.openai.com/docs/guides/structured-outputs#supported-schemas). Those
-objects then get ``additionalProperties: false``, which costs nothing: msgspec ignores
-unknown fields when it decodes.
+of ``Person`` (made and rewritten for providers in `anyapi_async._schema`), then decodes
+the reply's content into a ``Person`` with msgspec (which validates it) and puts it in
+``message.parsed``. ``stream_parse()`` does the same at the end of a stream, with partial
+objects on the way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import re
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from ._chat_stream import ChatCompletionStream, ChatCompletionStreamManager
 from ._exceptions import ContentValidationError
 from ._partial import NOTHING, PartialJSON
+from ._schema import ResponseSchema, response_schema
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -35,7 +27,6 @@ from ._types import (
     ChatCompletionMessageParam,
     Choice,
     CommonCreateParams,
-    ResponseFormatJSONSchema,
     ToolParam,
 )
 
@@ -52,217 +43,12 @@ __all__ = [
     "ParsedChatCompletionStream",
     "ParsedChatCompletionStreamManager",
     "ParsedChoice",
-    "ResponseSchema",
-    "json_schema",
+    "parse",
     "parse_completion",
-    "response_schema",
+    "stream_parse",
 ]
 
 T = TypeVar("T")
-
-#: Schema name used when the type has no usable ``__name__`` (``list[int]``…).
-DEFAULT_SCHEMA_NAME: Final = "response"
-#: Keywords OpenAI's strict mode accepts; any other makes the schema non-strict.
-STRICT_KEYWORDS: Final = frozenset(
-    (
-        "type", "properties", "required", "additionalProperties", "items", "enum", "const",
-        "anyOf", "$ref", "$defs", "title", "description", "pattern", "format", "minimum",
-        "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems",
-    )
-)  # fmt: skip
-#: ``format`` values strict mode accepts (msgspec also emits ``decimal``, for example).
-STRICT_FORMATS: Final = frozenset(
-    ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
-)
-_NAME_UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_-]+")
-_DEF_PREFIX: Final = "#/$defs/"
-_FENCE: Final = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
-
-
-# --- schemas ------------------------------------------------------------------------------
-
-
-def _refs_in(node: Any) -> set[str]:
-    if isinstance(node, dict):
-        found = set()
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(_DEF_PREFIX):
-            found.add(ref[len(_DEF_PREFIX) :])
-        for value in node.values():
-            found |= _refs_in(value)
-        return found
-    if isinstance(node, list):
-        return set().union(*map(_refs_in, node)) if node else set()
-    return set()
-
-
-def _recursive_defs(defs: dict[str, Any]) -> set[str]:
-    """Names of the definitions that can reach themselves through ``$ref``."""
-    edges = {name: _refs_in(schema) for name, schema in defs.items()}
-    recursive = set()
-    for start in defs:
-        seen: set[str] = set()
-        todo = list(edges[start])
-        while todo:
-            name = todo.pop()
-            if name == start:
-                recursive.add(start)
-                break
-            if name not in seen and name in edges:
-                seen.add(name)
-                todo.extend(edges[name])
-    return recursive
-
-
-def _rewrite(node: Any, defs: dict[str, Any], keep: set[str]) -> Any:
-    """Inline ``$ref`` to non-recursive defs; tidy enums; drop ``discriminator``."""
-    if isinstance(node, list):
-        return [_rewrite(item, defs, keep) for item in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith(_DEF_PREFIX):
-        name = ref[len(_DEF_PREFIX) :]
-        if name not in keep and name in defs:
-            extra = {k: v for k, v in node.items() if k != "$ref"}
-            return _rewrite({**defs[name], **extra}, defs, keep)
-    out = {k: _rewrite(v, defs, keep) for k, v in node.items() if k != "discriminator"}
-    enum = out.get("enum")
-    if isinstance(enum, list) and enum and "type" not in out:
-        # Gemini-backed models, among others, want a type beside every enum.
-        if all(isinstance(v, str) for v in enum):
-            out["type"] = "string"
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in enum):
-            out["type"] = "integer"
-    return out
-
-
-def _strict_ok(node: Any, root: bool = False) -> bool:
-    """Whether ``node`` (and all below it) fits OpenAI's strict mode."""
-    if not isinstance(node, dict) or not node:
-        return False  # ``items: false``, or ``{}`` (Any): strict mode needs a type
-    if root and node.get("type") != "object":
-        return False
-    if not node.keys() <= STRICT_KEYWORDS:
-        return False
-    if "format" in node and node["format"] not in STRICT_FORMATS:
-        return False
-    if node.get("type") == "object" or "properties" in node:
-        props = node.get("properties")
-        if not isinstance(props, dict):
-            return False  # a free-form dict: strict mode cannot describe it
-        if set(node.get("required", ())) != props.keys():
-            return False
-        if node.get("additionalProperties", False) is not False:
-            return False
-        if not all(_strict_ok(p) for p in props.values()):
-            return False
-    if "items" in node and not _strict_ok(node["items"]):
-        return False
-    if "anyOf" in node and not all(_strict_ok(s) for s in node["anyOf"]):
-        return False
-    defs = node.get("$defs", {})
-    return all(_strict_ok(s) for s in defs.values())
-
-
-def _close_objects(node: Any) -> None:
-    """Add ``additionalProperties: false`` to every object schema, in place."""
-    if isinstance(node, dict):
-        if node.get("type") == "object":
-            node["additionalProperties"] = False
-        for value in node.values():
-            _close_objects(value)
-    elif isinstance(node, list):
-        for item in node:
-            _close_objects(item)
-
-
-def json_schema(tp: Any) -> tuple[dict[str, Any], bool]:
-    """The JSON schema of ``tp`` ready to send, and whether strict mode can take it.
-
-    Raises `TypeError` when msgspec cannot describe ``tp``.
-    """
-    try:
-        raw = msgspec.json.schema(tp)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"Cannot build a JSON schema for {tp!r}: {exc}") from exc
-    defs: dict[str, Any] = raw.pop("$defs", {})
-    keep = _recursive_defs(defs)
-    root = raw.get("$ref")
-    if isinstance(root, str) and root.startswith(_DEF_PREFIX) and len(raw) == 1:
-        # Strict mode wants an object at the root, even for a recursive type.
-        raw = defs[root[len(_DEF_PREFIX) :]]
-    schema = _rewrite(raw, defs, keep)
-    if keep:
-        schema["$defs"] = {name: _rewrite(defs[name], defs, keep) for name in sorted(keep)}
-    strict = _strict_ok(schema, root=True)
-    if strict:
-        _close_objects(schema)
-    return schema, strict
-
-
-def _schema_name(tp: Any) -> str:
-    name = getattr(tp, "__name__", None)
-    if not isinstance(name, str) or getattr(tp, "__args__", None):
-        return DEFAULT_SCHEMA_NAME  # ``list[int]`` has a __name__ of "list": not telling
-    return _NAME_UNSAFE.sub("_", name)[:64] or DEFAULT_SCHEMA_NAME
-
-
-class ResponseSchema(Generic[T]):
-    """A type prepared for structured output: its name, JSON schema, strictness, decoder."""
-
-    __slots__ = ("decoder", "name", "schema", "strict", "type")
-
-    def __init__(self, tp: type[T]) -> None:
-        self.type = tp
-        self.name = _schema_name(tp)
-        self.schema, self.strict = json_schema(tp)
-        self.decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(tp)
-
-    def response_format(self) -> ResponseFormatJSONSchema:
-        """The ``response_format`` request value."""
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": self.name, "schema": self.schema, "strict": self.strict},
-        }
-
-    def decode(self, content: str) -> T:
-        """Decode and validate ``content``; a Markdown code fence around it is tolerated.
-
-        Raises `msgspec.DecodeError` or `msgspec.ValidationError`.
-        """
-        try:
-            return self.decoder.decode(content)
-        except msgspec.DecodeError:
-            # Models without native structured output often wrap JSON in ```json fences.
-            fenced = _FENCE.match(content.strip())
-            if fenced is None:
-                raise
-            return self.decoder.decode(fenced.group(1))
-
-    def __repr__(self) -> str:
-        return f"ResponseSchema({self.name!r}, strict={self.strict})"
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_schema(tp: Any) -> ResponseSchema[Any]:
-    return ResponseSchema(tp)
-
-
-def response_schema(tp: type[T]) -> ResponseSchema[T]:
-    """The (cached) `ResponseSchema` of ``tp``; raises `TypeError` for unusable types."""
-    if isinstance(tp, (dict, str)):
-        raise TypeError(
-            "parse() needs a type for response_format (a msgspec Struct, dataclass, "
-            "TypedDict...); pass a response_format dict to create() instead"
-        )
-    key: Any = tp  # types are hashable; ``Annotated[...]`` with an unhashable Meta is not
-    try:
-        return _cached_schema(key)
-    except TypeError as exc:
-        if "unhashable" not in str(exc):
-            raise
-        return ResponseSchema(tp)
 
 
 # --- results ------------------------------------------------------------------------------

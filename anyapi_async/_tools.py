@@ -37,11 +37,12 @@ from typing import (
 import msgspec
 
 from ._exceptions import ToolRoundsExceededError
-from ._parsing import CommonParams, json_schema
+from ._schema import json_schema
 from ._types import (
     ChatCompletion,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCall,
+    CommonCreateParams,
     CompletionUsage,
     ResponseFormat,
     ToolChoice,
@@ -376,7 +377,7 @@ class ToolRunResult:
         )
 
 
-class ToolRunParams(CommonParams, total=False):
+class ToolRunParams(CommonCreateParams, total=False):
     """`CompletionCreateParams` without ``tools`` (``run_tools()`` takes functions)."""
 
     response_format: ResponseFormat

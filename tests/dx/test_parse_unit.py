@@ -10,8 +10,8 @@ from anyapi_async._parsing import (
     ContentValidationError,
     ParsedChatCompletion,
     parse_completion,
-    response_schema,
 )
+from anyapi_async._schema import response_schema
 
 
 class Person(msgspec.Struct):

@@ -12,12 +12,8 @@ from typing import Annotated, Any, Literal, TypedDict, Union, get_type_hints
 import msgspec
 import pytest
 
-from anyapi_async._parsing import (
-    CommonParams,
-    ParseParams,
-    json_schema,
-    response_schema,
-)
+from anyapi_async._parsing import CommonParams, ParseParams
+from anyapi_async._schema import json_schema, response_schema
 from anyapi_async._tools import ToolRunParams
 from anyapi_async._types import CompletionCreateParams
 

@@ -109,9 +109,26 @@ def test_import_loads_only_what_a_request_needs() -> None:
         "anyapi_async._jobs",
         "anyapi_async._tools",
         "anyapi_async._parsing",
+        "anyapi_async._schema",
         "anyapi_async._ratelimit",
         "argparse",
         "tqdm",
         "openai",
     ):
         assert heavy not in modules, heavy
+
+
+def test_tools_load_schemas_without_the_parse_results() -> None:
+    """Describing tools loads the schema module, not parse()'s results or the stream helpers."""
+    code = (
+        "import sys, anyapi_async; anyapi_async.function_tool; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    modules = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert {"anyapi_async._tools", "anyapi_async._schema"} <= modules
+    assert "anyapi_async._parsing" not in modules
+    assert "anyapi_async._chat_stream" not in modules
