@@ -9,6 +9,8 @@ id and name repeated in every fragment (a repeated name is not appended again).
 
 from __future__ import annotations
 
+from collections import deque
+
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -23,7 +25,7 @@ from ._types import (
     FunctionCall,
 )
 
-__all__ = ["ChunkAccumulator"]
+__all__ = ["ChunkAccumulator", "ToolCallState", "log_tool_calls", "tool_calls"]
 
 
 def _merge_name(current: str | None, piece: str | None) -> str | None:
@@ -35,7 +37,9 @@ def _merge_name(current: str | None, piece: str | None) -> str | None:
     return current + piece
 
 
-class _ToolCall:
+class ToolCallState:
+    """One tool call being merged from its fragments."""
+
     __slots__ = ("arguments", "id", "index", "name", "type")
 
     def __init__(self, index: int) -> None:
@@ -77,15 +81,15 @@ class _ChoiceState:
         self.refusal: list[str] = []
         self.reasoning: list[str] = []
         self.reasoning_content: list[str] = []
-        self.tool_calls: list[_ToolCall] = []
-        self.by_index: dict[int, _ToolCall] = {}
+        self.tool_calls: list[ToolCallState] = []
+        self.by_index: dict[int, ToolCallState] = {}
         self.function_name: str | None = None
         self.function_args: list[str] | None = None
         self.logprobs: list[ChatCompletionTokenLogprob] | None = None
         self.refusal_logprobs: list[ChatCompletionTokenLogprob] | None = None
         self.finish_reason: str | None = None
 
-    def add_tool_call(self, fragment: ChoiceDeltaToolCall) -> _ToolCall:
+    def add_tool_call(self, fragment: ChoiceDeltaToolCall) -> ToolCallState:
         """Merge one tool-call fragment into its call (found or started); return that call."""
         calls = self.tool_calls
         index = fragment.index
@@ -105,8 +109,8 @@ class _ChoiceState:
                 call.arguments.append(function.arguments)
         return call
 
-    def _new_call(self, index: int) -> _ToolCall:
-        call = _ToolCall(index)
+    def _new_call(self, index: int) -> ToolCallState:
+        call = ToolCallState(index)
         self.tool_calls.append(call)
         self.by_index[index] = call
         return call
@@ -157,6 +161,7 @@ class ChunkAccumulator:
     """
 
     __slots__ = (
+        "_call_log",
         "_choices",
         "created",
         "id",
@@ -168,6 +173,7 @@ class ChunkAccumulator:
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
+        self._call_log: deque[ToolCallState] | None = None
         self.id = ""
         self.model = ""
         self.created = 0
@@ -202,8 +208,11 @@ class ChunkAccumulator:
             if delta.role is not None and state.role is None:
                 state.role = delta.role
             if delta.tool_calls is not None:
+                log = self._call_log
                 for fragment in delta.tool_calls:
-                    state.add_tool_call(fragment)
+                    call = state.add_tool_call(fragment)
+                    if log is not None:
+                        log.append(call)
             if delta.refusal is not None:
                 state.refusal.append(delta.refusal)
             if delta.reasoning_content is not None:
@@ -242,3 +251,21 @@ class ChunkAccumulator:
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
         )
+
+
+def log_tool_calls(acc: ChunkAccumulator) -> deque[ToolCallState]:
+    """A queue that ``acc`` fills, from now on, with the call each tool-call fragment it
+    folds is merged into (choices and fragments in chunk order); a new one replaces it.
+
+    `ChatCompletionStream.events` takes one call off per fragment, so its events name the
+    call the fold chose instead of working it out again.
+    """
+    log: deque[ToolCallState] = deque()
+    acc._call_log = log
+    return log
+
+
+def tool_calls(acc: ChunkAccumulator, choice_index: int) -> list[ToolCallState]:
+    """Choice ``choice_index``'s tool calls so far, in order."""
+    state = acc._choices.get(choice_index)
+    return state.tool_calls if state is not None else []

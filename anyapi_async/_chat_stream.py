@@ -180,6 +180,9 @@ class ChatCompletionStream:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         """Typed events for content, refusal, reasoning, logprobs and tool calls."""
+        from ._accumulate import log_tool_calls, tool_calls
+
+        merged = log_tool_calls(self._acc)  # the call each tool-call fragment was folded into
         acc = self._acc
         async for chunk in self._stream:
             acc.add(chunk)
@@ -197,26 +200,17 @@ class ChatCompletionStream:
                 if choice.logprobs is not None and choice.logprobs.content:
                     yield LogprobsEvent(i, choice.logprobs.content)
                 if delta.tool_calls:
-                    state = acc._choices[i]
                     for fragment in delta.tool_calls:
+                        call = merged.popleft()  # as the fold chose it, not worked out again
                         args = fragment.function.arguments if fragment.function else None
                         if args:
-                            call = state.by_index.get(
-                                fragment.index
-                                if fragment.index is not None
-                                else state.tool_calls[-1].index
-                            )
-                            if call is not None:
-                                yield ToolCallArgumentsDeltaEvent(
-                                    i, call.index, call.name or "", args
-                                )
+                            yield ToolCallArgumentsDeltaEvent(i, call.index, call.name or "", args)
                 if choice.finish_reason is not None:
-                    state = acc._choices[i]
-                    for call in state.tool_calls:
+                    for call in tool_calls(acc, i):
                         yield ToolCallDoneEvent(
                             i, call.index, call.id or "", call.name or "", "".join(call.arguments)
                         )
-                    yield ContentDoneEvent(i, "".join(state.content), choice.finish_reason)
+                    yield ContentDoneEvent(i, acc.text(i), choice.finish_reason)
 
     async def until_done(self) -> None:
         """Read the rest of the stream."""

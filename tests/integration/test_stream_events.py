@@ -129,3 +129,59 @@ async def test_tool_call_events_follow_the_merged_calls(
         ("a", "f", '{"x":1}'),
         ("b", "g", "{}"),
     ]
+
+
+async def test_two_calls_in_one_delta_without_index(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """Fragments without ``index`` in one delta: each argument delta names its own call."""
+    events, final = await events_of(
+        client,
+        server,
+        [
+            chunk(
+                choice(
+                    tool_calls=[
+                        fragment(None, "{1}", id="a", name="f"),
+                        fragment(None, "{2}", id="b", name="g"),
+                    ]
+                )
+            ),
+            chunk(choice(finish="tool_calls")),
+        ],
+    )
+    deltas = [e for e in events if e[0] == "tool_calls.function.arguments.delta"]
+    assert deltas == [
+        ("tool_calls.function.arguments.delta", 0, 0, "f", "{1}"),
+        ("tool_calls.function.arguments.delta", 0, 1, "g", "{2}"),
+    ]
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in calls] == [("a", "{1}"), ("b", "{2}")]
+
+
+async def test_every_call_numbered_zero_in_one_delta(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """A server that numbers every parallel call 0: deltas follow the new ids, not the index."""
+    events, _ = await events_of(
+        client,
+        server,
+        [
+            chunk(
+                choice(
+                    tool_calls=[
+                        fragment(0, "{1}", id="a", name="f"),
+                        fragment(0, "{2}", id="b", name="g"),
+                    ]
+                )
+            ),
+            chunk(choice(finish="tool_calls")),
+        ],
+    )
+    assert [e for e in events if e[0] != "chunk"] == [
+        ("tool_calls.function.arguments.delta", 0, 0, "f", "{1}"),
+        ("tool_calls.function.arguments.delta", 0, 0, "g", "{2}"),
+        ("tool_calls.function.arguments.done", 0, 0, "a", "f", "{1}"),
+        ("tool_calls.function.arguments.done", 0, 0, "b", "g", "{2}"),
+        ("content.done", 0, "", "tool_calls"),
+    ]
