@@ -297,6 +297,66 @@ async def _next_item(iterator: AsyncIterator[RequestItem]) -> RequestItem | _End
         return _END
 
 
+class _Feed:
+    """The input, read one item at a time: straight from an iterable; from an async one
+    through a task, so that results keep flowing while a slow input waits."""
+
+    __slots__ = ("_async", "_sync", "_wake", "exhausted", "fetch")
+
+    def __init__(self, requests: Requests, wake: Callable[[object], None]) -> None:
+        self._sync: Iterator[RequestItem] | None = None
+        self._async: AsyncIterator[RequestItem] | None = None
+        if isinstance(requests, AsyncIterable):
+            self._async = aiter(requests)
+        else:
+            self._sync = iter(requests)
+        self._wake = wake  # called when a fetch finishes
+        self.exhausted = False
+        self.fetch: asyncio.Task[RequestItem | _End] | None = None
+
+    def next(self) -> RequestItem | None:
+        """The next item if one is at hand; else ``None`` (the end, or a fetch under way)."""
+        if self.exhausted:
+            return None
+        if self._sync is not None:
+            try:
+                return next(self._sync)
+            except StopIteration:
+                self.exhausted = True
+                return None
+        fetch = self.fetch
+        if fetch is None:
+            assert self._async is not None
+            self.fetch = fetch = asyncio.create_task(_next_item(self._async))
+            fetch.add_done_callback(self._wake)
+            return None
+        if not fetch.done():
+            return None
+        self.fetch = None
+        got = fetch.result()
+        if isinstance(got, _End):
+            self.exhausted = True
+            return None
+        return got
+
+
+class _Reorder:
+    """Holds results back until every earlier index has been handed out."""
+
+    __slots__ = ("next_out", "waiting")
+
+    def __init__(self) -> None:
+        self.next_out = 0
+        self.waiting: dict[int, BatchResult] = {}
+
+    def ready(self, result: BatchResult) -> Iterator[BatchResult]:
+        """``result`` in, the results now due (in input order) out."""
+        self.waiting[result.index] = result
+        while self.next_out in self.waiting:
+            self.next_out += 1
+            yield self.waiting.pop(self.next_out - 1)
+
+
 class BatchRun:
     """An async iterable of `BatchResult`, from `Completions.batch`.
 
@@ -410,82 +470,53 @@ class BatchRun:
         loop = asyncio.get_running_loop()
         self.stats._start(loop.time)
         self._report()
-        requests = self._requests
-        sync_input: Iterator[RequestItem] | None = None
-        async_input: AsyncIterator[RequestItem] | None = None
-        if isinstance(requests, AsyncIterable):
-            async_input = aiter(requests)
-        else:
-            sync_input = iter(requests)
-        fetch: asyncio.Task[RequestItem | _End] | None = None
+        feed = _Feed(self._requests, self._wake)
         free = self._concurrency  # slots: held from an item's start until it is yielded
         started = 0
-        exhausted = False
-        ordered = self._ordered
-        next_out = 0
-        reorder: dict[int, BatchResult] = {}
+        reorder = _Reorder() if self._ordered else None
         done = self._done
         try:
             while True:
-                while free > 0 and not exhausted and fetch is None:
-                    if sync_input is not None:
-                        try:
-                            item = next(sync_input)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        self._start(started, item)
-                        started += 1
-                        free -= 1
-                    else:
-                        assert async_input is not None
-                        # A task, so that results keep flowing while a slow input waits.
-                        fetch = asyncio.create_task(_next_item(async_input))
-                        fetch.add_done_callback(self._wake)
-                if fetch is not None and fetch.done():
-                    got = fetch.result()
-                    fetch = None
-                    if isinstance(got, _End):
-                        exhausted = True
-                    else:
-                        self._start(started, got)
-                        started += 1
-                        free -= 1
-                    continue
+                while free > 0 and (item := feed.next()) is not None:
+                    self._start(started, item)
+                    started += 1
+                    free -= 1
                 if done:
                     result = done.popleft().result()  # an unexpected exception is a bug: raise
                     if self._stop_on_error and result.error is not None:
                         raise result.error
-                    if not ordered:
+                    for ready in (result,) if reorder is None else reorder.ready(result):
                         free += 1
-                        yield result
-                        continue
-                    reorder[result.index] = result
-                    while next_out in reorder:
-                        free += 1
-                        next_out += 1
-                        yield reorder.pop(next_out - 1)
+                        yield ready
                     continue
-                if exhausted and fetch is None and not self._running:
+                if feed.exhausted and not self._running:
                     break
-                self._waiter = loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+                await self._sleep(loop)
         finally:
-            pending: list[asyncio.Future[Any]] = list(self._running)
-            if fetch is not None:
-                pending.append(fetch)
-            for task in pending:
-                task.cancel()
-            if pending:
-                # Let every request unwind (and release its connection) before we return.
-                await asyncio.wait(pending)
-            self._running.clear()
-            done.clear()
-            self.stats.finished = True
-            self._report()
+            await self._stop(feed.fetch)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a request finishes or the input has an item (see `_wake`)."""
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def _stop(self, fetch: asyncio.Task[Any] | None) -> None:
+        """Cancel the requests in flight and the input's fetch, wait for them, report the end."""
+        pending: list[asyncio.Future[Any]] = list(self._running)
+        if fetch is not None:
+            pending.append(fetch)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Let every request unwind (and release its connection) before we return.
+            await asyncio.wait(pending)
+        self._running.clear()
+        self._done.clear()
+        self.stats.finished = True
+        self._report()
 
     def _rate_limit_budget(self, params: Mapping[str, Any]) -> int:
         if 429 not in self._policy.retry_statuses:
