@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import anyapi_async as aa
 from anyapi_async.testing import LocalServer, SSEResponse
 
@@ -131,10 +133,16 @@ async def test_tool_call_events_follow_the_merged_calls(
     ]
 
 
-async def test_two_calls_in_one_delta_without_index(
-    client: aa.AsyncClient, server: LocalServer
+@pytest.mark.parametrize(
+    ("index", "call_indexes"), [(None, (0, 1)), (0, (0, 0))], ids=["no index", "all numbered 0"]
+)
+async def test_several_calls_in_one_delta(
+    client: aa.AsyncClient,
+    server: LocalServer,
+    index: int | None,
+    call_indexes: tuple[int, int],
 ) -> None:
-    """Fragments without ``index`` in one delta: each argument delta names its own call."""
+    """Two calls in one delta, told apart only by their ids: each event names its own call."""
     events, final = await events_of(
         client,
         server,
@@ -142,46 +150,24 @@ async def test_two_calls_in_one_delta_without_index(
             chunk(
                 choice(
                     tool_calls=[
-                        fragment(None, "{1}", id="a", name="f"),
-                        fragment(None, "{2}", id="b", name="g"),
+                        fragment(index, "{1}", id="a", name="f"),
+                        fragment(index, "{2}", id="b", name="g"),
                     ]
                 )
             ),
             chunk(choice(finish="tool_calls")),
         ],
     )
-    deltas = [e for e in events if e[0] == "tool_calls.function.arguments.delta"]
-    assert deltas == [
-        ("tool_calls.function.arguments.delta", 0, 0, "f", "{1}"),
-        ("tool_calls.function.arguments.delta", 0, 1, "g", "{2}"),
+    first, second = call_indexes
+    assert [e for e in events if e[0] != "chunk"] == [
+        ("tool_calls.function.arguments.delta", 0, first, "f", "{1}"),
+        ("tool_calls.function.arguments.delta", 0, second, "g", "{2}"),
+        ("tool_calls.function.arguments.done", 0, first, "a", "f", "{1}"),
+        ("tool_calls.function.arguments.done", 0, second, "b", "g", "{2}"),
+        ("content.done", 0, "", "tool_calls"),
     ]
     calls = final.choices[0].message.tool_calls or []
-    assert [(c.id, c.function.arguments) for c in calls] == [("a", "{1}"), ("b", "{2}")]
-
-
-async def test_every_call_numbered_zero_in_one_delta(
-    client: aa.AsyncClient, server: LocalServer
-) -> None:
-    """A server that numbers every parallel call 0: deltas follow the new ids, not the index."""
-    events, _ = await events_of(
-        client,
-        server,
-        [
-            chunk(
-                choice(
-                    tool_calls=[
-                        fragment(0, "{1}", id="a", name="f"),
-                        fragment(0, "{2}", id="b", name="g"),
-                    ]
-                )
-            ),
-            chunk(choice(finish="tool_calls")),
-        ],
-    )
-    assert [e for e in events if e[0] != "chunk"] == [
-        ("tool_calls.function.arguments.delta", 0, 0, "f", "{1}"),
-        ("tool_calls.function.arguments.delta", 0, 0, "g", "{2}"),
-        ("tool_calls.function.arguments.done", 0, 0, "a", "f", "{1}"),
-        ("tool_calls.function.arguments.done", 0, 0, "b", "g", "{2}"),
-        ("content.done", 0, "", "tool_calls"),
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("a", "f", "{1}"),
+        ("b", "g", "{2}"),
     ]
