@@ -96,7 +96,7 @@ class _ChoiceState:
         # Without an index, a fragment continues the last call unless it brings a new id.
         call = self.by_index.get(index) if index is not None else (calls[-1] if calls else None)
         if call is None or (fragment.id and call.id and fragment.id != call.id):
-            # A new id at a known index: a server that numbers every call 0.
+            # None yet, or a new id where a call is: also a server that numbers every call 0.
             call = self._new_call(len(calls) if index is None else index)
         if fragment.id and not call.id:
             call.id = fragment.id
@@ -258,7 +258,8 @@ def log_tool_calls(acc: ChunkAccumulator) -> deque[ToolCallState]:
     folds is merged into (choices and fragments in chunk order); a new one replaces it.
 
     `ChatCompletionStream.events` takes one call off per fragment, so its events name the
-    call the fold chose instead of working it out again.
+    call the fold chose instead of working it out again. (Left by an events() loop that
+    stopped early, it only grows by one entry per fragment of the rest of the stream.)
     """
     log: deque[ToolCallState] = deque()
     acc._call_log = log
