@@ -121,8 +121,7 @@ def test_import_loads_only_what_a_request_needs() -> None:
 def test_tools_load_schemas_without_the_parse_results() -> None:
     """Describing tools loads the schema module, not parse()'s results or the stream helpers."""
     code = (
-        "import sys, anyapi_async; anyapi_async.function_tool; "
-        "print(' '.join(sorted(sys.modules)))"
+        "import sys, anyapi_async; anyapi_async.function_tool; print(' '.join(sorted(sys.modules)))"
     )
     modules = set(
         subprocess.run(
