@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, Union
 
 from ._accumulate import ChunkAccumulator
-from ._streaming import AsyncStream
+from ._streaming import AsyncStream, raise_if_incomplete
 from ._types import ChatCompletion, ChatCompletionChunk, ChatCompletionTokenLogprob
 
 __all__ = [
@@ -133,13 +133,24 @@ class ChatCompletionStream:
     """A stream with helpers; every helper also folds chunks into the final completion.
 
     Helpers share one underlying stream: start with `text_deltas` and finish with
-    `get_final_completion`, which reads whatever is left.
+    `get_final_completion`, which reads whatever is left. The final results raise when
+    the stream did not end normally (the error it broke with, or `APIConnectionError`
+    when it was closed first): a partial answer never passes for the whole one.
     """
 
     def __init__(self, stream: AsyncStream[ChatCompletionChunk]) -> None:
         self._stream = stream
         self._acc = ChunkAccumulator()
         self._final: ChatCompletion | None = None
+        self._chunks: AsyncIterator[ChatCompletionChunk] | None = None
+
+    def _iter(self) -> AsyncIterator[ChatCompletionChunk]:
+        # One iterator for every helper, so a helper left early leaves the rest to the
+        # next one (a loop straight over the AsyncStream would close it when left).
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = self._stream.__aiter__()
+        return chunks
 
     @property
     def stream(self) -> AsyncStream[ChatCompletionChunk]:
@@ -153,14 +164,14 @@ class ChatCompletionStream:
 
     async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         add = self._acc.add
-        async for chunk in self._stream:
+        async for chunk in self._iter():
             add(chunk)
             yield chunk
 
     async def text_deltas(self) -> AsyncIterator[str]:
         """Pieces of choice 0's content, as they arrive."""
         add = self._acc.add
-        async for chunk in self._stream:
+        async for chunk in self._iter():
             add(chunk)
             for choice in chunk.choices:
                 if choice.index == 0:
@@ -171,7 +182,7 @@ class ChatCompletionStream:
     async def logprobs(self) -> AsyncIterator[ChatCompletionTokenLogprob]:
         """Logprob entries (with their top alternatives) of choice 0's tokens, live."""
         add = self._acc.add
-        async for chunk in self._stream:
+        async for chunk in self._iter():
             add(chunk)
             for choice in chunk.choices:
                 if choice.index == 0 and choice.logprobs is not None and choice.logprobs.content:
@@ -184,7 +195,7 @@ class ChatCompletionStream:
 
         merged = log_tool_calls(self._acc)  # the call each tool-call fragment was folded into
         acc = self._acc
-        async for chunk in self._stream:
+        async for chunk in self._iter():
             acc.add(chunk)
             yield ChunkEvent(chunk)
             for choice in chunk.choices:
@@ -213,10 +224,11 @@ class ChatCompletionStream:
                     yield ContentDoneEvent(i, acc.text(i), choice.finish_reason)
 
     async def until_done(self) -> None:
-        """Read the rest of the stream."""
+        """Read the rest of the stream; raise if it did not end normally."""
         add = self._acc.add
-        async for chunk in self._stream:
+        async for chunk in self._iter():
             add(chunk)
+        raise_if_incomplete(self._stream)
 
     async def get_final_completion(self) -> ChatCompletion:
         """Read what is left and return the completion built from every chunk."""
@@ -235,6 +247,12 @@ class ChatCompletionStream:
     async def close(self) -> None:
         """Release the connection (idempotent)."""
         await self._stream.close()
+        await self._close_iterator()
+
+    async def _close_iterator(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class ChatCompletionStreamManager:
@@ -251,3 +269,4 @@ class ChatCompletionStreamManager:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._stream is not None:
             await self._stream.stream.__aexit__(*exc_info)
+            await self._stream._close_iterator()

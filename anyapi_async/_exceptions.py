@@ -5,6 +5,7 @@ APIError
 ├── APIConnectionError               transport failed, or a stream was cut short
 │   └── APITimeoutError              a timeout fired (``.limit`` says which)
 ├── APIStatusError                   a non-2xx answer, or an error object in a body/stream
+│   │                                (``.retry_after``: the server's wait, in seconds)
 │   ├── BadRequestError 400          ├── AuthenticationError 401
 │   ├── PaymentRequiredError 402     ├── PermissionDeniedError 403
 │   ├── NotFoundError 404            ├── ConflictError 409
@@ -107,6 +108,8 @@ class APIStatusError(APIError):
     code: str | int | None
     type: str | None
     param: str | None
+    #: Seconds the server asked to wait (``retry-after-ms`` or ``Retry-After``), if it said.
+    retry_after: float | None
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class APIStatusError(APIError):
         self.body = body
         self.headers = headers if headers is not None else {}
         self.request_id = request_id
+        self.retry_after = _retry_after(self.headers)
         err = body.get("error", body) if isinstance(body, dict) else None
         if not isinstance(err, dict):
             err = {}
@@ -162,7 +166,7 @@ class UnprocessableEntityError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests or tokens for the account's budget."""
+    """429: too many requests or tokens; ``retry_after`` is the server's wait, if it said."""
 
 
 class InternalServerError(APIStatusError):
@@ -270,6 +274,14 @@ class JobStopped(JobError):
         super().__init__(message)
         self.summary = summary
         self.error = error
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    if not headers:
+        return None
+    from ._retry import parse_retry_after  # _retry imports this module
+
+    return parse_retry_after(headers)
 
 
 STATUS_ERRORS: dict[int, type[APIStatusError]] = {

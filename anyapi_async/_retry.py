@@ -8,9 +8,15 @@ delay = uniform(0, cap)        # "full jitter"; jitter=False gives delay = cap
 ```
 
 A ``retry-after-ms`` or ``Retry-After`` header (seconds or an HTTP date, RFC 9110 §10.2.3)
-replaces the computed delay, capped at ``max_retry_after``. ``x-should-retry: true|false``
-from the server overrides the status table. A ``Timeout.total`` deadline bounds the whole
-call: a wait that would end past it is not taken, and the last error is raised instead.
+replaces the computed delay; a server wait longer than ``max_retry_after`` is not taken at
+all: the error is raised at once, its ``retry_after`` saying how long the server asked for.
+``x-should-retry: true|false`` from the server overrides the status table. A
+``Timeout.total`` deadline bounds the whole call: a wait that would end past it is not
+taken, and the last error is raised instead.
+
+Every failure before the call hands anything to the caller (the response of a
+non-streamed call, a stream's first event) happened before the caller saw a byte, so
+connection errors and timeouts there are retried; after that, nothing is.
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ INITIAL_RETRY_DELAY: Final = 0.5
 RETRY_MULTIPLIER: Final = 2.0
 MAX_RETRY_DELAY: Final = 8.0
 MAX_RETRY_AFTER: Final = 60.0
-RETRY_STATUSES: Final = frozenset((408, 409, 429, 500, 502, 503, 504))
+#: 408, 409, 429 and every status from 500 up (CDNs answer 520-524, providers 529).
+RETRY_STATUSES: Final = frozenset((408, 409, 429, *range(500, 1000)))
 
 logger = logging.getLogger("anyapi_async")
 
@@ -65,9 +72,11 @@ class RetryPolicy:
     """Which failures are retried, and how long to wait between attempts.
 
     ``max_retries`` counts retries, so ``max_retries=2`` makes at most 3 attempts. Connection
-    errors and timeouts that happen before any response byte arrived are retried (the
-    server cannot have produced anything the caller saw), and so are the statuses in
-    ``retry_statuses``. ``jitter=True`` spreads each wait uniformly over ``[0, delay]``.
+    errors and timeouts are retried until the call hands something to the caller (a cut
+    body, or a stream that broke before its first event, included), and so are the
+    statuses in ``retry_statuses`` (default: 408, 409, 429 and every status >= 500). A
+    server asking to wait longer than ``max_retry_after`` is not retried.
+    ``jitter=True`` spreads each wait uniformly over ``[0, delay]``.
     """
 
     __slots__ = (
@@ -152,7 +161,11 @@ class RetryPolicy:
         return self.backoff(retry)
 
     def should_retry(self, exc: BaseException, *, before_response: bool) -> bool:
-        """Whether ``exc`` is worth another attempt under this policy."""
+        """Whether ``exc`` is worth another attempt under this policy.
+
+        ``before_response``: nothing of the response has reached the caller yet (the
+        retry loop always passes ``True``: it ends once something has).
+        """
         if isinstance(exc, APIStatusError):
             verdict = exc.headers.get("x-should-retry") if exc.headers else None
             if verdict == "true":
@@ -228,7 +241,8 @@ class Retrier:
     ``handle`` turns a 2xx `Response` into the call's result (reading and decoding the
     body, or opening a stream up to its first event) and gets the `AttemptInfo` when hooks
     are configured, else the attempt number. It runs inside the loop, so an error object
-    received with status 200 is retried like the status it names.
+    received with status 200 is retried like the status it names, and a body cut (or a
+    stream broken) before ``handle`` returned is retried like any connection error.
     """
 
     __slots__ = ("hooks", "observer", "transport")
@@ -263,10 +277,9 @@ class Retrier:
                 info = AttemptInfo(request.method, request.url, attempt, request.stream)
                 for hook in hooks:
                     hook.on_request(info)
-            before_response = True
+            request.attempt_started = loop.time()
             try:
                 response = await self.transport.send(request)
-                before_response = False
                 if info is not None:
                     for hook in hooks:
                         hook.on_response(info, response.status, response.headers)
@@ -277,11 +290,25 @@ class Retrier:
                 exc.attempts = attempt
                 delay = None
                 if attempt <= policy.max_retries and policy.should_retry(
-                    exc, before_response=before_response
+                    exc, before_response=True
                 ):
                     headers = exc.headers if isinstance(exc, APIStatusError) else None
                     delay = policy.delay(attempt, headers)
-                    if request.deadline is not None and loop.time() + delay >= request.deadline:
+                    after = exc.retry_after if isinstance(exc, APIStatusError) else None
+                    if after is not None and after > policy.max_retry_after:
+                        # The server asked not to be called again for that long: tell the
+                        # caller at once (exc.retry_after) instead of asking anyway.
+                        logger.info(
+                            "Not retrying %s %s after %s: the server asked to wait %.2fs, "
+                            "more than max_retry_after (%.2fs)",
+                            request.method,
+                            request.url,
+                            _describe(exc),
+                            after,
+                            policy.max_retry_after,
+                        )
+                        delay = None
+                    elif request.deadline is not None and loop.time() + delay >= request.deadline:
                         logger.info(
                             "Not retrying %s %s after %s: a wait of %.2fs would pass the "
                             "total timeout",

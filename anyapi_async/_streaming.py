@@ -32,9 +32,17 @@ if TYPE_CHECKING:
     from ._hooks import AttemptInfo, Hooks
     from ._transport import Response, Watchdog
 
-__all__ = ["AsyncStream", "StreamObserver", "observe"]
+__all__ = ["AsyncStream", "StreamObserver", "observe", "raise_if_incomplete"]
 
 T = TypeVar("T")
+
+
+#: A body under another content type is SSE if it starts (after a BOM and blank space)
+#: with one of these; _SNIFF_BYTES is enough to tell, _SNIPPET_BYTES what an error quotes.
+_SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
+_BLANK = b"\xef\xbb\xbf \t\r\n"
+_SNIFF_BYTES = 6
+_SNIPPET_BYTES = 800
 
 
 class StreamObserver(Protocol):
@@ -115,8 +123,13 @@ class AsyncStream(Generic[T]):
 
     The stream ends normally on ``data: [DONE]``, or at the end of the body once every
     choice has a ``finish_reason``. A body that ends any other way raises
-    `APIConnectionError`; an error event raises the matching `APIStatusError`.
-    `close` may be called from any task.
+    `APIConnectionError`; an error event raises the matching `APIStatusError`; a later
+    loop over a failed stream raises the same error again. `close` may be called from any
+    task. Each ``async for`` gets its own iterator, held only by the loop: leaving the loop
+    early (``break``, an exception) releases the connection and the ``max_concurrency``
+    slot at once, even without ``async with`` and with the garbage collector off; a later
+    loop over that stream yields nothing. A stream dropped without being closed is
+    released when it is garbage-collected, with a `ResourceWarning`.
     """
 
     def __init__(
@@ -142,6 +155,12 @@ class AsyncStream(Generic[T]):
         self._observer: StreamObserver | None = None
         self._closed = False
         self._done = False
+        # Ended normally; or the error it ended with (raised again by a later loop).
+        self._complete = False
+        self._error: Exception | None = None
+        # An iterator is running (an earlier loop that was left early has not ended yet).
+        self._iterating = False
+        # Only for callers of __anext__ (a loop gets a fresh iterator from __aiter__).
         self._iterator: AsyncIterator[T] | None = None
         self._loop = asyncio.get_running_loop()
         self._timings = timings
@@ -159,6 +178,11 @@ class AsyncStream(Generic[T]):
         return self._response.headers
 
     @property
+    def closed(self) -> bool:
+        """Whether the stream has let go of its connection (ended, failed or closed)."""
+        return self._closed
+
+    @property
     def request_id(self) -> str | None:
         """The server's request id (``x-request-id`` or similar), if it sent one."""
         return request_id_of(self._response.headers)
@@ -173,7 +197,8 @@ class AsyncStream(Generic[T]):
 
     async def _read_first_event(self) -> None:
         response = self._response
-        if response.content_type in ("application/json", "text/json"):
+        content_type = response.content_type
+        if content_type in ("application/json", "text/json"):
             # Some gateways answer errors (and some servers whole completions) as plain
             # JSON even when a stream was asked for.
             body = await response.read()
@@ -182,6 +207,9 @@ class AsyncStream(Generic[T]):
             self._json_chunk._raw = body
             return
         self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
+        if content_type != "text/event-stream":
+            # A proxy's HTML page, plain text, or SSE under another content type: look.
+            await self._sniff(content_type)
         while not self._backlog:
             try:
                 data = await self._chunks.__anext__()
@@ -201,6 +229,32 @@ class AsyncStream(Generic[T]):
             self._watchdog.first_event_seen()
             # The event waits for the caller, who may take their time to start reading.
             self._watchdog.since = math.inf
+
+    async def _sniff(self, content_type: str) -> None:
+        """Go on if the body starts like SSE, else raise naming what came instead."""
+        head = b""
+        ended = False
+        while len(head.lstrip(_BLANK)) < _SNIFF_BYTES and not ended:
+            try:
+                head += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                ended = True
+        start = head.lstrip(_BLANK)
+        if start and start.startswith(_SSE_STARTS):
+            self._backlog = self._decoder.feed_data(head)
+            return
+        while len(head) < _SNIPPET_BYTES and not ended:
+            try:
+                head += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                ended = True
+        raise APIResponseValidationError(
+            f"The server answered a streaming request with {content_type or 'no content type'}"
+            ", not text/event-stream",
+            status_code=self._response.status,
+            body=head,
+            headers=self._response.headers,
+        )
 
     def _decode(self, payload: bytes) -> ChatCompletionChunk:
         try:
@@ -243,18 +297,28 @@ class AsyncStream(Generic[T]):
             ) from exc
 
     def __aiter__(self) -> AsyncIterator[T]:
-        if self._iterator is None:
-            iterator: Any = self._iterate()
-            if self._observer is not None:  # per stream, never per chunk
-                iterator = self._observer.wrap(iterator)
-            self._iterator = iterator
-        assert self._iterator is not None
-        return self._iterator
+        # A fresh generator that only the loop holds: when the loop is left early, the
+        # generator's last reference goes and the event loop finalises it at once, which
+        # closes the stream. Holding it here would make a cycle only the collector frees.
+        iterator: Any = self._iterate()
+        if self._observer is not None:  # per loop, never per chunk
+            iterator = self._observer.wrap(iterator)
+        return iterator  # type: ignore[no-any-return]
 
     async def __anext__(self) -> T:
-        return await self.__aiter__().__anext__()
+        if self._iterator is None:
+            self._iterator = self.__aiter__()
+        return await self._iterator.__anext__()
 
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+        if self._closed or self._iterating:
+            # Ended, failed or closed; or an earlier loop was left early and is about to
+            # close it: nothing more to read.
+            self._release()
+            if self._error is not None:
+                raise self._error
+            return
+        self._iterating = True
         decode = CHUNK_DECODER.decode
         decoder = self._decoder
         watchdog = self._watchdog
@@ -269,6 +333,7 @@ class AsyncStream(Generic[T]):
         try:
             if self._json_chunk is not None:
                 timings.first_token = timings.finished = time()
+                self._complete = True
                 yield self._json_chunk
                 return
             while True:
@@ -328,17 +393,23 @@ class AsyncStream(Generic[T]):
             if self._done and not at_eof:
                 await self._drain()
             timings.finished = time()
+            self._complete = True
             if self._hooks and not isinstance(self._attempt, int):
                 for hook in self._hooks:
                     hook.on_complete(self._attempt, self.usage)
         except _Closed:
             return
-        except APIConnectionError:
+        except APIConnectionError as exc:
             if self._closed:  # closed by the caller, maybe from another task: a quiet end
                 return
+            self._error = exc
+            raise
+        except Exception as exc:
+            self._error = exc
             raise
         finally:
-            await self.close()
+            self._iterating = False
+            self._release()
 
     async def _drain(self) -> None:
         # Read what follows [DONE] (normally just the end of the chunked body) so the
@@ -351,6 +422,9 @@ class AsyncStream(Generic[T]):
 
     async def close(self) -> None:
         """Release the connection; idempotent, and safe to call from another task."""
+        self._release()
+
+    def _release(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -366,6 +440,8 @@ class AsyncStream(Generic[T]):
             self._on_close()
         if self._observer is not None:
             self._observer.closed(self)
+        if self._observer is not None:
+            self._observer.closed(self)
 
     aclose = close
 
@@ -379,11 +455,44 @@ class AsyncStream(Generic[T]):
             await iterator.aclose()  # type: ignore[attr-defined]
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if not self._closed:
-            # Never schedule work from here: only warn, as unclosed files do.
-            _warn(
-                "AsyncStream was garbage-collected while open; use `async with stream:` "
-                "or `await stream.close()`",
-                ResourceWarning,
-                stacklevel=2,
-            )
+        if self._closed:
+            return
+        # Nothing else will give back the connection and the max_concurrency slot: do it
+        # here (plain callbacks, no task), unless the loop is gone; then warn, as unclosed
+        # files do (source=self: PYTHONTRACEMALLOC shows where the stream was made).
+        loop = self._loop
+        try:
+            if _running_loop() is loop:
+                self._release()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._release)
+        except RuntimeError:  # the loop closed meanwhile: nothing can be released cleanly
+            pass
+        _warn(
+            "AsyncStream was garbage-collected while open; use `async with stream:` "
+            "or `await stream.close()`",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def raise_if_incomplete(stream: AsyncStream[Any]) -> None:
+    """Raise unless ``stream`` ended normally: with the error it ended with, or one saying
+    it was closed first. For helpers that build a final result from a stream they read."""
+    if stream._complete:
+        return
+    if stream._error is not None:
+        raise stream._error
+    raise APIConnectionError(
+        "The stream was closed before its end, so there is no final result"
+        if stream._closed
+        else "The stream has not been read to its end"
+    )

@@ -53,7 +53,16 @@ SECRET_HEADERS: Final = frozenset(
 class Request:
     """One HTTP attempt, fully prepared: the retry layer sends the same object again."""
 
-    __slots__ = ("body", "deadline", "headers", "method", "stream", "timeout", "url")
+    __slots__ = (
+        "attempt_started",
+        "body",
+        "deadline",
+        "headers",
+        "method",
+        "stream",
+        "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -74,6 +83,8 @@ class Request:
         self.stream = stream
         #: ``loop.time()`` by which the whole call must end (from ``Timeout.total``).
         self.deadline = deadline
+        #: ``loop.time()`` when the current attempt started (set by the retry loop).
+        self.attempt_started = 0.0
 
 
 class Transport(Protocol):
@@ -87,11 +98,13 @@ class Transport(Protocol):
 class Response:
     """An HTTP response whose body has not been read yet."""
 
-    __slots__ = ("_closed", "_resp", "headers", "status", "url")
+    __slots__ = ("_closed", "_read_limit", "_resp", "headers", "status", "url")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, *, read_limit: float | None = None) -> None:
         self._resp = resp
         self._closed = False
+        #: Seconds within which `read` must have the whole body (the ``read`` timeout).
+        self._read_limit = read_limit
         self.status: int = resp.status
         self.headers: CIMultiDictProxy[str] = resp.headers
         self.url = str(resp.url)
@@ -101,8 +114,16 @@ class Response:
         return self._resp.content_type
 
     async def read(self, limit: int = DEFAULT_MAX_RESPONSE_SIZE) -> bytes:
-        """The whole body, refusing one larger than ``limit`` bytes; releases the connection."""
+        """The whole body, refusing one larger than ``limit`` bytes; releases the connection.
+
+        The whole body must arrive within the ``read`` timeout, counted from this call: a
+        server trickling a byte at a time cannot keep it waiting forever.
+        """
         resp = self._resp
+        timer = None
+        seconds = self._read_limit
+        if seconds is not None and not resp.content.is_eof():
+            timer = asyncio.get_running_loop().call_later(seconds, self._body_too_slow, seconds)
         try:
             length = resp.content_length
             if length is not None and length <= limit:
@@ -125,7 +146,18 @@ class Response:
             self.close()
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self.release()
+
+    def _body_too_slow(self, seconds: float) -> None:
+        self.abort(
+            APITimeoutError(
+                f"Timed out reading the response body: all of it must arrive within the "
+                f"read limit ({seconds:g} s)",
+                limit="read",
+            )
+        )
 
     def chunks(self) -> BodyIterator:
         """The body as it arrives; a transfer that breaks raises `APIConnectionError`."""
@@ -374,7 +406,7 @@ class AiohttpTransport:
             except NETWORK_ERRORS as exc:
                 raise translate_error(exc) from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
-                return Response(resp)
+                return Response(resp, read_limit=timeout.read)
             headers = self._redirect_headers(resp, headers)
             url = str(resp.url.join(URL(resp.headers["Location"])))
             resp.release()

@@ -61,7 +61,9 @@ async def deliver(
                 break
             if faults.pace and i:
                 await asyncio.sleep(faults.pace)
-            await writer.write(events[i])
+            if not await writer.write(events[i]):
+                _abort(request)  # cut_after_bytes reached
+                return resp
         await resp.write_eof()
     except ConnectionError:
         pass  # the client left; aiohttp closes the connection
@@ -76,29 +78,39 @@ def _abort(request: web.Request) -> None:
 
 
 class _Writer:
-    __slots__ = ("_faults", "_next_size", "_resp")
+    __slots__ = ("_budget", "_faults", "_next_size", "_resp")
 
     def __init__(self, resp: web.StreamResponse, faults: Faults) -> None:
         self._resp = resp
         self._faults = faults
+        self._budget = faults.cut_after_bytes
         self._next_size: Callable[[], int] | None = None
-        if faults.chunk_size is not None:
+        if faults.trickle is not None:
+            self._next_size = itertools.repeat(1).__next__
+        elif faults.chunk_size is not None:
             self._next_size = itertools.repeat(faults.chunk_size).__next__
         elif faults.split_seed is not None:
             self._next_size = partial(random.Random(faults.split_seed).randint, *SPLIT_SIZES)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> bool:
+        """Send ``data``; ``False`` if ``cut_after_bytes`` stopped it part-way."""
+        cut = False
+        if self._budget is not None:
+            cut = len(data) >= self._budget
+            data = data[: self._budget]
+            self._budget -= len(data)
         next_size = self._next_size
         if next_size is None:
             await self._resp.write(data)
-            return
+            return not cut
         start = 0
         while start < len(data):
             step = next_size()
             await self._resp.write(data[start : start + step])
             start += step
             # Yield so each piece can leave (and be read) on its own.
-            await asyncio.sleep(0)
+            await asyncio.sleep(self._faults.trickle or 0)
+        return not cut
 
     async def stall(self) -> None:
         """Send nothing (or only keep-alive comments) until cancelled."""

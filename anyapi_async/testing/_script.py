@@ -64,6 +64,8 @@ class FaultOptions(TypedDict, total=False):
     pace: float | None
     keepalive: str | None
     keepalive_interval: float
+    trickle: float | None
+    cut_after_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class Faults:
         pace: seconds to wait between events.
         keepalive: while stalled, send this SSE comment (e.g. ``": PROCESSING"``) every
             ``keepalive_interval`` seconds.
+        trickle: send the body one byte at a time, this many seconds apart.
+        cut_after_bytes: after this many body bytes (events or not), abort the connection.
     """
 
     first_byte_delay: float = 0.0
@@ -95,15 +99,22 @@ class Faults:
     pace: float | None = None
     keepalive: str | None = None
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    trickle: float | None = None
+    cut_after_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("stall_after", "cut_after", "error_after"):
+        for name in ("stall_after", "cut_after", "error_after", "cut_after_bytes"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.first_byte_delay < 0 or (self.pace or 0) < 0 or self.keepalive_interval <= 0:
+        if (
+            self.first_byte_delay < 0
+            or (self.pace or 0) < 0
+            or (self.trickle or 0) < 0
+            or self.keepalive_interval <= 0
+        ):
             raise ValueError("delays must be >= 0 and keepalive_interval > 0")
 
     def __repr__(self) -> str:

@@ -436,10 +436,12 @@ async def test_slow_consumer_is_not_an_idle_server(server: LocalServer) -> None:
 
 
 async def test_empty_stream_raises_from_create(client: aa.AsyncClient, server: LocalServer) -> None:
-    """A 200 stream that ends before any event raises from create() itself."""
-    server.queue(SSEResponse([b": only a comment\n\n"], done=False))
-    with pytest.raises(aa.APIConnectionError, match="before its first event"):
+    """A 200 stream that ends before any event is retried, then raises from create()."""
+    for _ in range(3):
+        server.queue(SSEResponse([b": only a comment\n\n"], done=False))
+    with pytest.raises(aa.APIConnectionError, match="before its first event") as info:
         await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    assert info.value.attempts == 3 and len(server.requests) == 3
 
 
 async def test_server_ignoring_stream_true(client: aa.AsyncClient, server: LocalServer) -> None:
