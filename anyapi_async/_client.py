@@ -18,6 +18,7 @@ from ._decode import JSON_DECODER, decode_lenient
 from ._exceptions import (
     APIError,
     APIResponseValidationError,
+    APITimeoutError,
     error_from_payload,
     make_status_error,
 )
@@ -36,6 +37,7 @@ from ._transport import (
     Request,
     Response,
     Transport,
+    timeout_after,
 )
 from ._types import ChatCompletionChunk, KeepsBody
 from ._version import __version__
@@ -138,7 +140,9 @@ class AsyncClient:
 
     Args:
         api_key: the key, or an async callable returning it (awaited per request, for
-            rotating credentials). Default: `ANYAPI_API_KEY`.
+            rotating credentials). Default: `ANYAPI_API_KEY`. Not needed for a loopback
+            `base_url` (127.0.0.0/8, `::1`, localhost): without one, requests carry no
+            `Authorization` header.
         base_url: default `ANYAPI_BASE_URL`, else `https://api.anyapi.ai/v1`. It may carry
             a query string (Azure's `?api-version=...`), sent with every request.
         timeout: seconds (60 by default) for each phase, or a `Timeout` with separate
@@ -160,7 +164,7 @@ class AsyncClient:
         retry_policy: which failures are retried and how long to wait; see `RetryPolicy`.
         hooks: `Hooks` called on every attempt (metrics, logging).
         max_concurrency: bound on requests in flight through this client (a stream holds
-            its slot until closed).
+            its slot until closed). Waiting for a slot counts against `Timeout.total`.
         max_response_size: the largest body read, in bytes (64 MiB), before
             `ResponseTooLargeError`.
         max_event_size: the largest stream event, in bytes (16 MiB).
@@ -192,22 +196,26 @@ class AsyncClient:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         idempotency_keys: bool = False,
     ) -> None:
+        self.base_url = _check_base_url(
+            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        )
         if api_key is None:
             api_key = os.environ.get(ENV_API_KEY)
-        if api_key is None or api_key == "":
+        if api_key == "":
+            api_key = None
+        if api_key is None and not _is_loopback(urlsplit(self.base_url).hostname or ""):
             raise ValueError(
                 f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
             )
         self._key_provider: Callable[[], Awaitable[str]] | None = None
-        if callable(api_key):
+        if api_key is None:
+            pass  # a local server (127.0.0.0/8, localhost): requests go without Authorization
+        elif callable(api_key):
             self._key_provider = api_key
         elif isinstance(api_key, str):
             check_header("Authorization", api_key)
         else:
             raise TypeError("api_key must be a str or an async callable returning one")
-        self.base_url = _check_base_url(
-            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-        )
         self._url, query = _split_query(self.base_url)
         if default_query is not None:
             query.update(_check_query(default_query))
@@ -358,6 +366,27 @@ class AsyncClient:
 
     # --- the request path ----------------------------------------------------------------
 
+    def _total_timeout(self, options: Mapping[str, Any] | None) -> float | None:
+        if options and "timeout" in options:
+            return Timeout.coerce(options["timeout"]).total
+        return self.timeout.total
+
+    async def _wait_for_slot(self, semaphore: asyncio.Semaphore, total: float) -> float:
+        """Take a ``max_concurrency`` slot within ``total`` seconds; return the deadline.
+
+        Only for calls with a total limit that find every slot taken: the wait counts
+        against the limit, and the deadline it returns bounds the rest of the call.
+        """
+        deadline = asyncio.get_running_loop().time() + total
+        try:
+            async with timeout_after(total):
+                await semaphore.acquire()
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                "Timed out waiting for a max_concurrency slot (total limit)", limit="total"
+            ) from None
+        return deadline
+
     async def _build_request(
         self,
         method: str,
@@ -366,6 +395,7 @@ class AsyncClient:
         *,
         stream: bool = False,
         options: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> Request:
         if self._closed:
             raise RuntimeError("Cannot send a request: the client has been closed.")
@@ -398,8 +428,7 @@ class AsyncClient:
             idempotency_key = f"anyapi-{uuid.uuid4().hex}"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = check_header("Idempotency-Key", idempotency_key)
-        deadline = None
-        if timeout.total is not None:
+        if deadline is None and timeout.total is not None:
             deadline = asyncio.get_running_loop().time() + timeout.total
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -447,16 +476,25 @@ class AsyncClient:
         """Send a request whose answer is one JSON body, decoded by ``decoder``.
 
         With ``max_concurrency`` the slot is taken before the request is built, so calls
-        queued behind the cap hold no headers or request objects (and ``Timeout.total``
-        starts once the slot is taken).
+        queued behind the cap hold no headers or request objects (``Timeout.total``
+        counts the wait).
         """
         semaphore = self._semaphore
         if semaphore is None:
             request = await self._build_request(method, path, body, options=options)
             return await self._send_json(request, options, decoder)
-        async with semaphore:
-            request = await self._build_request(method, path, body, options=options)
+        deadline = None
+        if semaphore.locked() and (total := self._total_timeout(options)) is not None:
+            deadline = await self._wait_for_slot(semaphore, total)
+        else:
+            await semaphore.acquire()
+        try:
+            request = await self._build_request(
+                method, path, body, options=options, deadline=deadline
+            )
             return await self._send_json(request, options, decoder)
+        finally:
+            semaphore.release()
 
     async def _send_json(
         self, request: Request, options: Mapping[str, Any] | None, decoder: msgspec.json.Decoder[T]
@@ -539,14 +577,20 @@ class AsyncClient:
     ) -> AsyncStream[ChatCompletionChunk]:
         """Send a streaming request; return once its first event has arrived.
 
-        With ``max_concurrency`` the slot is taken first and then held by the stream until
-        it is closed.
+        With ``max_concurrency`` the slot is taken first (within ``Timeout.total``) and then
+        held by the stream until it is closed.
         """
         semaphore = self._semaphore
+        deadline = None
         if semaphore is not None:
-            await semaphore.acquire()
+            if semaphore.locked() and (total := self._total_timeout(options)) is not None:
+                deadline = await self._wait_for_slot(semaphore, total)
+            else:
+                await semaphore.acquire()
         try:
-            request = await self._build_request("POST", path, body, stream=True, options=options)
+            request = await self._build_request(
+                "POST", path, body, stream=True, options=options, deadline=deadline
+            )
             stream = await self._send_stream(request, options)
         except BaseException:
             if semaphore is not None:
@@ -561,18 +605,19 @@ class AsyncClient:
     ) -> AsyncStream[ChatCompletionChunk]:
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
-        timeout = request.timeout
-        first_by = timings.started + timeout.first_event if timeout.first_event else None
+        first_event = request.timeout.first_event
         hooks = self._retrier.hooks
 
         async def handle(response: Response, attempt: AttemptInfo | int) -> AsyncStream[Any]:
             timings.headers = loop.time()
+            # first_event is per attempt: a retried attempt gets the whole limit again.
+            first_by = request.attempt_started + first_event if first_event else None
             stream: AsyncStream[ChatCompletionChunk] = AsyncStream(
                 response,
                 attempt=attempt,
                 timings=timings,
                 max_event_size=self.max_event_size,
-                idle=timeout.idle,
+                idle=request.timeout.idle,
                 first_event_by=first_by,
                 hooks=hooks,
             )

@@ -199,10 +199,20 @@ class Completions:
             request = await client._build_request("POST", CHAT_PATH, body, options=options)
             return await client._send_json(request, options, _completion_decoder)
         # Waiting here rather than in a helper coroutine keeps one frame fewer alive per
-        # call queued behind max_concurrency (10,000 queued calls: megabytes).
-        async with semaphore:
-            request = await client._build_request("POST", CHAT_PATH, body, options=options)
+        # call queued behind max_concurrency (10,000 queued calls: megabytes); only a call
+        # with a total limit waits in one, as the wait counts against that limit.
+        deadline = None
+        if semaphore.locked() and (total := client._total_timeout(options)) is not None:
+            deadline = await client._wait_for_slot(semaphore, total)
+        else:
+            await semaphore.acquire()
+        try:
+            request = await client._build_request(
+                "POST", CHAT_PATH, body, options=options, deadline=deadline
+            )
             return await client._send_json(request, options, _completion_decoder)
+        finally:
+            semaphore.release()
 
     def stream(
         self,

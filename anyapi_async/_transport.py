@@ -7,8 +7,8 @@ import math
 import ssl
 import sys
 import warnings
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -34,7 +34,11 @@ __all__ = [
     "Response",
     "Transport",
     "Watchdog",
+    "timeout_after",
 ]
+
+#: ``async with timeout_after(seconds):`` (asyncio.timeout, or async_timeout before 3.11).
+timeout_after = _timeout_after
 
 DEFAULT_MAX_CONNECTIONS: Final = 100
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 30.0
@@ -312,12 +316,33 @@ def _origin(url: URL) -> tuple[str | None, str | None, int | None]:
     return (url.scheme, url.host, url.port)
 
 
+async def _close_at_loop_shutdown(holder: list[aiohttp.ClientSession]) -> AsyncIterator[None]:
+    """Suspended for the life of a pool, in the pool's loop.
+
+    Runners that shut a loop down properly (`asyncio.run`, `asyncio.Runner`, pytest-asyncio)
+    close every suspended async generator first, so this closes the pool inside its own
+    loop, before the loop closes and its sockets could no longer be closed cleanly.
+    """
+    try:
+        yield
+    finally:
+        if holder:
+            session = holder.pop()
+            if not session.closed:
+                await session.close()
+
+
 class AiohttpTransport:
     """Sends requests through one `aiohttp.ClientSession` with a pooled connector.
 
     The session is created on first use inside the running loop, so a transport (and the
     client holding it) may be built at import time. A caller-owned session is used as is and
     never closed here.
+
+    An owned pool belongs to its loop. When that loop shuts down (`asyncio.run` returning),
+    the pool is closed with it, and the next request from a new loop opens a fresh one: a
+    module-level client works across several ``asyncio.run()`` calls and pytest-asyncio's
+    per-test loops. Two loops running at the same time cannot share it.
     """
 
     def __init__(
@@ -337,6 +362,9 @@ class AiohttpTransport:
         self._verify = verify
         self._trust_env = trust_env
         self._closed = False
+        # The guard that closes the pool when its loop shuts down, and what it closes.
+        self._guard: AsyncIterator[None] | None = None
+        self._guarded: list[aiohttp.ClientSession] = []
 
     @property
     def closed(self) -> bool:
@@ -350,13 +378,22 @@ class AiohttpTransport:
         if self._closed:
             raise RuntimeError("Cannot send a request: the client has been closed.")
         if session is not None:
-            # Its pooled sockets belong to the other loop and cannot be moved or, once that
-            # loop is closed, even closed cleanly: refuse instead of hanging or leaking.
-            raise RuntimeError(
-                "This AsyncClient's connection pool belongs to another event loop (the one "
-                "it was first used in). Create one client per event loop, for example with "
-                "`async with AsyncClient() as client:` inside your async main."
-            )
+            old = self._loop
+            if not session.closed and not (old is not None and old.is_closed()):
+                # Its pooled sockets belong to the other loop, which is still open: they
+                # cannot be moved. Refuse instead of hanging or leaking.
+                raise RuntimeError(
+                    "This AsyncClient's connection pool belongs to another event loop (the "
+                    "one it was first used in), which is still open. Create one client per "
+                    "event loop, for example with `async with AsyncClient() as client:` "
+                    "inside your async main."
+                )
+            # The old loop is gone (its runner closed the pool, see _close_at_loop_shutdown):
+            # drop it and open a fresh pool in this loop.
+            self._stop_guard()
+            if not session.closed:  # a loop closed without shutting down: nothing to do
+                session.detach()
+            self._session = None
         limit, per_host, keepalive = self._limits
         connector = aiohttp.TCPConnector(
             limit=limit,
@@ -365,11 +402,29 @@ class AiohttpTransport:
             ttl_dns_cache=DEFAULT_DNS_CACHE_TTL,
             ssl=self._verify if isinstance(self._verify, ssl.SSLContext) else bool(self._verify),
         )
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector, trust_env=self._trust_env, auto_decompress=True
         )
+        self._session = session
         self._loop = loop
-        return self._session
+        self._guarded = [session]
+        self._guard = guard = _close_at_loop_shutdown(self._guarded)
+        try:
+            # Start it here, in its loop: that registers it for the loop's shutdown.
+            cast(Any, guard.asend(None)).send(None)
+        except StopIteration:
+            pass
+        return session
+
+    def _stop_guard(self) -> None:
+        """End the pool's guard at once, closing nothing and scheduling no task."""
+        self._guarded.clear()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            try:
+                cast(Any, guard.aclose()).send(None)  # nothing left for it to close
+            except (StopIteration, RuntimeError):
+                pass
 
     async def send(self, request: Request) -> Response:
         """Send ``request`` and return once the response headers are in."""
@@ -439,24 +494,40 @@ class AiohttpTransport:
         return {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
 
     async def aclose(self) -> None:
-        """Close the session if we own it; idempotent."""
+        """Close the session if we own it; idempotent.
+
+        From another loop than the pool's: nothing to do if that loop's runner already
+        closed the pool; a `RuntimeError` if the pool is still open (its sockets can only
+        be closed in their own loop).
+        """
         self._closed = True
-        session, self._session = self._session, None
-        if session is None or not self._owns_session or session.closed:
+        session = self._session
+        if session is None or not self._owns_session:
+            self._session = None
             return
         loop = self._loop
-        if loop is not None and loop is not asyncio.get_running_loop():
-            if loop.is_closed():
-                # Nothing can be closed cleanly any more; let aiohttp report what leaked.
-                session.detach()
-                return
+        if session.closed or loop is asyncio.get_running_loop():
+            self._stop_guard()
+            self._session = None
+            await session.close()
+            return
+        if loop is not None and not loop.is_closed():
+            self._closed = False
             raise RuntimeError(
                 "Close the AsyncClient in the event loop it was used in "
-                "(its connection pool belongs to that loop)."
+                "(its connection pool belongs to that loop, which is still open)."
             )
-        await session.close()
+        self._stop_guard()
+        self._session = None
+        session.detach()
+        raise RuntimeError(
+            "The AsyncClient's event loop was closed without shutting down its async "
+            "generators (asyncio.run() does that), so its connections could not be closed "
+            "cleanly; they are left to the garbage collector."
+        )
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
+        self._stop_guard()
         session = self._session
         if self._owns_session and session is not None and not session.closed:
             # Never schedule work here: the loop may be closing or closed already.
