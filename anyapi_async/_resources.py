@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 from urllib.parse import quote
@@ -38,6 +39,7 @@ CLIENT_OPTIONS: Final = frozenset(
 )
 WIRE_PARAMS: Final = frozenset(CompletionCreateParams.__annotations__) - CLIENT_OPTIONS
 MAX_TOP_LOGPROBS: Final = 20
+TOOL_CHOICES: Final = ("none", "auto", "required")
 CHAT_PATH: Final = "/chat/completions"
 
 T = TypeVar("T")
@@ -87,12 +89,70 @@ def check_messages(messages: object) -> list[Any]:
     return out
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Refuse values of the common parameters that no server accepts, before any I/O."""
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = params.get(name)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for name in ("temperature", "top_p"):
+        value = params.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            # NaN and infinities would go out as JSON null: say so instead.
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    logprobs = params.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise TypeError(f"logprobs must be True or False, not {type(logprobs).__name__}")
+    top = params.get("top_logprobs")
+    if top is not None:
+        if not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise ValueError(
+                f"top_logprobs must be an int from 0 to {MAX_TOP_LOGPROBS}, got {top!r}"
+            )
+        if logprobs is not True:
+            raise ValueError("top_logprobs needs logprobs=True")
+    if "tool_choice" in params:
+        _check_tool_choice(params["tool_choice"])
+
+
+def _check_tool_choice(choice: object) -> None:
+    if isinstance(choice, str):
+        if choice in TOOL_CHOICES:
+            return
+    elif isinstance(choice, Mapping) and isinstance(choice.get("type"), str):
+        function = choice.get("function")
+        if choice["type"] != "function" or (
+            isinstance(function, Mapping)
+            and isinstance(function.get("name"), str)
+            and function["name"]
+        ):
+            return
+    raise ValueError(
+        "tool_choice must be 'none', 'auto', 'required' or a named tool "
+        f"({{'type': 'function', 'function': {{'name': ...}}}}), got {choice!r}"
+    )
+
+
 def build_body(
     model: object, messages: object, stream: bool, params: dict[str, Any]
 ) -> tuple[bytes, dict[str, Any] | None]:
     """The JSON body of a chat-completions request and the call's client options."""
-    if not isinstance(model, str) or not model:
-        raise ValueError("model is required: pass model='<model id>'")
+    if not isinstance(model, str):
+        if model is None:
+            raise TypeError("model is required: pass model='<model id>'")
+        raise TypeError(f"model must be a str (a model id), not {type(model).__name__}")
+    if not model:
+        raise ValueError("model must not be empty: pass model='<model id>'")
+    if not isinstance(stream, bool):
+        raise TypeError(f"stream must be True or False, not {type(stream).__name__}")
     payload: dict[str, Any] = {"model": model, "messages": check_messages(messages)}
     options = None
     if params:
@@ -103,16 +163,7 @@ def build_body(
                 "fields in extra_body={...}"
             )
         options = {k: params.pop(k) for k in CLIENT_OPTIONS & params.keys()}
-        top = params.get("top_logprobs")
-        if top is not None and (
-            isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS
-        ):
-            raise ValueError(
-                f"top_logprobs must be an int from 0 to {MAX_TOP_LOGPROBS}, got {top!r}"
-            )
-        n = params.get("n")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_params(params)
         payload.update(params)
         extra_body = options.get("extra_body")
         if extra_body:
@@ -232,6 +283,11 @@ class Completions:
             final = await s.get_final_completion()
         ```
         """
+        if "stream" in params:
+            raise TypeError(
+                "stream() always streams: leave out stream=..., or call "
+                "create(..., stream=True) for a plain AsyncStream"
+            )
         body, options = build_body(model, messages, True, params)  # type: ignore[arg-type]
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:

@@ -223,6 +223,34 @@ async def test_idempotency_key_reused_across_retries(
         ({"model": "m", "messages": MSGS, "top_logprobs": -1}, ValueError, "top_logprobs"),
         ({"model": "m", "messages": MSGS, "n": 0}, ValueError, "n must"),
         ({"model": "m", "messages": MSGS, "max_tokenz": 5}, TypeError, "max_tokenz"),
+        ({"model": 123, "messages": MSGS}, TypeError, "model must be a str.*not int"),
+        ({"model": None, "messages": MSGS}, TypeError, "model is required"),
+        ({"model": "m", "messages": MSGS, "max_tokens": 0}, ValueError, "max_tokens"),
+        ({"model": "m", "messages": MSGS, "max_tokens": True}, ValueError, "max_tokens"),
+        ({"model": "m", "messages": MSGS, "max_tokens": "5"}, ValueError, "max_tokens"),
+        ({"model": "m", "messages": MSGS, "max_tokens": 5.0}, ValueError, "max_tokens"),
+        ({"model": "m", "messages": MSGS, "top_logprobs": 2}, ValueError, "logprobs=True"),
+        (
+            {"model": "m", "messages": MSGS, "logprobs": False, "top_logprobs": 2},
+            ValueError,
+            "logprobs=True",
+        ),
+        (
+            {"model": "m", "messages": MSGS, "logprobs": True, "top_logprobs": 2.5},
+            ValueError,
+            "top_logprobs",
+        ),
+        ({"model": "m", "messages": MSGS, "logprobs": "yes"}, TypeError, "logprobs"),
+        ({"model": "m", "messages": MSGS, "stream": "yes"}, TypeError, "stream must be"),
+        ({"model": "m", "messages": MSGS, "temperature": float("nan")}, ValueError, "finite"),
+        ({"model": "m", "messages": MSGS, "top_p": float("inf")}, ValueError, "top_p"),
+        ({"model": "m", "messages": MSGS, "temperature": "0.5"}, ValueError, "temperature"),
+        ({"model": "m", "messages": MSGS, "tool_choice": "any"}, ValueError, "tool_choice"),
+        (
+            {"model": "m", "messages": MSGS, "tool_choice": {"type": "function"}},
+            ValueError,
+            "tool_choice",
+        ),
         ({"model": "m", "messages": [{"role": "user", "content": object()}]}, TypeError, "encode"),
         (
             {"model": "m", "messages": MSGS, "extra_headers": {"X": "a\r\nb"}},
@@ -304,3 +332,33 @@ async def test_use_after_close(mocked: aioresponses) -> None:
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await client.chat.completions.create(model="m", messages=MSGS)
+
+
+async def test_good_values_of_checked_parameters_are_sent(
+    client: aa.AsyncClient, mocked: aioresponses
+) -> None:
+    """The checks let every valid form through unchanged."""
+    mocked.post(URL_CC, payload=OK)
+    choice = {"type": "function", "function": {"name": "f"}}
+    await client.chat.completions.create(
+        model="m",
+        messages=MSGS,
+        max_tokens=1,
+        temperature=0,
+        top_p=0.5,
+        logprobs=True,
+        top_logprobs=0,
+        tool_choice=choice,
+    )
+    body = json.loads(sent(mocked)[0].kwargs["data"])
+    assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["top_p"] == 0.5
+    assert body["top_logprobs"] == 0 and body["tool_choice"] == choice
+
+
+async def test_stream_helper_refuses_stream_argument(
+    client: aa.AsyncClient, mocked: aioresponses
+) -> None:
+    """stream(..., stream=True) says stream() always streams, before any I/O."""
+    with pytest.raises(TypeError, match=r"stream\(\) always streams"):
+        client.chat.completions.stream(model="m", messages=MSGS, stream=True)  # type: ignore[call-arg]
+    assert mocked.requests == {}
