@@ -7,6 +7,7 @@ import logging
 import os
 import ssl
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -16,6 +17,7 @@ import msgspec
 from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven, Timeout, TimeoutTypes
 from ._decode import JSON_DECODER, decode_lenient
 from ._exceptions import (
+    APIConnectionError,
     APIError,
     APIResponseValidationError,
     APITimeoutError,
@@ -27,7 +29,7 @@ from ._logging import redact_url, setup_logging, with_log_hook
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._retry import DEFAULT_MAX_RETRIES, CallObserver, Retrier, RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE
-from ._streaming import AsyncStream
+from ._streaming import AsyncStream, abort_stream
 from ._transport import (
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -265,6 +267,8 @@ class AsyncClient:
             trust_env=trust_env,
         )
         self._retrier = Retrier(self._transport, with_log_hook(hooks))
+        # Open streams, so that closing the client wakes their readers with an error.
+        self._streams: weakref.WeakSet[AsyncStream[Any]] = weakref.WeakSet()
         self._owner = True
         self._closed = False
         self._chat: Chat | None = None
@@ -346,9 +350,14 @@ class AsyncClient:
         """Close the connection pool (unless the session is the caller's); idempotent."""
         if self._closed:
             return
-        self._closed = True
         if self._owner:
+            # Raises, closing nothing, from another loop while the pool's loop is open.
             await self._transport.aclose()
+            for stream in list(self._streams):
+                abort_stream(
+                    stream, APIConnectionError("The client was closed while the stream was open")
+                )
+        self._closed = True
 
     close = aclose
 
@@ -598,6 +607,7 @@ class AsyncClient:
             raise
         if semaphore is not None:
             stream._on_close = semaphore.release
+        self._streams.add(stream)
         return stream
 
     async def _send_stream(

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._exceptions import (
@@ -100,7 +100,7 @@ class RetryPolicy:
         max_delay: float = MAX_RETRY_DELAY,
         jitter: bool = True,
         max_retry_after: float = MAX_RETRY_AFTER,
-        retry_statuses: Sequence[int] | frozenset[int] = RETRY_STATUSES,
+        retry_statuses: Iterable[int] = RETRY_STATUSES,
         retry_connection_errors: bool = True,
         retry_timeouts: bool = True,
     ) -> None:
@@ -289,9 +289,7 @@ class Retrier:
             except APIError as exc:
                 exc.attempts = attempt
                 delay = None
-                if attempt <= policy.max_retries and policy.should_retry(
-                    exc, before_response=True
-                ):
+                if attempt <= policy.max_retries and policy.should_retry(exc, before_response=True):
                     headers = exc.headers if isinstance(exc, APIStatusError) else None
                     delay = policy.delay(attempt, headers)
                     after = exc.retry_after if isinstance(exc, APIStatusError) else None

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._hooks import AttemptInfo, Hooks
     from ._transport import Response, Watchdog
 
-__all__ = ["AsyncStream", "StreamObserver", "observe", "raise_if_incomplete"]
+__all__ = ["AsyncStream", "StreamObserver", "abort_stream", "observe", "raise_if_incomplete"]
 
 T = TypeVar("T")
 
@@ -400,8 +400,8 @@ class AsyncStream(Generic[T]):
         except _Closed:
             return
         except APIConnectionError as exc:
-            if self._closed:  # closed by the caller, maybe from another task: a quiet end
-                return
+            if self._closed and exc is not self._error:
+                return  # closed by the caller, maybe from another task: a quiet end
             self._error = exc
             raise
         except Exception as exc:
@@ -424,7 +424,7 @@ class AsyncStream(Generic[T]):
         """Release the connection; idempotent, and safe to call from another task."""
         self._release()
 
-    def _release(self) -> None:
+    def _release(self, error: APIConnectionError | None = None) -> None:
         if self._closed:
             return
         self._closed = True
@@ -434,12 +434,13 @@ class AsyncStream(Generic[T]):
         if self._done or response.at_eof():
             response.release()
         else:
-            # A reader in another task wakes with _Closed and ends quietly.
-            response.abort(_Closed())
+            # A reader in another task wakes with _Closed and ends quietly, or with the
+            # error given.
+            if error is not None:
+                self._error = error
+            response.abort(_Closed() if error is None else error)
         if self._on_close is not None:
             self._on_close()
-        if self._observer is not None:
-            self._observer.closed(self)
         if self._observer is not None:
             self._observer.closed(self)
 
@@ -482,6 +483,12 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def abort_stream(stream: AsyncStream[Any], error: APIConnectionError) -> None:
+    """Close ``stream`` so that its reader, now or later, raises ``error`` (unless it
+    had already ended): for the client closing under its streams."""
+    stream._release(error)
 
 
 def raise_if_incomplete(stream: AsyncStream[Any]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import ssl
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import aiohttp
@@ -307,6 +308,11 @@ class BodyIterator:
             data = await self._readany()
         except NETWORK_ERRORS as exc:
             raise translate_error(exc, reading_stream=True) from exc
+        except RuntimeError as exc:
+            # aiohttp's word for a read started after its connection was closed.
+            if "Connection closed" not in str(exc):
+                raise
+            raise APIConnectionError(f"The stream broke: {exc}") from exc
         if not data:
             raise StopAsyncIteration
         return data
@@ -316,7 +322,9 @@ def _origin(url: URL) -> tuple[str | None, str | None, int | None]:
     return (url.scheme, url.host, url.port)
 
 
-async def _close_at_loop_shutdown(holder: list[aiohttp.ClientSession]) -> AsyncIterator[None]:
+async def _close_at_loop_shutdown(
+    holder: list[aiohttp.ClientSession],
+) -> AsyncGenerator[None, None]:
     """Suspended for the life of a pool, in the pool's loop.
 
     Runners that shut a loop down properly (`asyncio.run`, `asyncio.Runner`, pytest-asyncio)
@@ -363,7 +371,7 @@ class AiohttpTransport:
         self._trust_env = trust_env
         self._closed = False
         # The guard that closes the pool when its loop shuts down, and what it closes.
-        self._guard: AsyncIterator[None] | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         self._guarded: list[aiohttp.ClientSession] = []
 
     @property
@@ -409,11 +417,9 @@ class AiohttpTransport:
         self._loop = loop
         self._guarded = [session]
         self._guard = guard = _close_at_loop_shutdown(self._guarded)
-        try:
-            # Start it here, in its loop: that registers it for the loop's shutdown.
+        # Start it here, in its loop: that registers it for the loop's shutdown.
+        with contextlib.suppress(StopIteration):
             cast(Any, guard.asend(None)).send(None)
-        except StopIteration:
-            pass
         return session
 
     def _stop_guard(self) -> None:
@@ -421,10 +427,8 @@ class AiohttpTransport:
         self._guarded.clear()
         guard, self._guard = self._guard, None
         if guard is not None:
-            try:
+            with contextlib.suppress(StopIteration, RuntimeError):
                 cast(Any, guard.aclose()).send(None)  # nothing left for it to close
-            except (StopIteration, RuntimeError):
-                pass
 
     async def send(self, request: Request) -> Response:
         """Send ``request`` and return once the response headers are in."""

@@ -339,7 +339,7 @@ async def test_good_values_of_checked_parameters_are_sent(
 ) -> None:
     """The checks let every valid form through unchanged."""
     mocked.post(URL_CC, payload=OK)
-    choice = {"type": "function", "function": {"name": "f"}}
+    choice: Any = {"type": "function", "function": {"name": "f"}}
     await client.chat.completions.create(
         model="m",
         messages=MSGS,
