@@ -4,8 +4,7 @@
 APIError
 ├── APIConnectionError               transport failed, or a stream was cut short
 │   └── APITimeoutError              a timeout fired (``.limit`` says which)
-├── APIStatusError                   a non-2xx answer, or an error object in a body/stream
-│   │                                (``.retry_after``: the server's wait, in seconds)
+├── APIStatusError                   a non-2xx answer or an error object (.retry_after)
 │   ├── BadRequestError 400          ├── AuthenticationError 401
 │   ├── PaymentRequiredError 402     ├── PermissionDeniedError 403
 │   ├── NotFoundError 404            ├── ConflictError 409

@@ -6,6 +6,7 @@ import builtins
 import re
 
 import pytest
+from multidict import CIMultiDict
 
 import anyapi_async as aa
 from anyapi_async._exceptions import error_from_payload, make_status_error
@@ -116,3 +117,20 @@ def test_docstring_tree_matches_the_classes() -> None:
         cls = getattr(aa, name)
         base = getattr(aa, parent, None) or getattr(builtins, parent)
         assert cls.__bases__ == (base,), f"{name} is drawn under {parent}"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "3600"}, 3600.0),
+        ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_on_status_errors(headers: dict[str, str], expected: float | None) -> None:
+    """Every status error carries the server's wait in seconds, when it said one."""
+    exc = make_status_error(429, None, CIMultiDict(headers))
+    assert isinstance(exc, aa.RateLimitError)
+    assert exc.retry_after == expected
+    assert make_status_error(503, None, CIMultiDict(headers)).retry_after == expected

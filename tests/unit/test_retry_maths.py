@@ -60,13 +60,15 @@ def test_retry_after_is_capped() -> None:
     assert policy.delay(1, CIMultiDict({"retry-after": "120"})) == 5.0
 
 
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "status", [408, 409, 429, 500, 501, 502, 503, 504, 505, 520, 521, 522, 523, 524, 529, 599]
+)
 def test_retryable_statuses(status: int) -> None:
     """The default table retries these statuses."""
     assert RetryPolicy().should_retry(make_status_error(status, None), before_response=False)
 
 
-@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422])
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 410, 413, 422, 451])
 def test_not_retryable_statuses(status: int) -> None:
     """Caller errors are never retried by default."""
     assert not RetryPolicy().should_retry(make_status_error(status, None), before_response=False)
@@ -103,3 +105,13 @@ def test_with_max_retries_copies() -> None:
     copy = policy.with_max_retries(0)
     assert (copy.max_retries, copy.initial_delay, copy.jitter) == (0, 0.1, False)
     assert policy.max_retries == 3
+
+
+def test_retry_statuses_accepts_any_iterable() -> None:
+    """retry_statuses may be a set, list or range; it replaces the whole table."""
+    policy = RetryPolicy(retry_statuses={429})
+    assert policy.retry_statuses == frozenset({429})
+    assert not policy.should_retry(make_status_error(529, None), before_response=True)
+    assert RetryPolicy(retry_statuses=range(500, 600)).should_retry(
+        make_status_error(529, None), before_response=True
+    )
