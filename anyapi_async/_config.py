@@ -23,10 +23,12 @@ class Timeout:
     | Limit | What it bounds |
     | --- | --- |
     | `connect` | opening the TCP (and TLS) connection |
-    | `read` | silence between any two bytes received, headers included |
+    | `read` | silence between two bytes received; and a whole non-streamed body |
     | `first_event` | until the response headers, and for a stream its first event |
-    | `idle` | silence between two stream events (SSE comments and pings are no events) |
-    | `total` | the whole call: every attempt and every backoff wait |
+    | `idle` | silence before and between stream events (comments and pings are no events) |
+    | `total` | the whole call: a slot wait, every attempt and backoff, reading a stream |
+
+    All but `total` apply to each attempt afresh.
 
     ``Timeout(30)`` sets ``connect``, ``read`` and ``idle`` to 30 s and leaves ``total``
     and ``first_event`` off, so a long stream that keeps producing tokens is never cut,
