@@ -526,11 +526,16 @@ class BatchRun:
             retries = self._policy.max_retries
         return max(retries, MAX_RATE_LIMIT_RETRIES) if retries > 0 else 0
 
-    @staticmethod
-    def _retryable_429(exc: RateLimitError) -> bool:
+    def _retryable_429(self, exc: RateLimitError) -> bool:
         verdict = exc.headers.get("x-should-retry")
-        # An exhausted quota is a billing matter, not a rate: waiting does not help.
-        return verdict != "false" and exc.code != "insufficient_quota"
+        # An exhausted quota is a billing matter, not a rate: waiting does not help. Nor is
+        # a server asking for a longer wait than max_retry_after: the result carries it.
+        after = exc.retry_after
+        return (
+            verdict != "false"
+            and exc.code != "insufficient_quota"
+            and (after is None or after <= self._policy.max_retry_after)
+        )
 
     async def _run_one(self, index: int, item: RequestItem) -> BatchResult:
         stats = self.stats

@@ -506,3 +506,15 @@ def test_remote_base_url_still_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("ANYAPI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="No API key"):
         aa.AsyncClient(base_url="https://api.example.com/v1")
+
+
+async def test_batch_item_with_long_retry_after_fails_fast(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """In batch(), a 429 asking for an hour ends that item at once, the wait on its error."""
+    server.queue(ErrorResponse(429, headers={"Retry-After": "3600"}))
+    async with client.chat.completions.batch([{"model": "m", "messages": MSGS}]) as run:
+        results = [r async for r in run]
+    error = results[0].error
+    assert isinstance(error, aa.RateLimitError) and error.retry_after == 3600.0
+    assert len(server.requests) == 1
