@@ -150,7 +150,7 @@ def build_body(
             raise TypeError("model is required: pass model='<model id>'")
         raise TypeError(f"model must be a str (a model id), not {type(model).__name__}")
     if not model:
-        raise ValueError("model must not be empty: pass model='<model id>'")
+        raise ValueError("model is required (it is empty): pass model='<model id>'")
     if not isinstance(stream, bool):
         raise TypeError(f"stream must be True or False, not {type(stream).__name__}")
     payload: dict[str, Any] = {"model": model, "messages": check_messages(messages)}
