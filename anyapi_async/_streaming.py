@@ -424,7 +424,7 @@ class AsyncStream(Generic[T]):
         """Release the connection; idempotent, and safe to call from another task."""
         self._release()
 
-    def _release(self, error: APIConnectionError | None = None) -> None:
+    def _release(self, error: APIConnectionError | None = None, dropped: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
@@ -441,7 +441,7 @@ class AsyncStream(Generic[T]):
             response.abort(_Closed() if error is None else error)
         if self._on_close is not None:
             self._on_close()
-        if self._observer is not None:
+        if self._observer is not None and not dropped:  # a dropped one is heard as such
             self._observer.closed(self)
 
     aclose = close
@@ -464,9 +464,9 @@ class AsyncStream(Generic[T]):
         loop = self._loop
         try:
             if _running_loop() is loop:
-                self._release()
+                self._release(None, True)
             elif not loop.is_closed():
-                loop.call_soon_threadsafe(self._release)
+                loop.call_soon_threadsafe(self._release, None, True)
         except RuntimeError:  # the loop closed meanwhile: nothing can be released cleanly
             pass
         _warn(
