@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, Union
 from ._client import call_observer
 from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._meta import RateLimitInfo
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter, RateLimiter
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -382,7 +382,7 @@ class BatchRun:
         stop_on_error: bool = False,
         rpm: float | None = None,
         tpm: float | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         progress: ProgressCallback | bool | None = None,
         send: Send | None = None,
     ) -> None:
@@ -401,7 +401,7 @@ class BatchRun:
         self._concurrency = concurrency
         self._ordered = ordered
         self._stop_on_error = stop_on_error
-        self.limiter = limiter if limiter is not None else RateLimiter(rpm, tpm)
+        self.limiter: Limiter = limiter if limiter is not None else RateLimiter(rpm, tpm)
         self._policy = client.retry_policy
         # Same pool and hooks; 429 is left to us (see the module docstring).
         self._client = client.with_options(retry_policy=_without_429(client.retry_policy))

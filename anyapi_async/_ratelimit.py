@@ -24,8 +24,12 @@ Adaptation, so a job runs near the highest rate the account allows without a 429
 - ``x-ratelimit-remaining-*`` at or below `LOW_BUDGET_FRACTION` of the limit spreads what
   is left until ``x-ratelimit-reset-*``: the next request waits ``reset / (remaining + 1)``.
 
-Every `RateLimiter.acquire` must be paired with a `RateLimiter.release` once the request
-has its answer.
+The pieces: `RateState` holds the buckets, the factor and the pause, with no waiting and
+no I/O (time is passed in); `InFlightWindow` is the AIMD window; `RateLimiter` puts both
+behind the `Limiter` interface the batch runner uses, for one process. The Ray integration
+(``anyapi_async.ray``) keeps one `RateState` in a budget actor for a whole cluster and
+satisfies the same interface. Every `Limiter.acquire` must be paired with a
+`Limiter.release` once the request has its answer.
 
 The limiter keeps its own notion of time, ``max(clock(), start + waited)``, so a sleep that
 returns early (a test's instant sleep, a fake clock) still counts as the time it was asked
@@ -38,7 +42,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from . import _waits
 
@@ -50,8 +54,13 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_BURST_SECONDS",
     "DEFAULT_COMPLETION_TOKENS",
+    "InFlightWindow",
+    "Limiter",
     "RateLimiter",
+    "RateState",
+    "check_budgets",
     "estimate_tokens",
+    "low_budget_hold",
 ]
 
 #: Seconds of budget a bucket may spend at once (OpenAI enforces per-minute limits over
@@ -162,6 +171,215 @@ class _Bucket:
         return (need - self.level) / (self.rate * factor)
 
 
+def check_budgets(rpm: float | None, tpm: float | None, burst: float) -> None:
+    """Refuse budgets that are not positive numbers (``None`` means no budget)."""
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
+    if isinstance(burst, bool) or not burst > 0:
+        raise ValueError(f"burst must be > 0 seconds, got {burst!r}")
+
+
+def low_budget_hold(info: RateLimitInfo, typical_cost: float = 0.0) -> float:
+    """Seconds to hold the next request when ``x-ratelimit-*`` say the budget is nearly spent.
+
+    At or below `LOW_BUDGET_FRACTION` of the limit, what is left is spread until the reset:
+    ``reset / (remaining + 1)`` for requests; for tokens the same in units of a typical
+    request's cost. 0 when the headers say nothing is short.
+    """
+    hold = 0.0
+    remaining, reset = info.remaining_requests, info.reset_requests
+    if remaining is not None and reset is not None:
+        low = max(1.0, LOW_BUDGET_FRACTION * (info.limit_requests or 0))
+        if remaining <= low:
+            hold = reset / (remaining + 1)
+    remaining, reset = info.remaining_tokens, info.reset_tokens
+    if remaining is not None and reset is not None:
+        unit = max(1.0, typical_cost)
+        low = max(unit, LOW_BUDGET_FRACTION * (info.limit_tokens or 0))
+        if remaining <= low:
+            hold = max(hold, reset * unit / (remaining + unit))
+    return hold
+
+
+class RateState:
+    """The budgets and how they adapt, with no waiting and no I/O: time is passed in.
+
+    What a local `RateLimiter` holds for one process, and what the cluster's budget actor
+    (`anyapi_async.ray.RateBudget`) holds for every worker: two token buckets, the
+    ``factor`` a 429 halves and time restores, and the pause before the next request.
+    """
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        burst: float = DEFAULT_BURST_SECONDS,
+        adaptive: bool = True,
+        now: float = 0.0,
+    ) -> None:
+        check_budgets(rpm, tpm, burst)
+        self.rpm = rpm
+        self.tpm = tpm
+        self.burst = float(burst)
+        self.adaptive = adaptive
+        self.requests = _Bucket(rpm, burst, now) if rpm else None
+        self.tokens = _Bucket(tpm, burst, now) if tpm else None
+        self.paused_until = now
+        # factor(now) = min(1, low + max(0, now - since) / RECOVERY_SECONDS)
+        self._factor_low = 1.0
+        self._factor_since = now
+        #: 429s reported.
+        self.rate_limited = 0
+
+    def configure(self, rpm: float | None, tpm: float | None, now: float) -> None:
+        """Change the budgets in place (a bucket keeps its level, capped to the new size)."""
+        check_budgets(rpm, tpm, self.burst)
+        for name, value in (("requests", rpm), ("tokens", tpm)):
+            bucket: _Bucket | None = getattr(self, name)
+            if not value:
+                setattr(self, name, None)
+            elif bucket is None:
+                setattr(self, name, _Bucket(value, self.burst, now))
+            else:
+                bucket.refill(now, self.factor(now))
+                bucket.rate = value / 60.0
+                bucket.capacity = max(1.0, bucket.rate * self.burst)
+                bucket.level = min(bucket.level, bucket.capacity)
+        self.rpm, self.tpm = rpm, tpm
+
+    def factor(self, now: float) -> float:
+        """How much of the configured rate is in force at ``now``; < 1 after a 429."""
+        if self._factor_low >= 1.0:
+            return 1.0
+        climbed = max(0.0, now - self._factor_since) / RECOVERY_SECONDS
+        return min(1.0, self._factor_low + climbed)
+
+    def wait_time(self, now: float, cost: float) -> float:
+        """Seconds until one request of ``cost`` tokens may start (<= 0: now)."""
+        wait = self.paused_until - now
+        factor = self.factor(now)
+        for bucket, amount in ((self.requests, 1.0), (self.tokens, cost)):
+            if bucket is not None:
+                bucket.refill(now, factor)
+                wait = max(wait, bucket.wait(amount, factor))
+        return wait
+
+    def take(self, cost: float) -> None:
+        """Spend one request of ``cost`` tokens (after `wait_time` said it fits)."""
+        if self.requests is not None:
+            self.requests.level -= 1.0
+        if self.tokens is not None:
+            self.tokens.level -= cost
+
+    def refund(self, tokens: float) -> None:
+        """Give back ``tokens`` (negative: charge more), as usage corrects an estimate."""
+        bucket = self.tokens
+        if bucket is not None:
+            bucket.level = min(bucket.capacity, bucket.level + tokens)
+
+    def pause(self, now: float, hold: float) -> None:
+        """Start no request for ``hold`` seconds from ``now`` (if that is later than now)."""
+        if self.adaptive and hold > 0:
+            self.paused_until = max(self.paused_until, now + hold)
+
+    def on_rate_limited(self, now: float, delay: float) -> bool:
+        """A 429: pause ``delay`` seconds, halve the factor; True unless the same burst."""
+        self.rate_limited += 1
+        if not self.adaptive:
+            return False
+        if now < self.paused_until and self._factor_since >= now:
+            # Same burst: requests sent before the pause are still coming back refused.
+            self.paused_until = max(self.paused_until, now + delay)
+            return False
+        self._factor_low = max(MIN_RATE_FACTOR, self.factor(now) / 2)
+        self.paused_until = max(self.paused_until, now + delay)
+        self._factor_since = self.paused_until
+        return True
+
+
+class InFlightWindow:
+    """Requests allowed in flight (AIMD): infinite until a 429, then halved and regrown.
+
+    A 429 halves the window from what was in flight; each success widens it by
+    ``1 / window``, about one per window of successes, as TCP congestion control does.
+    """
+
+    def __init__(self) -> None:
+        self.size = math.inf
+        self.held = 0
+        self._slot_freed: asyncio.Future[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.size
+
+    async def wait_for_slot(self) -> None:
+        """Wait until a request in flight finishes (call while `full`)."""
+        self._slot_freed = asyncio.get_running_loop().create_future()
+        try:
+            await self._slot_freed
+        finally:
+            self._slot_freed = None
+
+    def release(self, *, ok: bool) -> None:
+        self.held -= 1
+        if ok and self.size != math.inf:
+            self.size += 1.0 / self.size
+        waiter = self._slot_freed
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def cut(self) -> None:
+        # The request that met the 429 still counts as held: it is retried after the pause.
+        self.size = max(1.0, min(self.size, self.held) / 2)
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What the batch runner needs from a rate budget, local (`RateLimiter`) or shared.
+
+    Every `acquire` is paired with a `release` once the request has its answer; the
+    runner reports what it learns with `observe`, `on_rate_limited` and `record_usage`.
+    ``anyapi_async.ray`` implements it on top of a budget actor shared by a Ray cluster.
+    """
+
+    @property
+    def limits_tokens(self) -> bool:
+        """Whether requests need a token estimate (a ``tpm`` budget is set)."""
+        ...
+
+    @property
+    def rate_limited(self) -> int:
+        """429s this limiter has been told about."""
+        ...
+
+    def estimate(self, params: Mapping[str, Any]) -> int:
+        """The tokens a request with these parameters is expected to use."""
+        ...
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until a request of ``tokens`` estimated tokens fits the budget, and take it."""
+        ...
+
+    def release(self, *, ok: bool = True) -> None:
+        """A request acquired earlier has its answer (``ok``: not a 429)."""
+        ...
+
+    def record_usage(self, estimated: int, usage: CompletionUsage | None) -> None:
+        """Correct the token budget by what a finished request really used."""
+        ...
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Learn from a response's ``x-ratelimit-*`` headers."""
+        ...
+
+    def on_rate_limited(self, delay: float) -> None:
+        """A 429 came back: pause for ``delay`` seconds and slow down."""
+        ...
+
+
 class RateLimiter:
     """Requests-per-minute and tokens-per-minute budgets shared by every request through it.
 
@@ -174,7 +392,8 @@ class RateLimiter:
         ...
     ```
 
-    With neither budget it still reacts to 429s and to ``x-ratelimit-*`` headers.
+    With neither budget it still reacts to 429s and to ``x-ratelimit-*`` headers. It is the
+    local `Limiter`; ``anyapi_async.ray`` offers one shared by a whole Ray cluster.
 
     Args:
         rpm: requests per minute, or ``None``.
@@ -197,40 +416,22 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = _waits.sleep,
     ) -> None:
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and (isinstance(value, bool) or not value > 0):
-                raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
-        if not burst > 0:
-            raise ValueError(f"burst must be > 0 seconds, got {burst!r}")
-        self.rpm = rpm
-        self.tpm = tpm
-        self.burst = float(burst)
-        self.adaptive = adaptive
+        check_budgets(rpm, tpm, burst)
         self._clock = clock
         self._sleep = sleep
         self._virtual = clock()
-        now = self._virtual
-        self._requests = _Bucket(rpm, burst, now) if rpm else None
-        self._tokens = _Bucket(tpm, burst, now) if tpm else None
-        self._paused_until = now
-        # factor(now) = min(ceiling, low + max(0, now - since) / RECOVERY_SECONDS)
-        self._factor_low = 1.0
-        self._factor_since = now
+        self._state = RateState(rpm, tpm, burst=burst, adaptive=adaptive, now=self._virtual)
         self._lock = asyncio.Lock()
-        #: Requests allowed in flight (AIMD); infinite until the first 429.
-        self._window = math.inf
-        self._held = 0
-        self._slot_freed: asyncio.Future[None] | None = None
+        self._window = InFlightWindow()
         self._completion_tokens = float(DEFAULT_COMPLETION_TOKENS)
         self._typical_cost = 0.0
-        #: Counters for reports: 429s seen, and seconds spent waiting.
-        self.rate_limited = 0
+        #: Seconds spent waiting (for reports).
         self.waited = 0.0
 
     def __repr__(self) -> str:
         return (
             f"RateLimiter(rpm={self.rpm!r}, tpm={self.tpm!r}, factor={self.factor:.3g}, "
-            f"window={self._window:.3g}, rate_limited={self.rate_limited})"
+            f"window={self.window:.3g}, rate_limited={self.rate_limited})"
         )
 
     # --- time and rates --------------------------------------------------------------------
@@ -242,62 +443,67 @@ class RateLimiter:
         self._virtual = now
         return now
 
-    def _factor(self, now: float) -> float:
-        if self._factor_low >= 1.0:
-            return 1.0
-        climbed = max(0.0, now - self._factor_since) / RECOVERY_SECONDS
-        return min(1.0, self._factor_low + climbed)
+    @property
+    def rpm(self) -> float | None:
+        return self._state.rpm
+
+    @property
+    def tpm(self) -> float | None:
+        return self._state.tpm
+
+    @property
+    def burst(self) -> float:
+        return self._state.burst
+
+    @property
+    def adaptive(self) -> bool:
+        return self._state.adaptive
+
+    @property
+    def rate_limited(self) -> int:
+        """429s seen."""
+        return self._state.rate_limited
 
     @property
     def factor(self) -> float:
         """How much of the configured (or learned) rate is used now; < 1 after a 429."""
-        return self._factor(self._now())
+        return self._state.factor(self._now())
 
     @property
     def requests_per_minute(self) -> float | None:
         """The requests rate in force now (``rpm`` times `factor`), if ``rpm`` is set."""
-        if self._requests is None:
+        bucket = self._state.requests
+        if bucket is None:
             return None
-        return self._requests.rate * 60.0 * self._factor(self._now())
+        return bucket.rate * 60.0 * self._state.factor(self._now())
 
     @property
     def window(self) -> float:
         """Requests allowed in flight now (``inf`` until a 429 has been met)."""
-        return self._window
+        return self._window.size
 
     @property
     def in_flight(self) -> int:
         """Requests acquired and not yet released."""
-        return self._held
+        return self._window.held
 
     @property
     def paused_until(self) -> float:
         """Clock time before which no request starts (after a 429 or an empty budget)."""
-        return self._paused_until
+        return self._state.paused_until
 
-    def _wait_time(self, now: float, cost: float) -> float:
-        wait = self._paused_until - now
-        factor = self._factor(now)
-        for bucket, amount in ((self._requests, 1.0), (self._tokens, cost)):
-            if bucket is not None:
-                bucket.refill(now, factor)
-                wait = max(wait, bucket.wait(amount, factor))
-        return wait
-
-    def _take(self, now: float, cost: float) -> None:
-        if self._requests is not None:
-            self._requests.level -= 1.0
-        if self._tokens is not None:
-            self._tokens.level -= cost
+    def _take(self, cost: float) -> None:
+        self._state.take(cost)
+        if self._state.tokens is not None:
             self._typical_cost += LEARNING_WEIGHT * (cost - self._typical_cost)
-        self._held += 1
+        self._window.held += 1
 
-    # --- the API the batch runner uses ------------------------------------------------------
+    # --- the Limiter interface -------------------------------------------------------------
 
     @property
     def limits_tokens(self) -> bool:
         """Whether requests need a token estimate (a ``tpm`` budget is set)."""
-        return self._tokens is not None
+        return self._state.tokens is not None
 
     def estimate(self, params: Mapping[str, Any]) -> int:
         """`estimate_tokens` with the completion size learned from recent responses."""
@@ -308,25 +514,24 @@ class RateLimiter:
 
         Pair it with `release` once the request has its answer (success or error).
         """
-        if not self._lock.locked() and self._held < self._window:
-            now = self._now()
-            if self._wait_time(now, tokens) <= 0:
-                self._take(now, tokens)
-                return
+        window, state = self._window, self._state
+        if (
+            not self._lock.locked()
+            and not window.full
+            and state.wait_time(self._now(), tokens) <= 0
+        ):
+            self._take(tokens)
+            return
         # FIFO: asyncio.Lock wakes waiters in arrival order, so nobody starves.
         async with self._lock:
             while True:
-                if self._held >= self._window:
-                    self._slot_freed = asyncio.get_running_loop().create_future()
-                    try:
-                        await self._slot_freed
-                    finally:
-                        self._slot_freed = None
+                if window.full:
+                    await window.wait_for_slot()
                     continue
                 now = self._now()
-                wait = self._wait_time(now, tokens)
+                wait = state.wait_time(now, tokens)
                 if wait <= 0:
-                    self._take(now, tokens)
+                    self._take(tokens)
                     return
                 await self._sleep(wait)
                 self.waited += wait
@@ -334,55 +539,24 @@ class RateLimiter:
 
     def release(self, *, ok: bool = True) -> None:
         """A request acquired earlier has its answer; ``ok`` widens the window after a 429."""
-        self._held -= 1
-        if ok and self._window != math.inf:
-            self._window += 1.0 / self._window
-        waiter = self._slot_freed
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._window.release(ok=ok)
 
     def record_usage(self, estimated: int, usage: CompletionUsage | None) -> None:
         """Correct the tokens bucket by what a finished request really used."""
-        if usage is None or self._tokens is None:
+        if usage is None or self._state.tokens is None:
             return
         actual = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-        bucket = self._tokens
-        bucket.level = min(bucket.capacity, bucket.level + estimated - actual)
+        self._state.refund(estimated - actual)
         self._completion_tokens += LEARNING_WEIGHT * (
             usage.completion_tokens - self._completion_tokens
         )
 
     def observe(self, info: RateLimitInfo) -> None:
         """Spread the rest of the server's budget when its headers say it is nearly spent."""
-        if not self.adaptive:
-            return
-        hold = 0.0
-        remaining, reset = info.remaining_requests, info.reset_requests
-        if remaining is not None and reset is not None:
-            low = max(1.0, LOW_BUDGET_FRACTION * (info.limit_requests or 0))
-            if remaining <= low:
-                hold = reset / (remaining + 1)
-        remaining, reset = info.remaining_tokens, info.reset_tokens
-        if remaining is not None and reset is not None:
-            unit = max(1.0, self._typical_cost)
-            low = max(unit, LOW_BUDGET_FRACTION * (info.limit_tokens or 0))
-            if remaining <= low:
-                hold = max(hold, reset * unit / (remaining + unit))
-        if hold > 0:
-            self._paused_until = max(self._paused_until, self._now() + hold)
+        if self._state.adaptive:
+            self._state.pause(self._now(), low_budget_hold(info, self._typical_cost))
 
     def on_rate_limited(self, delay: float) -> None:
         """A 429 came back: pause everyone for ``delay`` seconds and slow down."""
-        self.rate_limited += 1
-        if not self.adaptive:
-            return
-        now = self._now()
-        if now < self._paused_until and self._factor_since >= now:
-            # Same burst: requests sent before the pause are still coming back refused.
-            self._paused_until = max(self._paused_until, now + delay)
-            return
-        self._factor_low = max(MIN_RATE_FACTOR, self._factor(now) / 2)
-        # The one that met the 429 still counts as held: it is retried after the pause.
-        self._window = max(1.0, min(self._window, self._held) / 2)
-        self._paused_until = max(self._paused_until, now + delay)
-        self._factor_since = self._paused_until
+        if self._state.on_rate_limited(self._now(), delay):
+            self._window.cut()

@@ -14,8 +14,11 @@ from anyapi_async._ratelimit import (
     MEDIA_PART_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     RECOVERY_SECONDS,
+    Limiter,
     RateLimiter,
+    RateState,
     estimate_tokens,
+    low_budget_hold,
 )
 
 from .conftest import FakeClock
@@ -247,3 +250,46 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     """Budgets and burst must be positive numbers."""
     with pytest.raises(ValueError, match="must be"):
         RateLimiter(**kwargs)
+
+
+def test_rate_state_is_the_limiter_without_waiting() -> None:
+    """RateState (what the cluster budget holds) paces, pauses and halves on time passed in."""
+    state = RateState(rpm=600, now=0.0)  # 10/s, a bucket of 10
+    for _ in range(10):
+        assert state.wait_time(0.0, 0) <= 0
+        state.take(0)
+    assert state.wait_time(0.0, 0) == pytest.approx(0.1)
+    assert state.on_rate_limited(1.0, 2.0) is True  # a new burst: factor halved
+    assert state.on_rate_limited(1.5, 2.0) is False  # the same burst
+    assert state.factor(3.0) == 0.5 and state.rate_limited == 2
+    assert state.wait_time(3.0, 0) == pytest.approx(0.5)  # paused until 3.5
+
+
+def test_rate_state_configure_keeps_the_level() -> None:
+    """A budget changed in place keeps what was spent, capped to the new bucket."""
+    state = RateState(rpm=600, now=0.0)
+    for _ in range(10):
+        state.take(0)
+    state.configure(60, 6000, now=0.0)  # 1/s: the empty bucket stays empty
+    assert state.wait_time(0.0, 0) == pytest.approx(1.0)
+    assert state.tokens is not None and state.tpm == 6000
+    state.configure(None, None, now=0.0)
+    assert state.wait_time(0.0, 10**9) <= 0
+
+
+def test_low_budget_hold_matches_the_limiter() -> None:
+    """The pure hold is what observe() pauses for."""
+    info = RateLimitInfo(
+        {
+            "x-ratelimit-limit-requests": "1000",
+            "x-ratelimit-remaining-requests": "9",
+            "x-ratelimit-reset-requests": "1s",
+        }
+    )
+    assert low_budget_hold(info) == pytest.approx(0.1)
+    assert low_budget_hold(RateLimitInfo({})) == 0.0
+
+
+def test_rate_limiter_is_a_limiter() -> None:
+    """The local limiter satisfies the interface the batch runner takes."""
+    assert isinstance(RateLimiter(), Limiter)
