@@ -1,0 +1,564 @@
+"""Ray Data integration: chat completions as a ``map_batches`` stage, one rate budget per cluster.
+
+Needs the ``ray`` extra (``pip install 'anyapi-async[ray]'``); ``import anyapi_async`` never
+imports this module or Ray. See docs/scale-out.md::
+
+    import ray
+    from anyapi_async.ray import ChatCompletions
+
+    ds = ray.data.read_parquet("s3://bucket/prompts/")        # columns: custom_id, body
+    ds = ds.map_batches(
+        ChatCompletions,
+        batch_size=64,
+        fn_constructor_kwargs=dict(base_url=URL, api_key=KEY, concurrency=32, rpm=3000),
+        compute=ray.data.ActorPoolStrategy(size=4),
+        num_cpus=0.25,
+    )
+    ds.write_parquet("s3://bucket/answers/")
+
+Rows in carry ``custom_id`` and ``body`` (a request body as a dict or as JSON text, the
+shapes the JSONL runner takes). Rows out keep every input column and add ``response`` (the
+completion's JSON text as the server sent it, null on failure), ``error`` (JSON text, null
+on success), ``status_code`` (null when the server never answered), ``request_id`` and
+``attempts``. A row that fails is an error row; only faults of the stage itself (a bug, the
+budget actor lost) raise.
+
+With ``rpm``/``tpm`` every actor draws from one `RateBudget` actor, named after the
+endpoint and key, so all workers of a cluster share one budget, leased in small blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import ray
+
+from ._batch import DEFAULT_CONCURRENCY, BatchRun
+from ._client import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, AsyncClient
+from ._decode import JSON_DECODER
+from ._jobs import check_body, result_line, send_body
+from ._ratelimit import (
+    DEFAULT_BURST_SECONDS,
+    DEFAULT_COMPLETION_TOKENS,
+    LEARNING_WEIGHT,
+    InFlightWindow,
+    RateState,
+    check_budgets,
+    estimate_tokens,
+    low_budget_hold,
+)
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from ._meta import RateLimitInfo
+    from ._types import CompletionUsage
+
+__all__ = [
+    "BUDGET_NAMESPACE",
+    "OUTPUT_COLUMNS",
+    "ChatCompletions",
+    "RateBudget",
+    "budget_name",
+]
+
+#: Ray namespace of the budget actors (named actors are found by namespace and name).
+BUDGET_NAMESPACE: Final = "anyapi_async"
+#: Seconds of the shared rate one lease hands a worker at most (with `MAX_LEASE` requests).
+LEASE_SECONDS: Final = 0.1
+MAX_LEASE: Final = 64
+#: Seconds an unspent lease stays valid: a worker must not sit on budget others could use.
+LEASE_TTL: Final = 1.0
+#: A worker tells the budget about a low ``x-ratelimit-remaining-*`` once per this many
+#: seconds of pause at most, not on every response.
+PAUSE_REPORT_SLACK: Final = 0.05
+#: Seconds an exiting actor waits for its connections to close.
+CLOSE_TIMEOUT: Final = 5.0
+#: Columns a `ChatCompletions` stage adds.
+OUTPUT_COLUMNS: Final = ("response", "error", "status_code", "request_id", "attempts")
+#: ``error.type`` of rows refused before any request (the JSONL runner's type too).
+INVALID_TYPE: Final = "invalid_request"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def budget_name(base_url: str, api_key: str) -> str:
+    """The default budget actor's name: one per endpoint and key (a digest, never the key)."""
+    digest = hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:16]
+    return f"anyapi-budget-{digest}"
+
+
+# --- the cluster's budget -------------------------------------------------------------------
+
+
+class RateBudget:
+    """One requests/tokens-per-minute budget for every worker of a Ray cluster.
+
+    A Ray actor (``num_cpus=0``) holding the `RateState` a local `RateLimiter` holds: two
+    token buckets, the factor a 429 halves and time restores, and the pause that 429s and
+    nearly spent ``x-ratelimit-remaining-*`` headers impose. Workers lease requests in
+    small blocks (about `LEASE_SECONDS` of the rate) instead of asking once per request,
+    and report 429s, low headers and token usage, which then slow every worker.
+
+    `get_or_create` finds the named actor or starts it (get-if-exists, detached, so losing
+    the worker that happened to create it loses nothing); `ChatCompletions` does this
+    itself when given ``rpm``/``tpm``. A detached actor outlives the job: `remove` ends it.
+    """
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        burst: float = DEFAULT_BURST_SECONDS,
+        adaptive: bool = True,
+    ) -> None:
+        self._state = RateState(rpm, tpm, burst=burst, adaptive=adaptive, now=time.monotonic())
+        self._lock = asyncio.Lock()
+        self._granted = 0
+
+    @classmethod
+    def get_or_create(
+        cls,
+        name: str,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        burst: float = DEFAULT_BURST_SECONDS,
+    ) -> ActorHandle:
+        """The budget actor called ``name``, started with these budgets if it is not running.
+
+        A running one is reconfigured to ``rpm``/``tpm`` (keeping what was spent), so every
+        caller agrees on the budget.
+        """
+        check_budgets(rpm, tpm, burst)
+        actor_class = ray.remote(cls)
+        handle: ActorHandle = actor_class.options(  # type: ignore[attr-defined]
+            name=name,
+            namespace=BUDGET_NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=-1,
+        ).remote(rpm, tpm, burst=burst)
+        ray.get(handle.configure.remote(rpm, tpm))
+        return handle
+
+    @staticmethod
+    def remove(name: str) -> bool:
+        """End the budget actor called ``name``; False if there was none."""
+        try:
+            handle = ray.get_actor(name, namespace=BUDGET_NAMESPACE)
+        except ValueError:
+            return False
+        ray.kill(handle)
+        return True
+
+    # --- actor methods (called with .remote) ------------------------------------------------
+
+    async def configure(self, rpm: float | None, tpm: float | None) -> None:
+        """Set the budgets (a worker started with other values wins: the newest config)."""
+        self._state.configure(rpm, tpm, time.monotonic())
+
+    async def lease(self, requests: int, cost: float, adjust: float) -> int:
+        """Wait until one request of ``cost`` tokens fits; grant up to ``requests`` of them.
+
+        ``adjust`` settles the worker's earlier leases: tokens its requests used beyond
+        the ``cost`` they were leased at (negative: fewer). Requests are served in arrival
+        order.
+        """
+        state = self._state
+        if adjust:
+            state.refund(-adjust)
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                wait = state.wait_time(now, cost)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            granted = 0
+            while granted < requests and state.wait_time(now, cost) <= 0:
+                state.take(cost)
+                granted += 1
+            self._granted += granted
+            return granted
+
+    async def pause(self, hold: float) -> None:
+        """Start no request for ``hold`` seconds (a worker saw the budget nearly spent)."""
+        self._state.pause(time.monotonic(), hold)
+
+    async def rate_limited(self, delay: float) -> None:
+        """A worker met a 429: pause ``delay`` seconds and halve the rate for everyone."""
+        self._state.on_rate_limited(time.monotonic(), delay)
+
+    async def stats(self) -> dict[str, float | int | None]:
+        """Counters: requests granted, 429s reported, the factor and rates in force."""
+        state, now = self._state, time.monotonic()
+        return {
+            "granted": self._granted,
+            "rate_limited": state.rate_limited,
+            "factor": state.factor(now),
+            "rpm": state.rpm,
+            "tpm": state.tpm,
+            "paused_for": max(0.0, state.paused_until - now),
+        }
+
+
+class _SharedLimiter:
+    """The `Limiter` a worker uses with a `RateBudget`: leases in blocks, reports back.
+
+    The in-flight window (AIMD after a 429) stays per worker; the rate is the cluster's.
+    """
+
+    def __init__(self, budget: ActorHandle, rpm: float | None, tpm: float | None) -> None:
+        self._budget = budget
+        self._tpm = tpm
+        self._block = max(1, min(MAX_LEASE, math.floor((rpm or math.inf) / 60 * LEASE_SECONDS)))
+        self._lock = asyncio.Lock()
+        self._window = InFlightWindow()
+        self._slots = 0
+        self._slot_cost = 0.0
+        self._expires = 0.0
+        #: Tokens used beyond what was leased (negative: fewer), settled on the next lease.
+        self._adjust = 0.0
+        self._paused_until = 0.0
+        self._completion_tokens = float(DEFAULT_COMPLETION_TOKENS)
+        self._typical_cost = 0.0
+        self._rate_limited = 0
+        self._reports: set[asyncio.Future[Any]] = set()
+
+    @property
+    def limits_tokens(self) -> bool:
+        return self._tpm is not None
+
+    @property
+    def rate_limited(self) -> int:
+        return self._rate_limited
+
+    def estimate(self, params: Mapping[str, Any]) -> int:
+        return estimate_tokens(params, completion_tokens=round(self._completion_tokens))
+
+    async def acquire(self, tokens: int = 0) -> None:
+        async with self._lock:  # FIFO, as the local limiter
+            while self._window.full:
+                await self._window.wait_for_slot()
+            loop = asyncio.get_running_loop()
+            if self._slots <= 0 or loop.time() >= self._expires:
+                self._slots = 0
+                cost = max(float(tokens), self._typical_cost) if self._tpm else 0.0
+                adjust, self._adjust = self._adjust, 0.0
+                self._slots = await self._budget.lease.remote(self._block, cost, adjust)
+                self._slot_cost = cost
+                self._expires = loop.time() + LEASE_TTL
+            self._slots -= 1
+            self._adjust += tokens - self._slot_cost if self._tpm else 0.0
+            if self._tpm:
+                self._typical_cost += LEARNING_WEIGHT * (tokens - self._typical_cost)
+            self._window.held += 1
+
+    def release(self, *, ok: bool = True) -> None:
+        self._window.release(ok=ok)
+
+    def record_usage(self, estimated: int, usage: CompletionUsage | None) -> None:
+        if usage is None or not self._tpm:
+            return
+        actual = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        self._adjust += actual - estimated
+        self._completion_tokens += LEARNING_WEIGHT * (
+            usage.completion_tokens - self._completion_tokens
+        )
+
+    def _report(self, call: Any) -> None:
+        # Fire and forget, but keep the reference until it is done (and its error seen).
+        future: asyncio.Future[Any] = asyncio.ensure_future(call)
+        self._reports.add(future)
+        future.add_done_callback(self._reports.discard)
+
+    def observe(self, info: RateLimitInfo) -> None:
+        hold = low_budget_hold(info, self._typical_cost)
+        if hold <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        self._slots = 0  # what is left of the lease was granted before the server said so
+        if now + hold > self._paused_until + PAUSE_REPORT_SLACK:
+            self._paused_until = now + hold
+            self._report(self._budget.pause.remote(hold))
+
+    def on_rate_limited(self, delay: float) -> None:
+        self._rate_limited += 1
+        self._slots = 0
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:  # a new burst here: cut this worker's window once
+            self._window.cut()
+        self._paused_until = max(self._paused_until, now + delay)
+        self._report(self._budget.rate_limited.remote(delay))
+
+    async def aclose(self) -> None:
+        if self._reports:
+            await asyncio.wait(list(self._reports))
+
+
+# --- the map_batches stage --------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A body value as plain JSON types: Arrow and numpy give arrays, numpy scalars, and
+    nulls for the keys other rows' bodies had (a struct column has every row's keys)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (str, bytes, int, float, bool)) or value is None:
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if tolist is not None:
+        return _plain(tolist())
+    if isinstance(value, Sequence):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _body(value: Any) -> dict[str, Any]:
+    if isinstance(value, (str, bytes)):
+        try:
+            body = JSON_DECODER.decode(value)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"'body' is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise ValueError("'body' is not a JSON object")
+        return body
+    if isinstance(value, Mapping):
+        plain: dict[str, Any] = _plain(value)
+        return plain
+    raise ValueError(f"'body' must be a dict or JSON text, not {type(value).__name__}")
+
+
+def _column(batch: Any, name: str) -> list[Any]:
+    try:
+        column = batch[name]
+    except KeyError:
+        raise KeyError(f"the batch has no {name!r} column (rows need custom_id and body)") from None
+    to_pylist = getattr(column, "to_pylist", None)  # pyarrow
+    if to_pylist is not None:
+        values: list[Any] = to_pylist()
+        return values
+    return list(column)
+
+
+def _text(obj: Any) -> str:
+    return _encode(obj).decode()
+
+
+class ChatCompletions:
+    """A ``Dataset.map_batches`` stage sending each row's request body to chat completions.
+
+    Use it as a callable class with an actor pool; each actor holds one `AsyncClient`,
+    made on first use on the actor's event loop, and sends a batch's requests at once, at
+    most ``concurrency`` in flight per actor::
+
+        ds.map_batches(
+            ChatCompletions,
+            batch_size=64,
+            fn_constructor_kwargs=dict(base_url=URL, api_key=KEY, concurrency=32, rpm=3000),
+            compute=ray.data.ActorPoolStrategy(size=4),
+            num_cpus=0.25,
+        )
+
+    The actors mostly wait on the network: ``num_cpus=0.25`` lets four share a core (one
+    actor drives well over a thousand requests a second on one core). Batches may be a
+    dict of columns (numpy or lists), a ``pyarrow.Table`` or a ``pandas.DataFrame``; the
+    output has the same kind.
+
+    Args:
+        base_url, api_key: the endpoint (default: ``ANYAPI_BASE_URL``/``ANYAPI_API_KEY``
+            in the worker's environment, e.g. from a ``runtime_env``).
+        concurrency: requests in flight per actor, over all its batches.
+        rpm, tpm: a budget shared by every actor of the cluster (a `RateBudget`).
+        budget: the budget actor's name (default: one per endpoint and key).
+        max_retries: retries per request (5xx, connection errors; 429s are retried after
+            the shared pause); timeout: as `AsyncClient`'s.
+        model: replace every body's model.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        budget: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        check_budgets(rpm, tpm, DEFAULT_BURST_SECONDS)
+        if max_retries is not None and (
+            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        ):
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        self._base_url = base_url
+        self._api_key = api_key
+        self._concurrency = concurrency
+        self._rpm = rpm
+        self._tpm = tpm
+        self._budget_name = budget
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._model = model
+        self._client: AsyncClient | None = None
+        self._limiter: Any = None
+        self._ready: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __del__(self) -> None:
+        # Ray Data drops the stage when its actor pool shuts down gracefully: close the
+        # pool's connections on the loop they belong to.
+        # getattr: __init__ may have refused its arguments before setting these.
+        client, loop = getattr(self, "_client", None), getattr(self, "_loop", None)
+        if client is None or loop is None or loop.is_closed() or not loop.is_running():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(client.aclose())
+            return
+        future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        try:
+            future.result(CLOSE_TIMEOUT)
+        except Exception:  # noqa: BLE001 - the actor is exiting: nothing to report to
+            future.cancel()
+
+    def __repr__(self) -> str:  # never the key
+        return (
+            f"ChatCompletions(base_url={self._base_url!r}, concurrency={self._concurrency}, "
+            f"rpm={self._rpm!r}, tpm={self._tpm!r})"
+        )
+
+    async def _setup(self) -> tuple[AsyncClient, Any]:
+        # On the actor's event loop: the client's pool belongs to the loop it is made on.
+        if self._client is not None:
+            return self._client, self._limiter
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+        async with self._ready:
+            if self._client is None:
+                base_url = self._base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+                options: dict[str, Any] = {"max_concurrency": self._concurrency}
+                if self._max_retries is not None:
+                    options["max_retries"] = self._max_retries
+                if self._timeout is not None:
+                    options["timeout"] = self._timeout
+                client = AsyncClient(api_key=self._api_key, base_url=base_url, **options)
+                if self._rpm or self._tpm:
+                    key = self._api_key or os.environ.get(ENV_API_KEY) or ""
+                    name = self._budget_name or budget_name(client.base_url, key)
+                    # get_or_create blocks on ray.get: off the loop.
+                    handle = await asyncio.to_thread(
+                        RateBudget.get_or_create, name, rpm=self._rpm, tpm=self._tpm
+                    )
+                    self._limiter = _SharedLimiter(handle, self._rpm, self._tpm)
+                else:
+                    from ._ratelimit import RateLimiter
+
+                    self._limiter = RateLimiter()  # no budget: still adapts to 429s
+                self._loop = asyncio.get_running_loop()
+                self._client = client
+        assert self._client is not None
+        return self._client, self._limiter
+
+    async def __call__(self, batch: Any) -> Any:
+        """Answer every row of ``batch``; the rows come back in order, columns added."""
+        client, limiter = await self._setup()
+        ids = _column(batch, "custom_id")
+        bodies = _column(batch, "body")
+        n = len(ids)
+        response: list[str | None] = [None] * n
+        error: list[str | None] = [None] * n
+        status: list[int | None] = [None] * n
+        request_ids: list[str | None] = [None] * n
+        attempts = [0] * n
+        rows: list[int] = []
+        items: list[dict[str, Any]] = []
+        for i, raw in enumerate(bodies):
+            try:
+                body = check_body(_body(raw), self._model)
+            except (TypeError, ValueError) as exc:
+                error[i] = _text({"message": str(exc), "type": INVALID_TYPE, "code": "invalid_body"})
+                continue
+            rows.append(i)
+            items.append({"body": body})
+        if items:
+            run = BatchRun(
+                client, items, concurrency=self._concurrency, limiter=limiter, send=send_body
+            )
+            async with run:
+                async for result in run:
+                    i = rows[result.index]
+                    attempts[i] = result.attempts
+                    line = result_line(result, "")
+                    answer = line["response"]
+                    if answer is not None:
+                        status[i] = answer["status_code"]
+                        request_ids[i] = answer["request_id"]
+                    if line["error"] is None:
+                        response[i] = _text(answer["body"])
+                    else:
+                        failure = dict(line["error"])
+                        failure["body"] = answer["body"] if answer is not None else None
+                        error[i] = _text(failure)
+        return _with_columns(batch, response, error, status, request_ids, attempts)
+
+
+def _with_columns(
+    batch: Any,
+    response: list[str | None],
+    error: list[str | None],
+    status: list[int | None],
+    request_ids: list[str | None],
+    attempts: list[int],
+) -> Any:
+    """``batch`` with the output columns added, in the batch's own format."""
+    if hasattr(batch, "append_column"):  # pyarrow.Table
+        import pyarrow as pa
+
+        table = batch
+        for name, values, kind in (
+            ("response", response, pa.string()),
+            ("error", error, pa.string()),
+            ("status_code", status, pa.int32()),
+            ("request_id", request_ids, pa.string()),
+            ("attempts", attempts, pa.int32()),
+        ):
+            if name in table.column_names:
+                table = table.drop_columns([name])
+            table = table.append_column(name, pa.array(values, type=kind))
+        return table
+    if hasattr(batch, "assign"):  # pandas.DataFrame
+        return batch.assign(
+            response=response,
+            error=error,
+            status_code=status,
+            request_id=request_ids,
+            attempts=attempts,
+        )
+    import numpy as np
+
+    out = dict(batch)
+    out["response"] = np.array(response, dtype=object)
+    out["error"] = np.array(error, dtype=object)
+    out["status_code"] = np.array(status, dtype=object)
+    out["request_id"] = np.array(request_ids, dtype=object)
+    out["attempts"] = np.array(attempts, dtype=np.int32)
+    return out
