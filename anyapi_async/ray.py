@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import math
 import os
 import time
@@ -123,6 +124,7 @@ class RateBudget:
         self._state = RateState(rpm, tpm, burst=burst, adaptive=adaptive, now=time.monotonic())
         self._lock = asyncio.Lock()
         self._granted = 0
+        self._pauses = 0
 
     @classmethod
     def get_or_create(
@@ -132,15 +134,15 @@ class RateBudget:
         rpm: float | None = None,
         tpm: float | None = None,
         burst: float = DEFAULT_BURST_SECONDS,
-    ) -> ActorHandle:
+    ) -> ActorHandle[RateBudget]:
         """The budget actor called ``name``, started with these budgets if it is not running.
 
         A running one is reconfigured to ``rpm``/``tpm`` (keeping what was spent), so every
         caller agrees on the budget.
         """
         check_budgets(rpm, tpm, burst)
-        actor_class = ray.remote(cls)
-        handle: ActorHandle = actor_class.options(  # type: ignore[attr-defined]
+        actor_class: Any = ray.remote(cls)
+        handle: ActorHandle[RateBudget] = actor_class.options(
             name=name,
             namespace=BUDGET_NAMESPACE,
             get_if_exists=True,
@@ -193,6 +195,7 @@ class RateBudget:
 
     async def pause(self, hold: float) -> None:
         """Start no request for ``hold`` seconds (a worker saw the budget nearly spent)."""
+        self._pauses += 1
         self._state.pause(time.monotonic(), hold)
 
     async def rate_limited(self, delay: float) -> None:
@@ -200,11 +203,13 @@ class RateBudget:
         self._state.on_rate_limited(time.monotonic(), delay)
 
     async def stats(self) -> dict[str, float | int | None]:
-        """Counters: requests granted, 429s reported, the factor and rates in force."""
+        """Counters: requests granted, 429s and low-budget pauses reported, the factor and
+        budgets in force."""
         state, now = self._state, time.monotonic()
         return {
             "granted": self._granted,
             "rate_limited": state.rate_limited,
+            "pauses": self._pauses,
             "factor": state.factor(now),
             "rpm": state.rpm,
             "tpm": state.tpm,
@@ -218,7 +223,9 @@ class _SharedLimiter:
     The in-flight window (AIMD after a 429) stays per worker; the rate is the cluster's.
     """
 
-    def __init__(self, budget: ActorHandle, rpm: float | None, tpm: float | None) -> None:
+    def __init__(
+        self, budget: ActorHandle[RateBudget], rpm: float | None, tpm: float | None
+    ) -> None:
         self._budget = budget
         self._tpm = tpm
         self._block = max(1, min(MAX_LEASE, math.floor((rpm or math.inf) / 60 * LEASE_SECONDS)))
@@ -431,13 +438,13 @@ class ChatCompletions:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:
-            loop.create_task(client.aclose())
+        if running is not None:  # on the loop itself: all we can do is schedule it
+            running.create_task(client.aclose())
             return
         future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
         try:
             future.result(CLOSE_TIMEOUT)
-        except Exception:  # noqa: BLE001 - the actor is exiting: nothing to report to
+        except Exception:  # the actor is exiting: nothing to report to
             future.cancel()
 
     def __repr__(self) -> str:  # never the key
@@ -495,7 +502,9 @@ class ChatCompletions:
             try:
                 body = check_body(_body(raw), self._model)
             except (TypeError, ValueError) as exc:
-                error[i] = _text({"message": str(exc), "type": INVALID_TYPE, "code": "invalid_body"})
+                error[i] = _text(
+                    {"message": str(exc), "type": INVALID_TYPE, "code": "invalid_body"}
+                )
                 continue
             rows.append(i)
             items.append({"body": body})
@@ -531,7 +540,7 @@ def _with_columns(
 ) -> Any:
     """``batch`` with the output columns added, in the batch's own format."""
     if hasattr(batch, "append_column"):  # pyarrow.Table
-        import pyarrow as pa
+        pa: Any = importlib.import_module("pyarrow")
 
         table = batch
         for name, values, kind in (
