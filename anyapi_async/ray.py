@@ -224,9 +224,11 @@ class _SharedLimiter:
     """
 
     def __init__(
-        self, budget: ActorHandle[RateBudget], rpm: float | None, tpm: float | None
+        self, budget: ActorHandle[RateBudget], name: str, rpm: float | None, tpm: float | None
     ) -> None:
         self._budget = budget
+        self._name = name
+        self._rpm = rpm
         self._tpm = tpm
         self._block = max(1, min(MAX_LEASE, math.floor((rpm or math.inf) / 60 * LEASE_SECONDS)))
         self._lock = asyncio.Lock()
@@ -262,7 +264,7 @@ class _SharedLimiter:
                 self._slots = 0
                 cost = max(float(tokens), self._typical_cost) if self._tpm else 0.0
                 adjust, self._adjust = self._adjust, 0.0
-                self._slots = await self._budget.lease.remote(self._block, cost, adjust)
+                self._slots = await self._lease(cost, adjust)
                 self._slot_cost = cost
                 self._expires = loop.time() + LEASE_TTL
             self._slots -= 1
@@ -270,6 +272,18 @@ class _SharedLimiter:
             if self._tpm:
                 self._typical_cost += LEARNING_WEIGHT * (tokens - self._typical_cost)
             self._window.held += 1
+
+    async def _lease(self, cost: float, adjust: float) -> int:
+        try:
+            granted: int = await self._budget.lease.remote(self._block, cost, adjust)
+        except ray.exceptions.RayActorError:
+            # Lost with its node, or ended by RateBudget.remove: find or start it once more
+            # (a second failure is a fault of the stage and raises).
+            self._budget = await asyncio.to_thread(
+                RateBudget.get_or_create, self._name, rpm=self._rpm, tpm=self._tpm
+            )
+            granted = await self._budget.lease.remote(self._block, cost, adjust)
+        return granted
 
     def release(self, *, ok: bool = True) -> None:
         self._window.release(ok=ok)
@@ -475,7 +489,7 @@ class ChatCompletions:
                     handle = await asyncio.to_thread(
                         RateBudget.get_or_create, name, rpm=self._rpm, tpm=self._tpm
                     )
-                    self._limiter = _SharedLimiter(handle, self._rpm, self._tpm)
+                    self._limiter = _SharedLimiter(handle, name, self._rpm, self._tpm)
                 else:
                     from ._ratelimit import RateLimiter
 

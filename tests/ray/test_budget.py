@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 import ray
 
-from anyapi_async.ray import RateBudget
+from anyapi_async.ray import BUDGET_NAMESPACE, RateBudget, _SharedLimiter
 from anyapi_async.testing import ErrorResponse, Generated
 
 from .conftest import RAY_MARKS, ThreadedServer
@@ -89,3 +91,31 @@ def test_get_or_create_finds_the_running_budget(budget: str) -> None:
     assert ray.get(first.stats.remote())["rpm"] == RPM
     assert RateBudget.remove(budget) is True
     assert RateBudget.remove(budget) is False
+
+
+async def test_a_lost_budget_is_found_again(budget: str) -> None:
+    """A worker whose budget actor is gone starts (or finds) it again and carries on."""
+    handle = RateBudget.get_or_create(budget, rpm=6000)
+    limiter = _SharedLimiter(handle, budget, 6000, None)
+    await limiter.acquire()
+    limiter.release()
+    assert RateBudget.remove(budget) is True
+    deadline = time.monotonic() + 30
+    while True:  # ray.kill is asynchronous: wait until the name is free
+        try:
+            ray.get_actor(budget, namespace=BUDGET_NAMESPACE)
+        except ValueError:
+            break
+        assert time.monotonic() < deadline, "the budget actor did not end"
+        await asyncio.sleep(0.05)
+    for _ in range(limiter_block(limiter) + 1):  # past the lease held before the loss
+        await limiter.acquire()
+        limiter.release()
+    stats_now: dict[str, Any] = await ray.get_actor(
+        budget, namespace=BUDGET_NAMESPACE
+    ).stats.remote()
+    assert stats_now["granted"] >= 1 and stats_now["rpm"] == 6000
+
+
+def limiter_block(limiter: _SharedLimiter) -> int:
+    return limiter._block
