@@ -35,13 +35,13 @@ import importlib
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import ray
 
-from ._batch import DEFAULT_CONCURRENCY, BatchRun
+from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
 from ._client import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, AsyncClient
 from ._decode import JSON_DECODER
 from ._jobs import check_body, result_line, send_body
@@ -499,9 +499,30 @@ class ChatCompletions:
         assert self._client is not None
         return self._client, self._limiter
 
+    async def answer(self, bodies: Sequence[dict[str, Any]]) -> AsyncIterator[BatchResult]:
+        """Send request bodies through this actor's client and budget, all at once.
+
+        Yields a `BatchResult` per body as it finishes (``result.index`` is the body's
+        position). For engines of your own; ``__call__`` uses it for a batch's rows.
+        """
+        client, limiter = await self._setup()
+        run = BatchRun(
+            client,
+            [{"body": body} for body in bodies],
+            concurrency=self._concurrency,
+            limiter=limiter,
+            send=send_body,
+        )
+        async with run:
+            async for result in run:
+                yield result
+
+    def check(self, body: Any) -> dict[str, Any]:
+        """A row's ``body`` (dict or JSON text) as the request to send; ValueError if bad."""
+        return check_body(_body(body), self._model)
+
     async def __call__(self, batch: Any) -> Any:
         """Answer every row of ``batch``; the rows come back in order, columns added."""
-        client, limiter = await self._setup()
         ids = _column(batch, "custom_id")
         bodies = _column(batch, "body")
         n = len(ids)
@@ -511,36 +532,30 @@ class ChatCompletions:
         request_ids: list[str | None] = [None] * n
         attempts = [0] * n
         rows: list[int] = []
-        items: list[dict[str, Any]] = []
+        checked: list[dict[str, Any]] = []
         for i, raw in enumerate(bodies):
             try:
-                body = check_body(_body(raw), self._model)
+                checked.append(self.check(raw))
             except (TypeError, ValueError) as exc:
                 error[i] = _text(
                     {"message": str(exc), "type": INVALID_TYPE, "code": "invalid_body"}
                 )
                 continue
             rows.append(i)
-            items.append({"body": body})
-        if items:
-            run = BatchRun(
-                client, items, concurrency=self._concurrency, limiter=limiter, send=send_body
-            )
-            async with run:
-                async for result in run:
-                    i = rows[result.index]
-                    attempts[i] = result.attempts
-                    line = result_line(result, "")
-                    answer = line["response"]
-                    if answer is not None:
-                        status[i] = answer["status_code"]
-                        request_ids[i] = answer["request_id"]
-                    if line["error"] is None:
-                        response[i] = _text(answer["body"])
-                    else:
-                        failure = dict(line["error"])
-                        failure["body"] = answer["body"] if answer is not None else None
-                        error[i] = _text(failure)
+        async for result in self.answer(checked):
+            i = rows[result.index]
+            attempts[i] = result.attempts
+            line = result_line(result, "")
+            answer = line["response"]
+            if answer is not None:
+                status[i] = answer["status_code"]
+                request_ids[i] = answer["request_id"]
+            if line["error"] is None:
+                response[i] = _text(answer["body"])
+            else:
+                failure = dict(line["error"])
+                failure["body"] = answer["body"] if answer is not None else None
+                error[i] = _text(failure)
         return _with_columns(batch, response, error, status, request_ids, attempts)
 
 
