@@ -9,7 +9,7 @@ imports this module or Ray. See docs/scale-out.md::
     ds = ray.data.read_parquet("s3://bucket/prompts/")        # columns: custom_id, body
     ds = ds.map_batches(
         ChatCompletions,
-        batch_size=64,
+        batch_size=512,
         fn_constructor_kwargs=dict(base_url=URL, api_key=KEY, concurrency=32, rpm=3000),
         compute=ray.data.ActorPoolStrategy(size=4),
         num_cpus=0.25,
@@ -385,14 +385,15 @@ class ChatCompletions:
 
         ds.map_batches(
             ChatCompletions,
-            batch_size=64,
+            batch_size=512,
             fn_constructor_kwargs=dict(base_url=URL, api_key=KEY, concurrency=32, rpm=3000),
             compute=ray.data.ActorPoolStrategy(size=4),
             num_cpus=0.25,
         )
 
-    The actors mostly wait on the network: ``num_cpus=0.25`` lets four share a core (one
-    actor drives well over a thousand requests a second on one core). Batches may be a
+    The actors mostly wait on the network: ``num_cpus=0.25`` lets four share a core (an
+    actor answered ~830 rows/s on well under half a core in ``benchmarks/bench_ray.py``).
+    Use batches of hundreds of rows: Ray's own cost is per batch. Batches may be a
     dict of columns (numpy or lists), a ``pyarrow.Table`` or a ``pandas.DataFrame``; the
     output has the same kind.
 
