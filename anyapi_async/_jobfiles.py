@@ -93,6 +93,10 @@ def _check_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     return body
 
 
+#: The Ray stage (anyapi_async.ray) checks a row's body as an input line's.
+check_body: Final = _check_body
+
+
 def _batch_line_problem(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(message, code)`` when a Batch API line cannot be sent as a chat completion."""
     if not isinstance(obj["body"], dict):

@@ -174,6 +174,10 @@ async def _send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletio
     return completion
 
 
+#: The Ray engine (anyapi_async.ray) sends bodies the way the job does.
+send_body: Final = _send_body
+
+
 # --- opening a job: the part every engine shares ----------------------------------------------
 
 

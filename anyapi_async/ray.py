@@ -44,7 +44,8 @@ import ray
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
 from ._client import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, AsyncClient
 from ._decode import JSON_DECODER
-from ._jobs import check_body, result_line, send_body
+from ._jobfiles import check_body, result_record
+from ._jobs import send_body
 from ._ratelimit import (
     DEFAULT_BURST_SECONDS,
     DEFAULT_COMPLETION_TOKENS,
@@ -546,7 +547,7 @@ class ChatCompletions:
         async for result in self.answer(checked):
             i = rows[result.index]
             attempts[i] = result.attempts
-            line = result_line(result, "")
+            line = result_record("", "", result.completion, result.error)
             answer = line["response"]
             if answer is not None:
                 status[i] = answer["status_code"]
