@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -23,6 +23,7 @@ from ._argtypes import int_in, positive_float
 if TYPE_CHECKING:
     from ._batch import ProgressCallback
     from ._client import AsyncClient
+    from ._jobs import JobSummary
     from ._types import ChatCompletion, ChatCompletionTokenLogprob
 
 __all__ = ["DEFAULT_MODEL", "build_parser", "main"]
@@ -38,6 +39,8 @@ LOCAL_API_KEY: Final = "anyapi-local"
 DEFAULT_BASE_URL: Final = "https://api.anyapi.ai/v1"
 #: ``anyapi batch --concurrency`` default (the job's own, anyapi_async._jobs).
 DEFAULT_BATCH_CONCURRENCY: Final = 64
+#: ``anyapi batch --engine ray --workers`` default (anyapi_async._rayjob's).
+DEFAULT_RAY_WORKERS: Final = 2
 #: Invalid input lines ``anyapi batch`` lists one by one on stderr before only counting them.
 MAX_LISTED_INVALID: Final = 20
 EXIT_ERROR: Final = 1
@@ -159,6 +162,28 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)",
+    )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="who sends the requests: this process (default), or Ray actors (the ray extra); "
+        "the output and resuming are the same",
+    )
+    engine.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: the Ray cluster (default: $RAY_ADDRESS, else a local Ray "
+        "started for the job)",
+    )
+    engine.add_argument(
+        "--workers",
+        type=int_in(1),
+        default=DEFAULT_RAY_WORKERS,
+        metavar="N",
+        help=f"with --engine ray: actors sending requests (default {DEFAULT_RAY_WORKERS}); "
+        "--concurrency is shared out between them",
     )
     _add_connection_arguments(parser)
 
@@ -479,6 +504,43 @@ def _say(message: str) -> None:
     print(f"anyapi batch: {_one_line(message)}", file=sys.stderr)
 
 
+async def _batch_on_ray(
+    args: argparse.Namespace,
+    source: Path,
+    target: Path,
+    progress: ProgressCallback | None,
+    on_invalid_line: Callable[[int, str], object],
+) -> JobSummary:
+    try:
+        from ._rayjob import run_jsonl_job_on_ray
+    except ImportError as exc:  # no ray: the extra is not installed
+        raise CLIError(f"--engine ray needs Ray ({exc}): pip install 'anyapi-async[ray]'") from None
+    base_url = _base_url(args)
+    if base_url is not None:
+        _client(args)  # the same checks of the URL, key and timeout as the local engine
+    try:
+        return await run_jsonl_job_on_ray(
+            source,
+            target,
+            api_key=_api_key(args.api_key_env, base_url),
+            base_url=base_url,
+            model=args.model,
+            max_retries=args.max_retries,
+            timeout=args.timeout,
+            concurrency=args.concurrency,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            workers=args.workers,
+            address=args.ray_address,
+            retry_failed=args.retry_failed,
+            progress=progress,
+            on_invalid_line=on_invalid_line,
+            on_notice=_say,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 async def _batch(args: argparse.Namespace, out: _Output) -> int:
     # Imported here: `anyapi chat` should not pay for loading the batch engine.
     from . import _jobs
@@ -495,20 +557,23 @@ async def _batch(args: argparse.Namespace, out: _Output) -> int:
 
     progress = _progress_display(args.progress)
     try:
-        async with _client(args) as client:
-            summary = await _jobs.run_jsonl_job(
-                source,
-                target,
-                client=client,
-                model=args.model,
-                concurrency=args.concurrency,
-                rpm=args.rpm,
-                tpm=args.tpm,
-                progress=progress,
-                retry_failed=args.retry_failed,
-                on_invalid_line=on_invalid_line,
-                on_notice=_say,
-            )
+        if args.engine == "ray":
+            summary = await _batch_on_ray(args, source, target, progress, on_invalid_line)
+        else:
+            async with _client(args) as client:
+                summary = await _jobs.run_jsonl_job(
+                    source,
+                    target,
+                    client=client,
+                    model=args.model,
+                    concurrency=args.concurrency,
+                    rpm=args.rpm,
+                    tpm=args.tpm,
+                    progress=progress,
+                    retry_failed=args.retry_failed,
+                    on_invalid_line=on_invalid_line,
+                    on_notice=_say,
+                )
     except _jobs.JobStopped as exc:
         hint = _url_hint(exc.error, args) if exc.error is not None else ""
         _say(str(exc) + (f" ({hint})" if hint else ""))

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
@@ -245,6 +245,14 @@ class JobFiles:
         """Append the result of ``item`` and count it."""
         self._output.write(result_record(item.custom_id, item.fingerprint, completion, error))
         if completion is not None:
+            self.summary.succeeded += 1
+        else:
+            self.summary.failed += 1
+
+    def record_line(self, record: Mapping[str, Any], *, ok: bool) -> None:
+        """Append a result line another engine built with `result_record`, and count it."""
+        self._output.write(record)
+        if ok:
             self.summary.succeeded += 1
         else:
             self.summary.failed += 1

@@ -1,0 +1,260 @@
+"""``anyapi batch --engine ray``: the resumable JSONL job, its requests sent by Ray actors.
+
+The driver does with the files exactly what the local engine does, with the same code
+(`anyapi_async._jobs.open_job`): it locks the output, repairs a torn last line, skips the
+requests already answered (or, with ``retry_failed``, those that succeeded), writes the
+invalid lines, and appends every result as one whole line. Only the sending moves: the
+pending requests go to ``workers`` actors in batches, each actor running them through one
+client (`anyapi_async.ray.ChatCompletions`: concurrency, retries, the shared `RateBudget`
+for ``rpm``/``tpm``), and the lines come back to the driver to be written.
+
+So the output gets exactly one line per input line however the run ends: a result is
+written by the driver only, after its request is answered. What is not exactly-once is the
+API call: the requests in flight when the driver is killed are sent again on the next run,
+and a batch whose actor dies is sent again to the restarted actor.
+
+Ray is imported when a job runs; without an address (or ``RAY_ADDRESS``) a local Ray is
+started for the job and shut down at the end (a local Ray also dies with a killed driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ._batch import BatchStats, ProgressCallback
+from ._jobfiles import READ_CHUNK, InputItem, result_record
+from ._jobs import DEFAULT_JOB_CONCURRENCY, JobFiles, JobSummary, open_job
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+__all__ = ["DEFAULT_WORKERS", "WORKER_NUM_CPUS", "run_jsonl_job_on_ray"]
+
+DEFAULT_WORKERS: Final = 2
+#: CPUs each actor reserves: they mostly wait on the network.
+WORKER_NUM_CPUS: Final = 0.25
+#: Batches queued on each actor, so that it never waits for the driver between two.
+BATCHES_PER_WORKER: Final = 2
+MIN_BATCH: Final = 16
+#: Times a batch is sent again after its actor died before the job gives up.
+MAX_RESENDS: Final = 5
+#: Object store of a local Ray started for the job (batches are small).
+LOCAL_OBJECT_STORE_BYTES: Final = 200 * 1024 * 1024
+
+#: (custom_id, fingerprint, body) of one request; what an actor gets.
+Item = tuple[str, str, dict[str, Any]]
+#: The result line of one request and whether it succeeded; what an actor returns.
+Line = tuple[dict[str, Any], bool]
+
+
+class JobWorker:
+    """A Ray actor sending the requests of the batches the driver hands it."""
+
+    def __init__(self, stage: dict[str, Any]) -> None:
+        from .ray import ChatCompletions
+
+        self._stage = ChatCompletions(**stage)
+
+    async def run(self, items: list[Item]) -> list[Line]:
+        """Answer every item; a result line for each, in the order given."""
+        lines: dict[int, Line] = {}
+        async for result in self._stage.answer([body for _, _, body in items]):
+            custom_id, fingerprint, _ = items[result.index]
+            record = result_record(custom_id, fingerprint, result.completion, result.error)
+            lines[result.index] = (record, result.ok)
+        return [lines[i] for i in range(len(items))]
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    last = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            count += chunk.count(b"\n")
+            last = chunk
+    if count and not last.endswith(b"\n"):
+        count += 1
+    return count
+
+
+def _start_ray(address: str | None, workers: int) -> bool:
+    """Connect to Ray (starting a local one when there is no address); True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Enough declared CPUs for the actors whatever the machine has.
+        options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(workers * WORKER_NUM_CPUS))
+        options["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
+    ray.init(address=address, **options)
+    return True
+
+
+class _Batch:
+    __slots__ = ("items", "resends", "worker")
+
+    def __init__(self, worker: int, items: list[InputItem]) -> None:
+        self.worker = worker
+        self.items = items
+        self.resends = 0
+
+
+async def run_jsonl_job_on_ray(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    max_retries: int | None = None,
+    timeout: float | None = None,
+    concurrency: int = DEFAULT_JOB_CONCURRENCY,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    workers: int = DEFAULT_WORKERS,
+    address: str | None = None,
+    retry_failed: bool = False,
+    progress: ProgressCallback | None = None,
+    on_invalid_line: Callable[[int, str], object] | None = None,
+    on_notice: Callable[[str], object] | None = None,
+) -> JobSummary:
+    """`run_jsonl_job` with the requests sent by ``workers`` Ray actors.
+
+    ``concurrency`` is the total in flight, shared out between the actors; ``rpm``/``tpm``
+    one budget for all of them. ``address`` is a Ray cluster's (default: ``RAY_ADDRESS``,
+    else a local Ray started for the job). The files, the resume and ``retry_failed`` are
+    the local engine's; see the module docstring for what is exactly-once.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    per_worker = math.ceil(concurrency / workers)
+    stage: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": api_key,
+        "concurrency": per_worker,
+        "rpm": rpm,
+        "tpm": tpm,
+        "max_retries": max_retries,
+        "timeout": timeout,
+    }
+    from .ray import ChatCompletions
+
+    ChatCompletions(**stage)  # the settings' mistakes, before any file or Ray is touched
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    files = open_job(
+        input_path, output_path, model=model, retry_failed=retry_failed, on_notice=on_notice
+    )
+    summary = files.summary
+    try:
+        stats = BatchStats(max(0, _count_lines(files.source) - files.recorded))
+
+        def skipped(n: int) -> None:
+            stats.skipped = n
+
+        files.on_skip = skipped
+        # On this thread, blocking the loop for the seconds it takes: nothing runs yet,
+        # and Ray sets its signal handlers only from the main thread.
+        ours = _start_ray(address, workers)
+        try:
+            await _drive(files.pending(on_invalid_line), files, stage, workers, stats, progress)
+        finally:
+            if ours:
+                import ray
+
+                ray.shutdown()
+    finally:
+        files.close()
+        stats.finished = True
+        if progress is not None:
+            progress(stats)
+    summary.elapsed = loop.time() - started
+    return summary
+
+
+async def _drive(
+    pending: Iterator[InputItem],
+    files: JobFiles,
+    stage: dict[str, Any],
+    workers: int,
+    stats: BatchStats,
+    progress: ProgressCallback | None,
+) -> None:
+    """Hand the pending items to the actors and write what comes back."""
+    import ray
+
+    remote: Any = ray.remote(JobWorker)
+    actors: list[ActorHandle[JobWorker]] = [
+        remote.options(num_cpus=WORKER_NUM_CPUS, max_restarts=-1, max_task_retries=0).remote(stage)
+        for _ in range(workers)
+    ]
+    size = max(MIN_BATCH, 2 * stage["concurrency"])
+    load = [0] * workers
+    running: dict[asyncio.Future[list[Line]], _Batch] = {}
+
+    def send(batch: _Batch) -> None:
+        items = [(i.custom_id, i.fingerprint, i.body) for i in batch.items]
+        ref = actors[batch.worker].run.remote(items)
+        running[asyncio.wrap_future(ref.future())] = batch
+        load[batch.worker] += 1
+
+    exhausted = False
+    try:
+        while True:
+            while not exhausted:
+                worker = min(range(workers), key=load.__getitem__)
+                if load[worker] >= BATCHES_PER_WORKER:
+                    break
+                chunk = list(islice(pending, size))
+                if not chunk:
+                    exhausted = True
+                    break
+                send(_Batch(worker, chunk))
+                stats.started += len(chunk)
+                stats.in_flight += len(chunk)
+            if progress is not None:
+                progress(stats)
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                batch = running.pop(future)
+                load[batch.worker] -= 1
+                try:
+                    lines = future.result()
+                except ray.exceptions.RayActorError:
+                    # The actor died (Ray restarts it): its requests go again.
+                    if batch.resends >= MAX_RESENDS:
+                        raise
+                    batch.resends += 1
+                    send(batch)
+                    continue
+                for record, ok in lines:
+                    files.record_line(record, ok=ok)
+                    if ok:
+                        stats.succeeded += 1
+                    else:
+                        stats.failed += 1
+                stats.in_flight -= len(lines)
+    finally:
+        for future in running:
+            future.cancel()
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
