@@ -1,0 +1,173 @@
+"""`anyapi batch --engine ray`: killed with SIGKILL and resumed, --retry-failed, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from anyapi_async._batch import BatchStats
+from anyapi_async._rayjob import run_jsonl_job_on_ray
+from anyapi_async.testing import ErrorResponse, Generated
+
+from .conftest import RAY_MARKS, ThreadedServer
+from .test_stage import KEY, body
+
+pytestmark = RAY_MARKS
+
+WAIT_SECONDS = 90.0
+
+
+def write_input(path: Path, n: int, *, invalid: bool = True) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"custom_id": f"r{i:03}", "body": body(i)}) + "\n")
+        if invalid:
+            f.write("{not json\n")
+
+
+def output_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [
+        json.loads(line)
+        for line in path.read_bytes().splitlines(keepends=True)
+        if line.endswith(b"\n")
+    ]
+
+
+def anyapi_batch(server: ThreadedServer, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("ANYAPI_API_KEY", None)  # a loopback server needs none
+    cmd = [sys.executable, "-m", "anyapi_async", "batch", *args, "--engine", "ray"]
+    cmd += ["--base-url", server.base_url, "--max-retries", "0"]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=WAIT_SECONDS)
+    return proc.returncode, out, err
+
+
+def kill_when(proc: subprocess.Popen[str], target: Path, lines: int) -> str:
+    """SIGKILL the driver once ``target`` has at least ``lines`` lines; its stderr so far."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(output_lines(target)) < lines:
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended before it was killed: {proc.communicate()}")
+        assert time.monotonic() < deadline, "the job wrote too few lines in time"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=WAIT_SECONDS)
+    assert proc.returncode == -signal.SIGKILL
+    return err
+
+
+def test_sigkill_and_resume_give_one_line_per_input_line(
+    ray_server: ThreadedServer, tmp_path: Path
+) -> None:
+    """Killed twice (once mid-write), resumed on a local Ray: every line once, all answered."""
+    ray_server.run(lambda: ray_server.server.set_default(Generated(first_byte_delay=0.05)))
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    n = 300
+    write_input(source, n)
+    address = ray.get_runtime_context().gcs_address
+    common = [str(source), "-o", str(target), "--workers", "2", "--concurrency", "8"]
+
+    first = anyapi_batch(ray_server, *common, "--ray-address", address)
+    kill_when(first, target, 30)
+    with open(target, "ab") as f:  # what a write cut by the kill leaves
+        f.write(b'{"custom_id": "r0')
+    second = anyapi_batch(ray_server, *common, "--ray-address", address)
+    assert "torn last line" in kill_when(second, target, 120)
+
+    third = anyapi_batch(ray_server, *common)  # no address: a local Ray for the job
+    status, out, err = finish(third)
+    assert status == 1, err  # the invalid line is an error line
+    assert "skipped as already done" in out and f"{n} succeeded" not in out
+    lines = output_lines(target)
+    assert target.read_bytes().endswith(b"\n")
+    counts = Counter(line["custom_id"] for line in lines)
+    assert len(lines) == n + 1 and set(counts.values()) == {1}
+    answered = [line for line in lines if line["custom_id"] != "line-301"]
+    assert all(line["error"] is None for line in answered)
+    assert all(line["response"]["status_code"] == 200 for line in answered)
+    [invalid] = [line for line in lines if line["custom_id"] == "line-301"]
+    assert invalid["error"]["type"] == "invalid_request"
+    # Requests in flight at a kill may have been sent twice; no answer was written twice.
+    assert len(ray_server.chat_requests()) >= n
+
+
+def test_retry_failed_runs_the_failed_again(ray_server: ThreadedServer, tmp_path: Path) -> None:
+    """Failed lines stay failed on a resume; --retry-failed runs them and keeps one line each."""
+    ray_server.queue(*[ErrorResponse(400, message="try later") for _ in range(3)])
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 20, invalid=False)
+    address = ray.get_runtime_context().gcs_address
+    args = [str(source), "-o", str(target), "--ray-address", address, "--workers", "2"]
+    status, _, err = finish(anyapi_batch(ray_server, *args))
+    assert status == 1 and "--retry-failed" in err
+    assert sum(line["error"] is not None for line in output_lines(target)) == 3
+    status, out, err = finish(anyapi_batch(ray_server, *args))
+    assert status == 1 and "20 skipped" in out
+    status, out, err = finish(anyapi_batch(ray_server, *args, "--retry-failed"))
+    assert status == 0, err
+    assert "3 succeeded" in out
+    lines = output_lines(target)
+    assert len(lines) == 20 and all(line["error"] is None for line in lines)
+    assert len({line["custom_id"] for line in lines}) == 20
+
+
+async def test_progress_and_summary(ray_server: ThreadedServer, tmp_path: Path) -> None:
+    """The engine reports progress as batches come back, and a last time when finished."""
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 50)
+    seen: list[tuple[int, int, bool]] = []
+
+    def progress(stats: BatchStats) -> None:
+        seen.append((stats.done, stats.total or 0, stats.finished))
+
+    invalid: list[int] = []
+    summary = await run_jsonl_job_on_ray(
+        source,
+        target,
+        api_key=KEY,
+        base_url=ray_server.base_url,
+        workers=2,
+        concurrency=4,
+        progress=progress,
+        on_invalid_line=lambda number, message: invalid.append(number),
+    )
+    assert (summary.succeeded, summary.failed, summary.invalid) == (50, 1, 1)
+    assert invalid == [51]
+    assert seen[-1] == (50, 51, True)
+    assert len(seen) >= 3 and seen[0][0] == 0
+    assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
+
+
+@pytest.mark.parametrize(("args", "match"), [(["--workers", "0"], "workers")])
+def test_bad_engine_options_are_usage_errors(
+    ray_server: ThreadedServer, tmp_path: Path, args: list[str], match: str
+) -> None:
+    """A bad --workers is refused with status 2 before anything runs."""
+    source = tmp_path / "in.jsonl"
+    write_input(source, 1)
+    status, _, err = finish(anyapi_batch(ray_server, str(source), *args))
+    assert status == 2 and match in err
+    assert not (tmp_path / "in.output.jsonl").exists()
