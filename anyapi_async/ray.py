@@ -231,7 +231,13 @@ class _SharedLimiter:
         self._name = name
         self._rpm = rpm
         self._tpm = tpm
-        self._block = max(1, min(MAX_LEASE, math.floor((rpm or math.inf) / 60 * LEASE_SECONDS)))
+        # About LEASE_SECONDS of the rate per lease; with tpm alone the budget grants what
+        # the tokens allow, up to MAX_LEASE.
+        self._block = (
+            MAX_LEASE
+            if rpm is None
+            else max(1, min(MAX_LEASE, math.floor(rpm / 60 * LEASE_SECONDS)))
+        )
         self._lock = asyncio.Lock()
         self._window = InFlightWindow()
         self._slots = 0
@@ -299,10 +305,17 @@ class _SharedLimiter:
         )
 
     def _report(self, call: Any) -> None:
-        # Fire and forget, but keep the reference until it is done (and its error seen).
+        # Fire and forget, keeping a reference until it is done. A report lost with the
+        # budget actor is not worth failing a batch for: the next lease finds the actor
+        # again, or raises.
         future: asyncio.Future[Any] = asyncio.ensure_future(call)
         self._reports.add(future)
-        future.add_done_callback(self._reports.discard)
+        future.add_done_callback(self._reported)
+
+    def _reported(self, future: asyncio.Future[Any]) -> None:
+        self._reports.discard(future)
+        if not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it as lost
 
     def observe(self, info: RateLimitInfo) -> None:
         hold = low_budget_hold(info, self._typical_cost)
@@ -322,10 +335,6 @@ class _SharedLimiter:
             self._window.cut()
         self._paused_until = max(self._paused_until, now + delay)
         self._report(self._budget.rate_limited.remote(delay))
-
-    async def aclose(self) -> None:
-        if self._reports:
-            await asyncio.wait(list(self._reports))
 
 
 # --- the map_batches stage --------------------------------------------------------------------
