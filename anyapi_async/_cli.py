@@ -68,6 +68,7 @@ examples:
   anyapi batch requests.jsonl -o results.jsonl --rpm 500
   anyapi batch requests.jsonl -o results.jsonl              run again to resume
   anyapi batch requests.jsonl -o results.jsonl --retry-failed
+  anyapi batch requests.jsonl -o results.jsonl --engine ray --workers 4   on Ray actors
 
 environment:
   {ENV_API_KEY}    API key (or the variable named by --api-key-env); not needed

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._batch import BatchStats, ProgressCallback
 from ._jobfiles import READ_CHUNK, InputItem, result_record
 from ._jobs import DEFAULT_JOB_CONCURRENCY, JobFiles, JobSummary, open_job
+from .ray import ChatCompletions  # and Ray: this module is loaded only for --engine ray
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -59,8 +60,6 @@ class JobWorker:
     """A Ray actor sending the requests of the batches the driver hands it."""
 
     def __init__(self, stage: dict[str, Any]) -> None:
-        from .ray import ChatCompletions
-
         self._stage = ChatCompletions(**stage)
 
     async def run(self, items: list[Item]) -> list[Line]:
@@ -153,8 +152,6 @@ async def run_jsonl_job_on_ray(
         "max_retries": max_retries,
         "timeout": timeout,
     }
-    from .ray import ChatCompletions
-
     ChatCompletions(**stage)  # the settings' mistakes, before any file or Ray is touched
     loop = asyncio.get_running_loop()
     started = loop.time()
