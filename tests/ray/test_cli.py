@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import ray
 
+from anyapi_async import JobStopped
 from anyapi_async._batch import BatchStats
 from anyapi_async._rayjob import run_jsonl_job_on_ray
 from anyapi_async.testing import ErrorResponse, Generated
@@ -171,3 +172,37 @@ def test_bad_engine_options_are_usage_errors(
     status, _, err = finish(anyapi_batch(ray_server, str(source), *args))
     assert status == 2 and match in err
     assert not (tmp_path / "in.output.jsonl").exists()
+
+
+def test_a_refused_key_stops_the_job(ray_server: ThreadedServer, tmp_path: Path) -> None:
+    """A 401 stops the job at once (exit 3) and records nothing for it: a resume runs it."""
+    ray_server.run(lambda: ray_server.server.set_default(ErrorResponse(401)))
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 40, invalid=False)
+    address = ray.get_runtime_context().gcs_address
+    status, _, err = finish(
+        anyapi_batch(ray_server, str(source), "-o", str(target), "--ray-address", address)
+    )
+    assert status == 3, err
+    assert "refused a request" in err and "run the same job again" in err
+    assert output_lines(target) == []
+
+
+async def test_an_unreachable_endpoint_stops_after_a_run_of_failures(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """Connection errors in a row stop the job; nothing is recorded for them."""
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 40, invalid=False)
+    with pytest.raises(JobStopped, match="requests in a row failed") as stopped:
+        await run_jsonl_job_on_ray(
+            source,
+            target,
+            api_key=KEY,
+            base_url="http://127.0.0.1:9/v1",  # the discard port: nothing listens
+            max_retries=0,
+            workers=1,
+            concurrency=2,
+        )
+    assert stopped.value.summary is not None and stopped.value.summary.failed == 0
+    assert output_lines(target) == []
