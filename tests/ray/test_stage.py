@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,11 +37,13 @@ def run(
     *,
     actors: int = 2,
     batch_size: int = 8,
+    batch_format: str = "default",
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     ds = ray.data.from_items(rows, override_num_blocks=4).map_batches(
         ChatCompletions,
         batch_size=batch_size,
+        batch_format=batch_format,
         fn_constructor_kwargs=stage(server, **kwargs),
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0.25,
@@ -48,14 +51,16 @@ def run(
     return sorted(ds.take_all(), key=lambda row: str(row["custom_id"]))
 
 
-@pytest.mark.parametrize("as_text", [False, True])
-def test_rows_come_back_with_their_answers(ray_server: ThreadedServer, as_text: bool) -> None:
+@pytest.mark.parametrize(("as_text", "batch_format"), [(False, "default"), (True, "pyarrow")])
+def test_rows_come_back_with_their_answers(
+    ray_server: ThreadedServer, as_text: bool, batch_format: str
+) -> None:
     """Every row keeps its columns and gains its completion; dict and JSON-text bodies."""
     rows = [
         {"custom_id": f"r{i:02}", "tag": i, "body": json.dumps(body(i)) if as_text else body(i)}
         for i in range(20)
     ]
-    out = run(ray_server, rows, concurrency=4)
+    out = run(ray_server, rows, concurrency=4, batch_format=batch_format)
     assert [r["custom_id"] for r in out] == [f"r{i:02}" for i in range(20)]
     assert [r["tag"] for r in out] == list(range(20))
     sent = {json.dumps(r.json["messages"]) for r in ray_server.chat_requests()}
@@ -110,3 +115,30 @@ def test_bad_settings_are_refused_at_once(kwargs: dict[str, Any], match: str) ->
     """Settings are checked when the stage is built, before any actor sends anything."""
     with pytest.raises(ValueError, match=match):
         ChatCompletions(base_url="http://127.0.0.1:1/v1", api_key=KEY, **kwargs)
+
+
+def test_parquet_in_parquet_out(ray_server: ThreadedServer, tmp_path: Path) -> None:
+    """Struct bodies read from Parquet (nulls for other rows' keys) go out without the nulls."""
+    rows = [
+        {"custom_id": "a", "body": {**body(0), "temperature": 0.5}},
+        {"custom_id": "b", "body": {**body(1), "seed": 7}},
+    ]
+    source = tmp_path / "in"
+    ray.data.from_items(rows).write_parquet(str(source))
+    ds = ray.data.read_parquet(str(source)).map_batches(
+        ChatCompletions,
+        batch_size=8,
+        batch_format="pandas",
+        fn_constructor_kwargs=stage(ray_server),
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.25,
+    )
+    ds.write_parquet(str(tmp_path / "out"))
+    out = {r["custom_id"]: r for r in ray.data.read_parquet(str(tmp_path / "out")).take_all()}
+    assert set(out) == {"a", "b"}
+    assert all(
+        r["status_code"] == 200 and json.loads(r["response"])["choices"] for r in out.values()
+    )
+    sent = {r.json["messages"][0]["content"]: r.json for r in ray_server.chat_requests()}
+    assert sent["question 0"]["temperature"] == 0.5 and "seed" not in sent["question 0"]
+    assert sent["question 1"]["seed"] == 7 and "temperature" not in sent["question 1"]
