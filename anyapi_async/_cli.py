@@ -516,9 +516,8 @@ async def _batch_on_ray(
         from ._rayjob import run_jsonl_job_on_ray
     except ImportError as exc:  # no ray: the extra is not installed
         raise CLIError(f"--engine ray needs Ray ({exc}): pip install 'anyapi-async[ray]'") from None
+    _client(args)  # the local engine's checks of the URL, key and timeout (no I/O)
     base_url = _base_url(args)
-    if base_url is not None:
-        _client(args)  # the same checks of the URL, key and timeout as the local engine
     try:
         return await run_jsonl_job_on_ray(
             source,

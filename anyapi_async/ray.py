@@ -51,6 +51,8 @@ from ._ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
     LEARNING_WEIGHT,
     InFlightWindow,
+    Limiter,
+    RateLimiter,
     RateState,
     check_budgets,
     estimate_tokens,
@@ -438,6 +440,8 @@ class ChatCompletions:
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if isinstance(timeout, bool) or (isinstance(timeout, (int, float)) and not timeout > 0):
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self._base_url = base_url
         self._api_key = api_key
         self._concurrency = concurrency
@@ -448,7 +452,7 @@ class ChatCompletions:
         self._timeout = timeout
         self._model = model
         self._client: AsyncClient | None = None
-        self._limiter: Any = None
+        self._limiter: Limiter | None = None
         self._ready: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -478,9 +482,9 @@ class ChatCompletions:
             f"rpm={self._rpm!r}, tpm={self._tpm!r})"
         )
 
-    async def _setup(self) -> tuple[AsyncClient, Any]:
+    async def _setup(self) -> tuple[AsyncClient, Limiter]:
         # On the actor's event loop: the client's pool belongs to the loop it is made on.
-        if self._client is not None:
+        if self._client is not None and self._limiter is not None:
             return self._client, self._limiter
         if self._ready is None:
             self._ready = asyncio.Lock()
@@ -493,6 +497,7 @@ class ChatCompletions:
                 if self._timeout is not None:
                     options["timeout"] = self._timeout
                 client = AsyncClient(api_key=self._api_key, base_url=base_url, **options)
+                limiter: Limiter
                 if self._rpm or self._tpm:
                     key = self._api_key or os.environ.get(ENV_API_KEY) or ""
                     name = self._budget_name or budget_name(client.base_url, key)
@@ -500,14 +505,13 @@ class ChatCompletions:
                     handle = await asyncio.to_thread(
                         RateBudget.get_or_create, name, rpm=self._rpm, tpm=self._tpm
                     )
-                    self._limiter = _SharedLimiter(handle, name, self._rpm, self._tpm)
+                    limiter = _SharedLimiter(handle, name, self._rpm, self._tpm)
                 else:
-                    from ._ratelimit import RateLimiter
-
-                    self._limiter = RateLimiter()  # no budget: still adapts to 429s
+                    limiter = RateLimiter()  # no budget: still adapts to 429s
                 self._loop = asyncio.get_running_loop()
+                self._limiter = limiter
                 self._client = client
-        assert self._client is not None
+        assert self._client is not None and self._limiter is not None
         return self._client, self._limiter
 
     async def answer(self, bodies: Sequence[dict[str, Any]]) -> AsyncIterator[BatchResult]:

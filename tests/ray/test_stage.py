@@ -109,7 +109,12 @@ def test_stage_repr_hides_the_key() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"concurrency": 0}, "concurrency"), ({"rpm": -1}, "rpm"), ({"max_retries": -2}, "retries")],
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"rpm": -1}, "rpm"),
+        ({"max_retries": -2}, "retries"),
+        ({"timeout": 0}, "timeout"),
+    ],
 )
 def test_bad_settings_are_refused_at_once(kwargs: dict[str, Any], match: str) -> None:
     """Settings are checked when the stage is built, before any actor sends anything."""
