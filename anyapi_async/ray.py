@@ -404,7 +404,7 @@ class ChatCompletions:
         )
 
     The actors mostly wait on the network: ``num_cpus=0.25`` lets four share a core (an
-    actor answered ~830 rows/s on well under half a core in ``benchmarks/bench_ray.py``).
+    actor answered ~900 rows/s on well under half a core in ``benchmarks/bench_ray.py``).
     Use batches of hundreds of rows: Ray's own cost is per batch. Batches may be a
     dict of columns (numpy or lists), a ``pyarrow.Table`` or a ``pandas.DataFrame``; the
     output has the same kind.
