@@ -55,7 +55,10 @@ from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     from opentelemetry._logs import LoggerProvider
+    from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
@@ -237,55 +240,144 @@ def provider_for(host: str) -> str:
     return PROVIDER_ANYAPI
 
 
-def _server(url: str, provider: str | None) -> tuple[str, int | None, str]:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    return host, port, provider or provider_for(host)
-
-
 _NUMBERS: Final = (int, float)
+#: Bound on each per-telemetry cache below (endpoints, models, outcomes): the keys come from
+#: the caller (URLs, model names), so past the bound entries are built per call, uncached.
+_CACHE_SIZE: Final = 256
 
 
-def _request_attributes(fields: _RequestFields, base: dict[str, Any]) -> dict[str, Any]:
-    attrs = dict(base)
-    model = fields.model
-    if isinstance(model, str):
-        attrs[GEN_AI_REQUEST_MODEL] = model
-    max_tokens = fields.max_tokens
-    if max_tokens is None:
-        max_tokens = fields.max_completion_tokens
-    for key, value in (
-        (GEN_AI_REQUEST_MAX_TOKENS, max_tokens),
-        (GEN_AI_REQUEST_TEMPERATURE, fields.temperature),
-        (GEN_AI_REQUEST_TOP_P, fields.top_p),
-        (GEN_AI_REQUEST_TOP_K, fields.top_k),
-        (GEN_AI_REQUEST_SEED, fields.seed),
-        (GEN_AI_REQUEST_FREQUENCY_PENALTY, fields.frequency_penalty),
-        (GEN_AI_REQUEST_PRESENCE_PENALTY, fields.presence_penalty),
-    ):
-        if value is not None and type(value) in _NUMBERS:  # bool is not a number here
-            attrs[key] = value
+class _Endpoint:
+    """Per-endpoint constants: what every call to it starts with, and its per-model entries."""
+
+    __slots__ = ("base", "models", "openai")
+
+    def __init__(self, url: str, provider: str | None) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+        name = provider or provider_for(host)
+        base: dict[str, Any] = {GEN_AI_OPERATION_NAME: OPERATION_CHAT, GEN_AI_PROVIDER_NAME: name}
+        if host:
+            base[SERVER_ADDRESS] = host
+            if port is not None:
+                base[SERVER_PORT] = port
+        self.openai = name == "openai"
+        if self.openai:
+            base[OPENAI_API_TYPE] = "chat_completions"
+        self.base = base
+        self.models: dict[object, _Model] = {}
+
+    def model(self, model: object) -> _Model:
+        """The entry for requests naming ``model`` (``None`` when they name none)."""
+        entry = self.models.get(model)
+        if entry is None:
+            entry = _Model(self, model if isinstance(model, str) else None)
+            if len(self.models) < _CACHE_SIZE:
+                self.models[model] = entry
+        return entry
+
+
+class _Model:
+    """One (endpoint, request model): the span's name and first attributes, and the metric
+    attribute sets of its outcomes, built once (they are few: low-cardinality by design)."""
+
+    __slots__ = ("endpoint", "metric", "name", "outcomes", "start")
+
+    def __init__(self, endpoint: _Endpoint, model: str | None) -> None:
+        self.endpoint = endpoint
+        start = dict(endpoint.base)
+        self.name = OPERATION_CHAT
+        if model:
+            start[GEN_AI_REQUEST_MODEL] = model
+            self.name = f"{OPERATION_CHAT} {model}"
+        self.start = start
+        self.metric: dict[str, Any] = {
+            k: start[k]
+            for k in (
+                GEN_AI_OPERATION_NAME,
+                GEN_AI_PROVIDER_NAME,
+                GEN_AI_REQUEST_MODEL,
+                SERVER_ADDRESS,
+                SERVER_PORT,
+            )
+            if k in start
+        }
+        self.outcomes: dict[tuple[object, str | None], _Outcome] = {}
+
+    def outcome(self, response_model: object, error: str | None) -> _Outcome:
+        key = (response_model, error)
+        outcome = self.outcomes.get(key)
+        if outcome is None:
+            outcome = _Outcome(self.metric, response_model, error)
+            if len(self.outcomes) < _CACHE_SIZE:
+                self.outcomes[key] = outcome
+        return outcome
+
+
+class _Outcome:
+    """The metric attribute sets of one (request model, response model, error type).
+
+    Shared between calls: the SDK copies the attributes of each measurement, and no one
+    here changes them once built.
+    """
+
+    __slots__ = ("duration", "input", "metric", "output")
+
+    def __init__(self, metric: dict[str, Any], response_model: object, error: str | None) -> None:
+        if response_model:
+            metric = {**metric, GEN_AI_RESPONSE_MODEL: response_model}
+        self.metric = metric
+        self.duration = metric if error is None else {**metric, ERROR_TYPE: error}
+        self.input = {**metric, GEN_AI_TOKEN_TYPE: "input"}
+        self.output = {**metric, GEN_AI_TOKEN_TYPE: "output"}
+
+
+def _request_attributes(fields: _RequestFields, model: _Model) -> dict[str, Any]:
+    attrs = model.start.copy()
+    # Most requests set none or few of these: one test each, no tuples built per call.
+    value = fields.max_tokens
+    if value is None:
+        value = fields.max_completion_tokens
+    if value is not None and type(value) in _NUMBERS:  # bool is not a number here
+        attrs[GEN_AI_REQUEST_MAX_TOKENS] = value
+    value = fields.temperature
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_TEMPERATURE] = value
+    value = fields.top_p
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_TOP_P] = value
+    value = fields.top_k
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_TOP_K] = value
+    value = fields.seed
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_SEED] = value
+    value = fields.frequency_penalty
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_FREQUENCY_PENALTY] = value
+    value = fields.presence_penalty
+    if value is not None and type(value) in _NUMBERS:
+        attrs[GEN_AI_REQUEST_PRESENCE_PENALTY] = value
     n = fields.n
-    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+    if n is not None and type(n) is int and n != 1:
         attrs[GEN_AI_REQUEST_CHOICE_COUNT] = n
     stop = fields.stop
-    if isinstance(stop, str):
-        attrs[GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
-    elif isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
-        attrs[GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
+    if stop is not None:
+        if isinstance(stop, str):
+            attrs[GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
+        elif isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+            attrs[GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
     if fields.stream is True:
         attrs[GEN_AI_REQUEST_STREAM] = True
     response_format = fields.response_format
-    kind = response_format.get("type") if isinstance(response_format, dict) else response_format
-    if kind in ("json_object", "json_schema"):
-        attrs[GEN_AI_OUTPUT_TYPE] = "json"
-    elif kind == "text":
-        attrs[GEN_AI_OUTPUT_TYPE] = "text"
-    if attrs.get(GEN_AI_PROVIDER_NAME) == "openai":
-        attrs[OPENAI_API_TYPE] = "chat_completions"
-        if isinstance(fields.service_tier, str):
-            attrs[OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+        if kind in ("json_object", "json_schema"):
+            attrs[GEN_AI_OUTPUT_TYPE] = "json"
+        elif kind == "text":
+            attrs[GEN_AI_OUTPUT_TYPE] = "text"
+    if model.endpoint.openai and isinstance(fields.service_tier, str):
+        attrs[OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
     return attrs
 
 
@@ -399,27 +491,28 @@ class _Telemetry(Hooks):
         self.provider_name = provider_name
         self.include_usage = include_usage
         self.per_chunk_metrics = per_chunk_metrics
-        self._servers: dict[str, tuple[str, int | None, str]] = {}
-        self.batch_server = self._server_of(client.base_url)
+        #: URL -> its endpoint, origin -> endpoint: computed once, not per call.
+        self._routes: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, _Endpoint] = {}
+        self.batch_endpoint = self._endpoint(client.base_url)
 
-    def _server_of(self, url: str) -> tuple[str, int | None, str]:
+    def _endpoint(self, url: str) -> _Endpoint:
         origin = url[: url.find("/", url.find("//") + 2)] if "//" in url else url
-        server = self._servers.get(origin)
-        if server is None:
-            server = self._servers[origin] = _server(url, self.provider_name)
-        return server
+        endpoint = self._endpoints.get(origin)
+        if endpoint is None:
+            endpoint = _Endpoint(url, self.provider_name)
+            if len(self._endpoints) < _CACHE_SIZE:
+                self._endpoints[origin] = endpoint
+        return endpoint
 
-    def _base_attributes(self, server: tuple[str, int | None, str]) -> dict[str, Any]:
-        host, port, provider = server
-        attrs: dict[str, Any] = {
-            GEN_AI_OPERATION_NAME: OPERATION_CHAT,
-            GEN_AI_PROVIDER_NAME: provider,
-        }
-        if host:
-            attrs[SERVER_ADDRESS] = host
-            if port is not None:
-                attrs[SERVER_PORT] = port
-        return attrs
+    def _route(self, url: str) -> _Endpoint | None:
+        """The endpoint of a chat-completions URL, else ``None`` (other paths get no span)."""
+        if not url.partition("?")[0].endswith(CHAT_PATH):
+            return None
+        endpoint = self._endpoint(url)
+        if len(self._routes) < _CACHE_SIZE:
+            self._routes[url] = endpoint
+        return endpoint
 
     # --- the call observer (see `Retrier.send`) -------------------------------------------
 
@@ -431,8 +524,8 @@ class _Telemetry(Hooks):
         policy: RetryPolicy,
         raise_for_status: Callable[[Response], Awaitable[None]],
     ) -> T:
-        url = request.url
-        if request.method != "POST" or not url.partition("?")[0].endswith(CHAT_PATH):
+        endpoint = self._routes.get(request.url) or self._route(request.url)
+        if endpoint is None or request.method != "POST":
             return await retrier.send(request, handle, policy, raise_for_status, observed=True)
         item = _BATCH_ITEM.get()
         if item is not None:
@@ -440,29 +533,30 @@ class _Telemetry(Hooks):
             return await item.join(send)
         body = request.body or b""
         try:
+            # Only the few fields spans need are kept; the rest (messages...) is skipped.
             fields = _fields_decoder.decode(body)
         except msgspec.DecodeError:
             fields = _RequestFields()
-        stream = request.stream
-        if stream and self.include_usage and b'"stream_options"' not in body:
+        if request.stream and self.include_usage and b'"stream_options"' not in body:
             stripped = body.rstrip()
             if stripped.startswith(b"{") and stripped.endswith(b"}") and len(stripped) > 2:
                 # Usage arrives in a last chunk only when asked for; a caller's own
                 # stream_options (anywhere in the body) is left alone.
                 request.body = stripped[:-1] + _USAGE_OPTION
-        attrs = _request_attributes(fields, self._base_attributes(self._server_of(url)))
-        call = _Call(self, attrs)
+        model = endpoint.model(fields.model)
+        call = _Call(self, model, _request_attributes(fields, model))
         if self.capture_span or self.capture_event:
             call.capture_request(body)
         call_token = _CURRENT.set(call)
-        context_token = otel_context.attach(trace.set_span_in_context(call.span))
+        context_token = call.enter()
         try:
             result = await retrier.send(request, handle, policy, raise_for_status, observed=True)
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
-            otel_context.detach(context_token)
+            if context_token is not None:
+                otel_context.detach(context_token)
             _CURRENT.reset(call_token)
         if isinstance(result, AsyncStream):
             call.watch(result)
@@ -487,32 +581,33 @@ class _Telemetry(Hooks):
         if not isinstance(params, Mapping):
             params = item if isinstance(item, Mapping) else {}
         fields = _RequestFields(**{k: params.get(k) for k in _RequestFields.__struct_fields__})
-        base = self._base_attributes(self.batch_server)
-        attrs = _request_attributes(fields, base)
+        model = self.batch_endpoint.model(fields.model)
+        attrs = _request_attributes(fields, model)
         attrs[ANYAPI_BATCH_INDEX] = index
         custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
         if isinstance(custom_id, str):
             attrs[ANYAPI_BATCH_CUSTOM_ID] = custom_id
-        call = _Call(self, attrs)
+        call = _Call(self, model, attrs)
         if self.capture_span or self.capture_event:
             call.capture_params(params)
         state = _BatchItem(call.clock)
-        metric_attrs = call.metric_attrs
+        metric_attrs = model.metric
         self.batch_in_flight.add(1, metric_attrs)
-        tokens = (
-            _CURRENT.set(call),
-            _BATCH_ITEM.set(state),
-            otel_context.attach(trace.set_span_in_context(call.span)),
-        )
+        call_token = _CURRENT.set(call)
+        item_token = _BATCH_ITEM.set(state)
+        # The item's span is the current one while it runs: spans its calls start (an
+        # HTTP client's, say) are its children.
+        context_token = call.enter()
         try:
             result = await attempt
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
-            otel_context.detach(tokens[2])
-            _BATCH_ITEM.reset(tokens[1])
-            _CURRENT.reset(tokens[0])
+            if context_token is not None:
+                otel_context.detach(context_token)
+            _BATCH_ITEM.reset(item_token)
+            _CURRENT.reset(call_token)
             self.batch_in_flight.add(-1, metric_attrs)
         waited = max(0.0, call.clock() - call.started - state.sent)
         extra: dict[str, Any] = {ANYAPI_RATE_LIMIT_WAIT: waited}
@@ -560,8 +655,10 @@ class _Call:
         "attrs",
         "captured_input",
         "clock",
+        "detailed",
         "ended",
-        "metric_attrs",
+        "model",
+        "recording",
         "retry_wait",
         "span",
         "started",
@@ -569,34 +666,37 @@ class _Call:
         "wall_ns",
     )
 
-    def __init__(self, t: _Telemetry, attrs: dict[str, Any]) -> None:
+    def __init__(self, t: _Telemetry, model: _Model, attrs: dict[str, Any]) -> None:
         self.t = t
+        self.model = model
         self.attrs = attrs
-        model = attrs.get(GEN_AI_REQUEST_MODEL)
-        self.metric_attrs: dict[str, Any] = {
-            k: attrs[k]
-            for k in (
-                GEN_AI_OPERATION_NAME,
-                GEN_AI_PROVIDER_NAME,
-                GEN_AI_REQUEST_MODEL,
-                SERVER_ADDRESS,
-                SERVER_PORT,
-            )
-            if k in attrs
-        }
         # Loop time, as the stream timings use; wall time only for the span's timestamps.
         self.clock = asyncio.get_running_loop().time
         self.wall_ns = time.time_ns()
         self.started = self.clock()
-        self.span: Span = t.tracer.start_span(
-            f"{OPERATION_CHAT} {model}" if model else OPERATION_CHAT,
-            kind=SpanKind.CLIENT,
-            attributes=attrs,
-            start_time=self.wall_ns,
+        span: Span = t.tracer.start_span(
+            model.name, kind=SpanKind.CLIENT, attributes=attrs, start_time=self.wall_ns
         )
+        self.span = span
+        self.recording = span.is_recording()
+        # The span's closing attributes (and the event's) are built only if someone reads
+        # them: not for a no-op tracer or a span the sampler dropped, unless events are on.
+        self.detailed = self.recording or t.event_logger is not None
         self.retry_wait = 0.0
         self.ended = False
         self.captured_input: dict[str, Any] | None = None
+
+    def enter(self) -> Token[Context] | None:
+        """Make the span the current one (for spans started inside the call); the token."""
+        span = self.span
+        if (
+            not self.recording
+            and span.get_span_context() is trace.get_current_span().get_span_context()
+        ):
+            # A no-op tracer hands back the current span's own context: entering it would
+            # change nothing that nested spans or propagators see.
+            return None
+        return otel_context.attach(trace.set_span_in_context(span))
 
     # --- content (only when capture is on) -------------------------------------------------
 
@@ -625,10 +725,15 @@ class _Call:
 
     def retry(self, attempt: int, delay: float, error: APIError) -> None:
         self.retry_wait += delay
-        self.span.add_event(
-            ANYAPI_RETRY_EVENT,
-            {"anyapi.attempt": attempt, "anyapi.retry.delay": delay, ERROR_TYPE: error_type(error)},
-        )
+        if self.recording:
+            self.span.add_event(
+                ANYAPI_RETRY_EVENT,
+                {
+                    "anyapi.attempt": attempt,
+                    "anyapi.retry.delay": delay,
+                    ERROR_TYPE: error_type(error),
+                },
+            )
 
     def succeed(
         self,
@@ -637,19 +742,27 @@ class _Call:
         attempts: int | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        completion = result if isinstance(result, ChatCompletion) else None
+        if not self.detailed:
+            if completion is None:
+                self.end(None, None, None, self.clock(), None, None)
+            else:
+                self.end(None, completion.usage, None, self.clock(), None, completion.model)
+            return
         attrs: dict[str, Any] = extra or {}
         usage = None
         output = None
-        if isinstance(result, ChatCompletion):
-            openai = self.attrs.get(GEN_AI_PROVIDER_NAME) == "openai"
-            _response_attributes(result, attrs, openai)
-            reasons = [c.finish_reason for c in result.choices if c.finish_reason]
+        response_model = None
+        if completion is not None:
+            response_model = completion.model
+            _response_attributes(completion, attrs, self.model.endpoint.openai)
+            reasons = [c.finish_reason for c in completion.choices if c.finish_reason]
             if reasons:
                 attrs[GEN_AI_RESPONSE_FINISH_REASONS] = reasons
-            usage = result.usage
+            usage = completion.usage
             if usage is not None:
                 _usage_attributes(usage, attrs)
-            info = result.http
+            info = completion.http
             if info is not None:
                 if attempts is None:
                     attempts = info.attempts
@@ -657,10 +770,10 @@ class _Call:
                 if request_id:
                     attrs[ANYAPI_REQUEST_ID] = request_id
             if self.captured_input is not None:
-                output = content.output_messages(result)
+                output = content.output_messages(completion)
         if attempts is not None:
             attrs[ANYAPI_ATTEMPTS] = attempts
-        self.end(attrs, usage, None, self.clock(), output)
+        self.end(attrs, usage, None, self.clock(), output, response_model)
 
     def fail(
         self,
@@ -669,61 +782,61 @@ class _Call:
         attempts: int | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        attrs: dict[str, Any] = extra or {}
-        if attempts is None and isinstance(error, APIError):
-            attempts = error.attempts
-        if attempts:
-            attrs[ANYAPI_ATTEMPTS] = attempts
-        if isinstance(error, APIStatusError) and error.request_id:
-            attrs[ANYAPI_REQUEST_ID] = error.request_id
-        self.end(attrs, None, error, self.clock(), None)
+        attrs: dict[str, Any] | None = None
+        if self.detailed:
+            attrs = extra or {}
+            if attempts is None and isinstance(error, APIError):
+                attempts = error.attempts
+            if attempts:
+                attrs[ANYAPI_ATTEMPTS] = attempts
+            if isinstance(error, APIStatusError) and error.request_id:
+                attrs[ANYAPI_REQUEST_ID] = error.request_id
+        self.end(attrs, None, error, self.clock(), None, None)
 
     def end(
         self,
-        attrs: dict[str, Any],
+        attrs: dict[str, Any] | None,
         usage: CompletionUsage | None,
         error: BaseException | None,
         at: float,
         output: list[dict[str, Any]] | None,
+        response_model: str | None,
         *,
         first_chunk: float | None = None,
         per_chunk: float | None = None,
     ) -> None:
+        """End the span and record the metrics; ``attrs`` is ``None`` unless `detailed`."""
         if self.ended:
             return
         self.ended = True
         t = self.t
-        span = self.span
-        if self.retry_wait:
-            attrs[ANYAPI_RETRY_WAIT] = self.retry_wait
-        metric_attrs = self.metric_attrs
-        response_model = attrs.get(GEN_AI_RESPONSE_MODEL)
-        if response_model:
-            metric_attrs = {**metric_attrs, GEN_AI_RESPONSE_MODEL: response_model}
+        kind = None if error is None else error_type(error)
+        # Cached attribute sets: the metrics' attributes are few and fixed per outcome.
+        outcome = self.model.outcome(response_model or None, kind)
         if first_chunk is not None:
-            attrs[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk
-            t.time_to_first_chunk.record(first_chunk, metric_attrs)
+            t.time_to_first_chunk.record(first_chunk, outcome.metric)
         if per_chunk is not None:
-            t.time_per_output_chunk.record(per_chunk, metric_attrs)
-        if output is not None and t.capture_span:
-            attrs[GEN_AI_OUTPUT_MESSAGES] = content.to_json(output)
-        duration_attrs = metric_attrs
-        if error is not None:
-            kind = error_type(error)
-            attrs[ERROR_TYPE] = kind
-            duration_attrs = {**metric_attrs, ERROR_TYPE: kind}
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        span.set_attributes(attrs)
+            t.time_per_output_chunk.record(per_chunk, outcome.metric)
         duration = max(0.0, at - self.started)
-        end_ns = self.wall_ns + int(duration * 1e9)
-        t.duration.record(duration, duration_attrs)
+        t.duration.record(duration, outcome.duration)
         if usage is not None:
-            t.token_usage.record(usage.prompt_tokens, {**metric_attrs, GEN_AI_TOKEN_TYPE: "input"})
-            t.token_usage.record(
-                usage.completion_tokens, {**metric_attrs, GEN_AI_TOKEN_TYPE: "output"}
-            )
-        if t.event_logger is not None:
-            self._emit(attrs, output, end_ns)
+            t.token_usage.record(usage.prompt_tokens, outcome.input)
+            t.token_usage.record(usage.completion_tokens, outcome.output)
+        end_ns = self.wall_ns + int(duration * 1e9)
+        span = self.span
+        if attrs is not None:
+            if self.retry_wait:
+                attrs[ANYAPI_RETRY_WAIT] = self.retry_wait
+            if first_chunk is not None:
+                attrs[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk
+            if output is not None and t.capture_span:
+                attrs[GEN_AI_OUTPUT_MESSAGES] = content.to_json(output)
+            if error is not None:
+                attrs[ERROR_TYPE] = kind
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_attributes(attrs)
+            if t.event_logger is not None:
+                self._emit(attrs, output, end_ns)
         span.end(end_time=end_ns)
 
     def _emit(self, attrs: dict[str, Any], output: list[dict[str, Any]] | None, at: int) -> None:
@@ -830,7 +943,7 @@ class _StreamWatcher:
         # The conventions' exact time_per_output_chunk: one record per chunk after the first.
         record = self.call.t.time_per_output_chunk.record
         clock = self.call.clock
-        attrs = self.call.metric_attrs
+        attrs = self.call.model.metric
         previous: float | None = None
         follow: Any = self._follow(chunks)
         try:
@@ -855,21 +968,24 @@ class _StreamWatcher:
         call = self.call
         if call.ended:
             return
-        attrs: dict[str, Any] = {
-            ANYAPI_STREAM_END: how,
-            ANYAPI_STREAM_CHUNKS: self.chunks,
-            ANYAPI_ATTEMPTS: self.attempts,
-        }
-        if self.request_id:
-            attrs[ANYAPI_REQUEST_ID] = self.request_id
-        if self.last is not None:
-            openai = call.attrs.get(GEN_AI_PROVIDER_NAME) == "openai"
-            _response_attributes(self.last, attrs, openai)
-        if self.reasons:
-            attrs[GEN_AI_RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
-        usage = self.usage
-        if usage is not None:
-            _usage_attributes(usage, attrs)
+        last = self.last
+        attrs: dict[str, Any] | None = None
+        if call.detailed:
+            attrs = {
+                ANYAPI_STREAM_END: how,
+                ANYAPI_STREAM_CHUNKS: self.chunks,
+                ANYAPI_ATTEMPTS: self.attempts,
+            }
+            if self.request_id:
+                attrs[ANYAPI_REQUEST_ID] = self.request_id
+            if last is not None:
+                _response_attributes(last, attrs, call.model.endpoint.openai)
+            if self.reasons:
+                attrs[GEN_AI_RESPONSE_FINISH_REASONS] = [
+                    self.reasons[i] for i in sorted(self.reasons)
+                ]
+            if self.usage is not None:
+                _usage_attributes(self.usage, attrs)
         timings = self.timings
         first = timings.first_token
         first_chunk = None if first is None else max(0.0, first - call.started)
@@ -887,7 +1003,16 @@ class _StreamWatcher:
         if self.acc is not None:
             output = content.output_messages(self.acc.completion())
         at = finished if finished is not None else call.clock()
-        call.end(attrs, usage, error, at, output, first_chunk=first_chunk, per_chunk=per_chunk)
+        call.end(
+            attrs,
+            self.usage,
+            error,
+            at,
+            output,
+            None if last is None else last.model,
+            first_chunk=first_chunk,
+            per_chunk=per_chunk,
+        )
 
 
 def instrument(
