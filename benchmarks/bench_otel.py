@@ -7,16 +7,21 @@ One process, one run: the benchmark server (``benchmarks/server.py``) in its own
 then, per repetition and in a rotated order, each variant's measured phase: ``plain`` (an
 uninstrumented client), ``otel`` (``instrument()`` with SDK providers whose exporters drop
 everything: a `BatchSpanProcessor` with a no-op exporter, an in-memory metric reader that is
-never read), ``otel-api-only`` (``instrument()`` with the API's no-op providers, what an
-application without an SDK gets: the instrumentation's own cost), ``otel-per-chunk``
-(``per_chunk_metrics=True``) and ``otel-content`` (``capture_content=True``). CPU is
-``time.process_time()`` (all threads, so the span processor's export thread counts) divided
-by requests or streamed chunks; the figures are medians over repetitions, ratios are to
-``plain`` of the same repetitions. One JSON line per case on stdout, and a last
-``sdk-floor`` line: what the OpenTelemetry SDK alone costs per call (one span with a completion's
-attributes and three histogram records, no client), which bounds what any instrumentation
-can reach. The targets: ``otel`` within 1.10x on non-streaming requests and 1.25x per
-streamed chunk.
+never read), ``otel-api-only`` (``instrument()`` with no providers and none set globally:
+the API's default ones, which do nothing; what an application without an SDK gets, i.e.
+the instrumentation's own cost), ``otel-per-chunk`` (``per_chunk_metrics=True``) and
+``otel-content`` (``capture_content=True``). CPU is ``time.process_time()`` (all threads,
+so the span processor's export thread counts) divided by requests or streamed chunks; the
+figures are medians over repetitions, ratios are to ``plain`` of the same repetitions.
+
+Cases: ``completion`` (non-streaming, concurrency 1), ``stream`` (1,000-chunk streams) and
+``completion-offline``: the same non-streaming calls over a transport that hands back a
+prebuilt response (no socket, no aiohttp), so the client's and the instrumentation's own
+CPU show without the network's cost and noise. One JSON line per case on stdout, and a last
+``sdk-floor`` line: what the OpenTelemetry SDK alone costs per call (one span with a
+completion's attributes and three histogram records, no client), which bounds what any
+instrumentation can reach. The targets: ``otel`` within 1.10x on non-streaming requests and
+1.25x per streamed chunk.
 """
 
 from __future__ import annotations
@@ -33,12 +38,49 @@ from typing import Any
 import anyapi_async
 from anyapi_async import otel
 
-from .payloads import ROUTES
+from .payloads import ROUTES, completion_body
 from .scenarios import request_params
 from .server import spawn
 
 VARIANTS = ("plain", "otel-api-only", "otel", "otel-per-chunk", "otel-content")
+CASES = ("completion", "stream", "completion-offline")
 TARGETS = {"completion": 1.10, "stream": 1.25}
+OFFLINE_URL = "http://127.0.0.1:9/v1"  # never connected to: the transport below answers
+
+
+class _PrebuiltResponse:
+    """What the client reads of a 200 response (`anyapi_async.Response`), from memory."""
+
+    status = 200
+    url = OFFLINE_URL + "/chat/completions"
+    content_type = "application/json"
+
+    def __init__(self, body: bytes, headers: Any) -> None:
+        self.body = body
+        self.headers = headers
+
+    async def read(self, limit: int = 0) -> bytes:
+        return self.body
+
+
+class _PrebuiltTransport:
+    """A `Transport` answering every request with the same completion, without a socket."""
+
+    def __init__(self) -> None:
+        from multidict import CIMultiDict, CIMultiDictProxy
+
+        self.response = _PrebuiltResponse(
+            json.dumps(completion_body(ROUTES["completion"])).encode(),
+            CIMultiDictProxy(
+                CIMultiDict({"Content-Type": "application/json", "x-request-id": "req_1"})
+            ),
+        )
+
+    async def send(self, request: Any) -> Any:
+        return self.response
+
+    async def aclose(self) -> None:
+        pass
 
 
 def _providers() -> tuple[dict[str, Any], list[Any]]:
@@ -62,15 +104,16 @@ def _providers() -> tuple[dict[str, Any], list[Any]]:
     return providers, [tracer_provider, meter_provider]
 
 
-def _client(base_url: str, variant: str, providers: dict[str, Any]) -> anyapi_async.AsyncClient:
-    client = anyapi_async.AsyncClient(api_key="sk-benchmark", base_url=base_url)
+def _client(
+    base_url: str, variant: str, providers: dict[str, Any], *, offline: bool = False
+) -> anyapi_async.AsyncClient:
+    client = anyapi_async.AsyncClient(
+        api_key="sk-benchmark",
+        base_url=OFFLINE_URL if offline else base_url,
+        transport=_PrebuiltTransport() if offline else None,
+    )
     if variant == "otel-api-only":
-        from opentelemetry.metrics import NoOpMeterProvider
-        from opentelemetry.trace import NoOpTracerProvider
-
-        otel.instrument(
-            client, tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
-        )
+        otel.instrument(client)  # the global providers: the API's no-op ones here
     elif variant == "otel":
         otel.instrument(client, **providers)
     elif variant == "otel-per-chunk":
@@ -101,7 +144,7 @@ async def _streams(client: anyapi_async.AsyncClient, n: int) -> int:
 
 async def _phase(client: anyapi_async.AsyncClient, case: str, n: int) -> float:
     """CPU µs per unit (request or chunk) of one measured phase, after a short warm-up."""
-    run = _completions if case == "completion" else _streams
+    run = _streams if case == "stream" else _completions
     await run(client, max(1, n // 10))
     started = time.process_time()
     units = await run(client, n)
@@ -143,23 +186,30 @@ def _sdk_floor(providers: dict[str, Any], n: int = 5000) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
-async def _session(base_url: str, reps: int, requests: int, streams: int) -> dict[str, Any]:
+async def _session(
+    base_url: str, reps: int, requests: int, streams: int, offline: int
+) -> dict[str, Any]:
+    from opentelemetry import metrics, trace
+
+    # otel-api-only stands for an application without an SDK: nothing set globally.
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    assert type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
     providers, owned = _providers()
     clients = {v: _client(base_url, v, providers) for v in VARIANTS}
-    results: dict[str, dict[str, list[float]]] = {
-        case: {v: [] for v in VARIANTS} for case in ("completion", "stream")
-    }
+    stubbed = {v: _client(base_url, v, providers, offline=True) for v in VARIANTS}
+    results: dict[str, dict[str, list[float]]] = {case: {v: [] for v in VARIANTS} for case in CASES}
     floors: list[float] = []
     try:
         for rep in range(reps):
             order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
-            for case, n in (("completion", requests), ("stream", streams)):
+            for case, n in zip(CASES, (requests, streams, offline), strict=True):
                 for variant in order:
-                    results[case][variant].append(await _phase(clients[variant], case, n))
+                    client = (stubbed if case == "completion-offline" else clients)[variant]
+                    results[case][variant].append(await _phase(client, case, n))
             floors.append(_sdk_floor(providers))
             print(f"rep {rep + 1}/{reps} done", file=sys.stderr)
     finally:
-        for client in clients.values():
+        for client in (*clients.values(), *stubbed.values()):
             await client.aclose()
         for provider in owned:
             provider.shutdown()
@@ -173,15 +223,18 @@ def summarize(results: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
         for variant, runs in variants.items():
             median = statistics.median(runs)
             ratios = [r / p for r, p in zip(runs, variants["plain"], strict=True)]
+            added = [r - p for r, p in zip(runs, variants["plain"], strict=True)]
             rows.append(
                 {
                     "case": case,
-                    "unit": "request" if case == "completion" else "chunk",
+                    "unit": "chunk" if case == "stream" else "request",
                     "variant": variant,
                     "cpu_us": round(median, 2),
                     "ratio": round(median / plain, 3),
                     "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-                    "target": TARGETS[case] if variant == "otel" else None,
+                    # CPU added to the same calls uninstrumented (median over repetitions).
+                    "added_us": round(statistics.median(added), 2),
+                    "target": TARGETS.get(case) if variant == "otel" else None,
                     "runs": [round(r, 2) for r in runs],
                 }
             )
@@ -195,11 +248,16 @@ def main(argv: list[str] | None = None) -> None:
         "--requests", type=int, default=2000, help="non-streaming requests per phase"
     )
     parser.add_argument("--streams", type=int, default=20, help="1,000-chunk streams per phase")
+    parser.add_argument(
+        "--offline", type=int, default=5000, help="calls per completion-offline phase"
+    )
     args = parser.parse_args(argv)
     proc, port = spawn()
     try:
         session = asyncio.run(
-            _session(f"http://127.0.0.1:{port}/v1", args.reps, args.requests, args.streams)
+            _session(
+                f"http://127.0.0.1:{port}/v1", args.reps, args.requests, args.streams, args.offline
+            )
         )
     finally:
         proc.terminate()
