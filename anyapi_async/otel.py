@@ -265,15 +265,16 @@ class _Endpoint:
         if self.openai:
             base[OPENAI_API_TYPE] = "chat_completions"
         self.base = base
-        self.models: dict[object, _Model] = {}
+        self.models: dict[str | None, _Model] = {}
 
     def model(self, model: object) -> _Model:
-        """The entry for requests naming ``model`` (``None`` when they name none)."""
-        entry = self.models.get(model)
+        """The entry for requests naming ``model`` (anything but a string counts as none)."""
+        key = model if isinstance(model, str) else None
+        entry = self.models.get(key)
         if entry is None:
-            entry = _Model(self, model if isinstance(model, str) else None)
+            entry = _Model(self, key)
             if len(self.models) < _CACHE_SIZE:
-                self.models[model] = entry
+                self.models[key] = entry
         return entry
 
 

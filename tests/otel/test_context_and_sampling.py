@@ -161,3 +161,19 @@ async def test_each_outcome_keeps_its_own_metric_points(
     spans = telemetry.spans()
     assert [s.name for s in spans] == ["chat m1", "chat m1", "chat m2", "chat m1", "chat m1"]
     assert [attrs_of(s).get("error.type") for s in spans] == [None, None, None, "422", "400"]
+
+
+async def test_a_model_that_is_not_a_string_counts_as_none(
+    server: LocalServer, telemetry: Telemetry, no_backoff: list[float]
+) -> None:
+    """A batch body whose model is a list (unhashable) still gets its span, without a model."""
+    request = {"custom_id": "q0", "body": {"model": ["m"], "messages": MSGS}}
+    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
+        otel.instrument(c, **telemetry.providers())
+        async with c.chat.completions.batch([request]) as run:
+            results = [r async for r in run]
+    span = telemetry.span()
+    assert span.name == "chat"
+    assert "gen_ai.request.model" not in attrs_of(span)
+    assert attrs_of(span)["anyapi.batch.custom_id"] == "q0"
+    assert len(results) == 1
