@@ -7,7 +7,12 @@ from typing import Literal, Union
 
 from ._accumulate import ChunkAccumulator
 from ._streaming import AsyncStream, raise_if_incomplete
-from ._types import ChatCompletion, ChatCompletionChunk, ChatCompletionTokenLogprob
+from ._types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionTokenLogprob,
+    keep_response,
+)
 
 __all__ = [
     "ChatCompletionStream",
@@ -235,7 +240,7 @@ class ChatCompletionStream:
         if self._final is None:
             await self.until_done()
             final = self._acc.completion()
-            final.__dict__["_http"] = self._stream.http
+            keep_response(final, http=self._stream.http)
             self._final = final
         return self._final
 

@@ -297,14 +297,14 @@ def _base_url(args: argparse.Namespace) -> str | None:
 
 
 def _api_key(name: str, base_url: str | None) -> str:
-    from ._client import _is_loopback
+    from ._client import is_loopback
 
     key = (os.environ.get(name) or "").strip()  # a pasted key often ends in a newline
     if not key:
         from urllib.parse import urlsplit
 
         host = urlsplit(base_url).hostname if base_url else None
-        if host is None or not _is_loopback(host):
+        if host is None or not is_loopback(host):
             raise CLIError(f"no API key: set {name} (or name another variable with --api-key-env)")
         return LOCAL_API_KEY
     if any(c.isspace() or not c.isprintable() for c in key):
@@ -313,13 +313,13 @@ def _api_key(name: str, base_url: str | None) -> str:
 
 
 def _client(args: argparse.Namespace) -> AsyncClient:
-    from ._client import AsyncClient, _check_base_url
+    from ._client import AsyncClient, check_base_url
 
     base_url = _base_url(args)
     key = _api_key(args.api_key_env, base_url)
     if base_url is not None:
         try:
-            _check_base_url(base_url)
+            check_base_url(base_url)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     try:

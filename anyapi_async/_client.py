@@ -9,13 +9,13 @@ import ssl
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
 from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven, Timeout, TimeoutTypes
-from ._decode import JSON_DECODER, decode_lenient
+from ._decode import JSON_DECODER, decode_lenient, decoder_for
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -27,9 +27,10 @@ from ._exceptions import (
 from ._hooks import AttemptInfo, Hooks
 from ._logging import redact_url, setup_logging, with_log_hook
 from ._meta import ResponseInfo, Timings, request_id_of
+from ._response import APIResponse, StreamedAPIResponse
 from ._retry import DEFAULT_MAX_RETRIES, CallObserver, Retrier, RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE
-from ._streaming import AsyncStream, abort_stream
+from ._streaming import AsyncStream, abort_stream, hold_slot, open_stream
 from ._transport import (
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -41,7 +42,7 @@ from ._transport import (
     Transport,
     timeout_after,
 )
-from ._types import ChatCompletionChunk, KeepsBody
+from ._types import ChatCompletionChunk, keep_response
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -49,7 +50,19 @@ if TYPE_CHECKING:
 
     from ._resources import Chat, Models
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "call_observer", "observe_calls"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AsyncClient",
+    "call_observer",
+    "call_options",
+    "check_base_url",
+    "encode_body",
+    "is_loopback",
+    "observe_calls",
+    "open_response",
+    "request",
+    "request_stream",
+]
 
 T = TypeVar("T")
 
@@ -63,6 +76,8 @@ logger = logging.getLogger("anyapi_async")
 setup_logging()  # ANYAPI_LOG=debug|info
 
 ApiKey = str | Callable[[], Awaitable[str]] | None
+#: What `AsyncClient.post` sends: a dict or Struct as JSON, bytes as they are.
+Body = Mapping[str, Any] | msgspec.Struct | bytes | None
 
 
 def check_header(name: str, value: object) -> str:
@@ -75,7 +90,7 @@ def check_header(name: str, value: object) -> str:
     return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     import ipaddress
@@ -86,12 +101,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_base_url(url: str) -> str:
+def check_base_url(url: str) -> str:
     """``url`` checked, without a trailing slash (the query string, if any, stays on)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http:// or https:// URL, got {url!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         warnings.warn(
             f"base_url {url!r} uses plain HTTP to a non-loopback host: the API key would "
             "travel unencrypted. Use https://.",
@@ -198,14 +213,12 @@ class AsyncClient:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         idempotency_keys: bool = False,
     ) -> None:
-        self.base_url = _check_base_url(
-            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-        )
+        self.base_url = check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
         if api_key is None:
             api_key = os.environ.get(ENV_API_KEY)
         if api_key == "":
             api_key = None
-        if api_key is None and not _is_loopback(urlsplit(self.base_url).hostname or ""):
+        if api_key is None and not is_loopback(urlsplit(self.base_url).hostname or ""):
             raise ValueError(
                 f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
             )
@@ -474,56 +487,36 @@ class AsyncClient:
             response.status, body, response.headers, request_id_of(response.headers)
         )
 
-    async def _request_json(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        options: Mapping[str, Any] | None,
-        decoder: msgspec.json.Decoder[T],
-    ) -> T:
-        """Send a request whose answer is one JSON body, decoded by ``decoder``.
-
-        With ``max_concurrency`` the slot is taken before the request is built, so calls
-        queued behind the cap hold no headers or request objects (``Timeout.total``
-        counts the wait).
-        """
-        semaphore = self._semaphore
-        if semaphore is None:
-            request = await self._build_request(method, path, body, options=options)
-            return await self._send_json(request, options, decoder)
-        deadline = None
-        if semaphore.locked() and (total := self._total_timeout(options)) is not None:
-            deadline = await self._wait_for_slot(semaphore, total)
-        else:
-            await semaphore.acquire()
-        try:
-            request = await self._build_request(
-                method, path, body, options=options, deadline=deadline
-            )
-            return await self._send_json(request, options, decoder)
-        finally:
-            semaphore.release()
-
     async def _send_json(
-        self, request: Request, options: Mapping[str, Any] | None, decoder: msgspec.json.Decoder[T]
-    ) -> T:
+        self,
+        request: Request,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        raw: bool = False,
+    ) -> Any:
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
         hooks = self._retrier.hooks
         max_size = self.max_response_size
 
-        async def handle(response: Response, attempt: AttemptInfo | int) -> T:
+        async def handle(response: Response, attempt: AttemptInfo | int) -> Any:
             timings.headers = loop.time()
             body = await response.read(max_size)
-            result = self._decode_body(body, response, decoder)
-            if isinstance(result, KeepsBody):
-                result._raw = body  # for to_dict(): decoded only if asked
-            timings.finished = timings.first_token = loop.time()
-            if isinstance(result, msgspec.Struct) and hasattr(result, "__dict__"):
-                n = attempt if isinstance(attempt, int) else attempt.attempt
-                result.__dict__["_http"] = ResponseInfo(
-                    response.status, response.headers, n, timings
+            n = attempt if isinstance(attempt, int) else attempt.attempt
+            if raw:
+                timings.finished = timings.first_token = loop.time()
+                info = ResponseInfo(response.status, response.headers, n, timings)
+                result: Any = APIResponse(
+                    info, body, lambda: self._cast(body, response, cast_to, info)
+                )
+            elif cast_to is bytes:
+                timings.finished = timings.first_token = loop.time()
+                result = body
+            else:
+                result = self._decode_body(body, response, decoder_for(cast_to))
+                timings.finished = timings.first_token = loop.time()
+                keep_response(
+                    result, body, ResponseInfo(response.status, response.headers, n, timings)
                 )
             if hooks and not isinstance(attempt, int):
                 for hook in hooks:
@@ -533,6 +526,14 @@ class AsyncClient:
         return await self._retrier.send(
             request, handle, self._policy(options), self._raise_for_status
         )
+
+    def _cast(self, body: bytes, response: Response, cast_to: Any, info: ResponseInfo) -> Any:
+        """``body`` as ``cast_to`` (for `APIResponse.parse`), metadata attached."""
+        if cast_to is bytes:
+            return body
+        result = self._decode_body(body, response, decoder_for(cast_to))
+        keep_response(result, body, info)
+        return result
 
     @staticmethod
     def _decode_body(body: bytes, response: Response, decoder: msgspec.json.Decoder[T]) -> T:
@@ -566,8 +567,13 @@ class AsyncClient:
             raise APIResponseValidationError(
                 "The response is not valid JSON", status_code=response.status, body=body
             ) from exc
-        error = getattr(result, "error", None)
-        if error is not None or getattr(result, "object", None) == "error":
+        if isinstance(result, dict):
+            error = result.get("error")
+            kind = result.get("object")
+        else:
+            error = getattr(result, "error", None)
+            kind = getattr(result, "object", None)
+        if error is not None or kind == "error":
             # A gateway that began with 200 and then failed upstream.
             raise error_from_payload(
                 JSON_DECODER.decode(body),
@@ -581,38 +587,12 @@ class AsyncClient:
             )
         return result
 
-    async def _request_stream(
-        self, path: str, body: bytes, options: Mapping[str, Any] | None
-    ) -> AsyncStream[ChatCompletionChunk]:
-        """Send a streaming request; return once its first event has arrived.
-
-        With ``max_concurrency`` the slot is taken first (within ``Timeout.total``) and then
-        held by the stream until it is closed.
-        """
-        semaphore = self._semaphore
-        deadline = None
-        if semaphore is not None:
-            if semaphore.locked() and (total := self._total_timeout(options)) is not None:
-                deadline = await self._wait_for_slot(semaphore, total)
-            else:
-                await semaphore.acquire()
-        try:
-            request = await self._build_request(
-                "POST", path, body, stream=True, options=options, deadline=deadline
-            )
-            stream = await self._send_stream(request, options)
-        except BaseException:
-            if semaphore is not None:
-                semaphore.release()
-            raise
-        if semaphore is not None:
-            stream._on_close = semaphore.release
-        self._streams.add(stream)
-        return stream
-
     async def _send_stream(
-        self, request: Request, options: Mapping[str, Any] | None
-    ) -> AsyncStream[ChatCompletionChunk]:
+        self,
+        request: Request,
+        options: Mapping[str, Any] | None,
+        item_decoder: Callable[[bytes], Any] | None,
+    ) -> AsyncStream[Any]:
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
         first_event = request.timeout.first_event
@@ -622,7 +602,7 @@ class AsyncClient:
             timings.headers = loop.time()
             # first_event is per attempt: a retried attempt gets the whole limit again.
             first_by = request.attempt_started + first_event if first_event else None
-            stream: AsyncStream[ChatCompletionChunk] = AsyncStream(
+            return await open_stream(
                 response,
                 attempt=attempt,
                 timings=timings,
@@ -630,13 +610,346 @@ class AsyncClient:
                 idle=request.timeout.idle,
                 first_event_by=first_by,
                 hooks=hooks,
+                item_decoder=item_decoder,
             )
-            await stream._start()
-            return stream
 
         return await self._retrier.send(
             request, handle, self._policy(options), self._raise_for_status
         )
+
+    async def _take_slot(self, options: Mapping[str, Any] | None) -> float | None:
+        """Take a ``max_concurrency`` slot (there is a cap); return the call's deadline, if
+        the wait started it."""
+        semaphore = self._semaphore
+        assert semaphore is not None
+        if semaphore.locked() and (total := self._total_timeout(options)) is not None:
+            return await self._wait_for_slot(semaphore, total)
+        await semaphore.acquire()
+        return None
+
+    def _release_slot(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+
+    # --- the public seam -----------------------------------------------------------------
+
+    @overload
+    async def post(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        body: Body = None,
+        stream: Literal[False] = False,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        idempotency_key: str | None = None,
+    ) -> T: ...
+
+    @overload
+    async def post(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        body: Body = None,
+        stream: Literal[True],
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        idempotency_key: str | None = None,
+    ) -> AsyncStream[T]: ...
+
+    async def post(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        body: Body = None,
+        stream: bool = False,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        idempotency_key: str | None = None,
+    ) -> T | AsyncStream[T]:
+        """``POST {base_url}{path}``: any endpoint, with everything `create()` has.
+
+        The same auth, headers, retries, timeouts, hooks, error mapping and
+        ``max_concurrency`` slot as ``chat.completions.create()``, which is built on it.
+        ``body`` is a dict or a msgspec Struct (sent as JSON) or ``bytes`` (sent as they
+        are). ``cast_to`` says what comes back: ``bytes`` (the body as received), ``dict``
+        (a JSON object) or a msgspec type (`ChatCompletion`, your own Struct...). With
+        ``stream=True`` the call returns an `AsyncStream` of ``cast_to`` items, one per
+        server-sent event, once the first has arrived (for ``ChatCompletionChunk`` it is
+        the chat stream ``create(stream=True)`` returns).
+
+        Example:
+
+        ```python
+        reply = await client.post(
+            "/embeddings", body={"model": "text-embedding-3-small", "input": "hi"}, cast_to=dict
+        )
+        ```
+        """
+        options = call_options(extra_headers, extra_query, timeout, max_retries, idempotency_key)
+        content = encode_body(body)
+        if stream:
+            return await request_stream(self, "POST", _check_path(path), content, options, cast_to)
+        return await request(self, "POST", _check_path(path), content, options, cast_to)  # type: ignore[no-any-return]
+
+    @overload
+    async def get(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        stream: Literal[False] = False,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+    ) -> T: ...
+
+    @overload
+    async def get(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        stream: Literal[True],
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+    ) -> AsyncStream[T]: ...
+
+    async def get(
+        self,
+        path: str,
+        *,
+        cast_to: type[T],
+        stream: bool = False,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+    ) -> T | AsyncStream[T]:
+        """``GET {base_url}{path}``, as `post` does it (``models.list()`` is built on it).
+
+        Example:
+
+        ```python
+        models = await client.get("/models", cast_to=dict)
+        ```
+        """
+        options = call_options(extra_headers, extra_query, timeout, max_retries, None)
+        if stream:
+            return await request_stream(self, "GET", _check_path(path), None, options, cast_to)
+        return await request(self, "GET", _check_path(path), None, options, cast_to)  # type: ignore[no-any-return]
+
+
+# --- the request path: the package's seam (resources, batch, jobs, raw responses) ---------
+
+_body_encoder = msgspec.json.Encoder()
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str, not {type(path).__name__}")
+    if "://" in path:
+        raise ValueError(f"path is relative to base_url (e.g. '/models'), got {path!r}")
+    if "?" in path or "#" in path:
+        raise ValueError("path must not carry a query string: pass extra_query={...}")
+    return path if path.startswith("/") else "/" + path
+
+
+def encode_body(body: object) -> bytes | None:
+    """A request body: ``bytes`` as they are, a dict or Struct as JSON, ``None`` for none."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if not isinstance(body, (Mapping, msgspec.Struct)):
+        raise TypeError(
+            f"body must be a dict, a msgspec Struct or bytes, not {type(body).__name__}"
+        )
+    try:
+        return _body_encoder.encode(body)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"The request body cannot be encoded as JSON: {exc}") from exc
+
+
+def call_options(
+    extra_headers: Mapping[str, str | None] | None,
+    extra_query: Mapping[str, str | None] | None,
+    timeout: TimeoutTypes | NotGiven,
+    max_retries: int | NotGiven,
+    idempotency_key: str | None,
+) -> dict[str, Any] | None:
+    """The options dict `request` takes (what ``create()``'s keyword options make)."""
+    options: dict[str, Any] = {}
+    if extra_headers:
+        options["extra_headers"] = extra_headers
+    if extra_query:
+        options["extra_query"] = extra_query
+    if not isinstance(timeout, NotGiven):
+        options["timeout"] = timeout
+    if not isinstance(max_retries, NotGiven):
+        options["max_retries"] = max_retries
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    return options or None
+
+
+async def request(
+    client: AsyncClient,
+    method: str,
+    path: str,
+    content: bytes | None,
+    options: Mapping[str, Any] | None,
+    cast_to: Any,
+    *,
+    raw: bool = False,
+) -> Any:
+    """Send a request whose answer is one body, as ``cast_to`` (or an `APIResponse` when
+    ``raw``). Every non-streamed call of the package comes through here.
+
+    With ``max_concurrency`` the slot is taken before the request is built, so calls
+    queued behind the cap hold no headers or request objects (``Timeout.total`` counts
+    the wait), and the wait happens in this frame, not a helper's: one frame fewer alive
+    per queued call (10,000 queued calls: megabytes).
+    """
+    semaphore = client._semaphore
+    if semaphore is None:
+        built = await client._build_request(method, path, content, options=options)
+        return await client._send_json(built, options, cast_to, raw)
+    deadline = None
+    if semaphore.locked() and (total := client._total_timeout(options)) is not None:
+        deadline = await client._wait_for_slot(semaphore, total)
+    else:
+        await semaphore.acquire()
+    try:
+        built = await client._build_request(
+            method, path, content, options=options, deadline=deadline
+        )
+        return await client._send_json(built, options, cast_to, raw)
+    finally:
+        semaphore.release()
+
+
+def _item_decoder(cast_to: Any) -> Callable[[bytes], Any] | None:
+    if cast_to is ChatCompletionChunk:
+        return None  # the chat stream's own checked path
+    if cast_to is bytes:
+        return bytes
+    return decoder_for(cast_to).decode
+
+
+async def request_stream(
+    client: AsyncClient,
+    method: str,
+    path: str,
+    content: bytes | None,
+    options: Mapping[str, Any] | None,
+    cast_to: Any = ChatCompletionChunk,
+) -> AsyncStream[Any]:
+    """Send a streaming request; return its `AsyncStream` once the first event is in.
+
+    With ``max_concurrency`` the slot is taken first (within ``Timeout.total``) and then
+    held by the stream until it is closed.
+    """
+    item_decoder = _item_decoder(cast_to)
+    deadline = None
+    if client._semaphore is not None:
+        deadline = await client._take_slot(options)
+    try:
+        built = await client._build_request(
+            method, path, content, stream=True, options=options, deadline=deadline
+        )
+        stream = await client._send_stream(built, options, item_decoder)
+    except BaseException:
+        client._release_slot()
+        raise
+    if client._semaphore is not None:
+        hold_slot(stream, client._semaphore.release)
+    client._streams.add(stream)
+    return stream
+
+
+async def open_response(
+    client: AsyncClient,
+    method: str,
+    path: str,
+    content: bytes | None,
+    options: Mapping[str, Any] | None,
+    cast_to: Any,
+    *,
+    stream: bool,
+) -> tuple[StreamedAPIResponse[Any], Callable[[], None]]:
+    """Send a request and stop at its headers (``with_streaming_response``).
+
+    Returns the response and the function that lets go of it and of the
+    ``max_concurrency`` slot, which is held until then. ``parse()`` reads the body as
+    ``cast_to`` (for ``stream``, an `AsyncStream` of ``cast_to`` items).
+    """
+    deadline = None
+    if client._semaphore is not None:
+        deadline = await client._take_slot(options)
+    loop = asyncio.get_running_loop()
+    timings = Timings(loop.time())
+
+    async def handle(response: Response, attempt: AttemptInfo | int) -> Any:
+        timings.headers = loop.time()
+        return response, attempt
+
+    try:
+        built = await client._build_request(
+            method, path, content, stream=stream, options=options, deadline=deadline
+        )
+        response, attempt = await client._retrier.send(
+            built, handle, client._policy(options), client._raise_for_status
+        )
+    except BaseException:
+        client._release_slot()
+        raise
+    n = attempt if isinstance(attempt, int) else attempt.attempt
+    info = ResponseInfo(response.status, response.headers, n, timings)
+
+    async def parse(response: Response) -> Any:
+        if not stream:
+            body = await response.read(client.max_response_size)
+            timings.finished = timings.first_token = loop.time()
+            return client._cast(body, response, cast_to, info)
+        first_by = (
+            built.attempt_started + built.timeout.first_event if built.timeout.first_event else None
+        )
+        return await open_stream(
+            response,
+            attempt=attempt,
+            timings=timings,
+            max_event_size=client.max_event_size,
+            idle=built.timeout.idle,
+            first_event_by=first_by,
+            hooks=client._retrier.hooks,
+            item_decoder=_item_decoder(cast_to),
+        )
+
+    released = False
+
+    def close() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        if response.at_eof():
+            response.release()
+        else:
+            response.close()
+        client._release_slot()
+
+    return StreamedAPIResponse(response, info, parse), close
 
 
 def observe_calls(client: AsyncClient, observer: CallObserver | None) -> None:

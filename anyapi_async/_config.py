@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Final, Union
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, Union
 
 import msgspec
 
-__all__ = ["DEFAULT_TIMEOUT", "NOT_GIVEN", "NotGiven", "Timeout", "TimeoutTypes"]
+__all__ = ["DEFAULT_TIMEOUT", "NOT_GIVEN", "NotGiven", "Timeout", "TimeoutTypes", "transport_form"]
+
+T = TypeVar("T")
 
 
 #: Marks an argument the caller did not pass, where ``None`` has a meaning of its own.
@@ -40,7 +43,7 @@ class Timeout:
     ```
     """
 
-    __slots__ = ("_aiohttp", "connect", "first_event", "idle", "read", "total")
+    __slots__ = ("_transport_form", "connect", "first_event", "idle", "read", "total")
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class Timeout:
         self.idle = _pick(idle, base, "idle")
         self.first_event = _pick(first_event, None, "first_event")
         self.total = _pick(total, None, "total")
-        self._aiohttp: object = None  # the transport caches its own form here
+        self._transport_form: Any = None  # see transport_form()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Timeout) and all(
@@ -103,3 +106,12 @@ TimeoutTypes = Union[float, int, None, Timeout]
 
 #: The client's default: `Timeout(60)`.
 DEFAULT_TIMEOUT: Final = Timeout(60.0)
+
+
+def transport_form(timeout: Timeout, make: Callable[[Timeout], T]) -> T:
+    """Package seam for the transport: ``make(timeout)``, built once per `Timeout` and kept
+    on it (a client sends every request with the same few Timeout objects)."""
+    form: T | None = timeout._transport_form
+    if form is None:
+        form = timeout._transport_form = make(timeout)
+    return form

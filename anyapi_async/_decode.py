@@ -8,7 +8,13 @@ import msgspec
 
 from ._types import ChatCompletion, ChatCompletionChunk
 
-__all__ = ["CHUNK_DECODER", "COMPLETION_DECODER", "JSON_DECODER", "decode_lenient"]
+__all__ = [
+    "CHUNK_DECODER",
+    "COMPLETION_DECODER",
+    "JSON_DECODER",
+    "decode_lenient",
+    "decoder_for",
+]
 
 T = TypeVar("T")
 
@@ -16,6 +22,12 @@ T = TypeVar("T")
 COMPLETION_DECODER = msgspec.json.Decoder(ChatCompletion)
 CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)
 JSON_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+#: ``cast_to`` -> its decoder; ``dict`` means a JSON object.
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {
+    ChatCompletion: COMPLETION_DECODER,
+    ChatCompletionChunk: CHUNK_DECODER,
+    dict: msgspec.json.Decoder(dict[str, Any]),
+}
 
 #: Content part types that carry reasoning rather than the answer.
 _THINKING = ("thinking", "reasoning")
@@ -73,6 +85,23 @@ def _flatten_content_parts(message: dict[str, Any]) -> None:
     message["content"] = "".join(_part_text(p) for p in parts if p not in thinking)
     if thinking and "reasoning_content" not in message:
         message["reasoning_content"] = "".join(_part_text(p) for p in thinking)
+
+
+def decoder_for(cast_to: Any) -> msgspec.json.Decoder[Any]:
+    """The decoder of a ``cast_to`` type (``dict``, a Struct, any type msgspec handles).
+
+    Built once per type and kept; raises `TypeError` for a type msgspec cannot decode.
+    """
+    decoder = _DECODERS.get(cast_to)
+    if decoder is None:
+        try:
+            decoder = msgspec.json.Decoder(cast_to)
+        except TypeError as exc:
+            raise TypeError(
+                f"cast_to must be bytes, dict or a type msgspec can decode, not {cast_to!r}"
+            ) from exc
+        _DECODERS[cast_to] = decoder
+    return decoder
 
 
 def decode_lenient(data: bytes, type_: type[T]) -> T:

@@ -17,15 +17,14 @@ from typing import Any, BinaryIO, Final
 
 import msgspec
 
-from ._decode import COMPLETION_DECODER, JSON_DECODER
+from ._decode import JSON_DECODER
 from ._exceptions import APIError, APIStatusError, JobError, JobStopped
 from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._resources import check_messages
-from ._types import ChatCompletion
+from ._types import ChatCompletion, kept_body
 
 __all__ = [
     "FINGERPRINT_FIELD",
-    "KEEP_BODY",
     "InputItem",
     "OutputFile",
     "Recorded",
@@ -454,7 +453,7 @@ def _error(message: str, type_: str, code: object = None) -> dict[str, Any]:
 
 
 def _raw_body(completion: ChatCompletion) -> Any:
-    body: bytes | None = completion.__dict__.get(_RAW_BODY)
+    body = kept_body(completion)
     if body is None:  # decoded by the tolerant path: re-encode what we understood
         return msgspec.to_builtins(completion)
     if b"\n" in body or b"\r" in body:  # pretty-printed: one JSONL line needs it compact
@@ -517,27 +516,3 @@ def result_record(
         }
     record[FINGERPRINT_FIELD] = fingerprint
     return record
-
-
-# --- keeping the server's body as it is ---------------------------------------------------
-
-_RAW_BODY: Final = "_anyapi_raw_body"
-
-
-class _KeepBody:
-    """A decoder for the client's JSON path that also keeps the body's bytes.
-
-    The job writes the server's body verbatim: a re-encoded Struct would lose the fields
-    the library does not model (and the defaults msgspec leaves out).
-    """
-
-    type = ChatCompletion
-
-    @staticmethod
-    def decode(data: bytes) -> ChatCompletion:
-        completion = COMPLETION_DECODER.decode(data)
-        completion.__dict__[_RAW_BODY] = data
-        return completion
-
-
-KEEP_BODY: Final[Any] = _KeepBody()

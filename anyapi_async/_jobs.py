@@ -72,7 +72,6 @@ from ._exceptions import (
     PermissionDeniedError,
 )
 from ._jobfiles import (
-    KEEP_BODY,
     READ_CHUNK,
     InputItem,
     OutputFile,
@@ -166,12 +165,9 @@ class JobSummary:
 
 async def _send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
     # The body goes out as written in the file, gateway-specific fields included, as the
-    # Batch API does; read_input has checked model and messages. KEEP_BODY keeps the
-    # server's bytes for the result line.
-    completion: ChatCompletion = await client._request_json(
-        "POST", CHAT_COMPLETIONS_PATH, _encoder.encode(body), None, KEEP_BODY
-    )
-    return completion
+    # Batch API does; read_input has checked model and messages. The completion keeps the
+    # server's bytes (to_dict()) for the result line.
+    return await client.post(CHAT_COMPLETIONS_PATH, body=body, cast_to=ChatCompletion)
 
 
 #: The Ray engine (anyapi_async.ray) sends bodies the way the job does.

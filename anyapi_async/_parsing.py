@@ -10,7 +10,6 @@ objects on the way.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -28,6 +27,7 @@ from ._types import (
     Choice,
     CommonCreateParams,
     ToolParam,
+    copy_response,
 )
 
 if TYPE_CHECKING:
@@ -125,9 +125,7 @@ def parse_completion(
     """
     choices = [_parse_choice(c, schema, completion) for c in completion.choices]
     parsed = ParsedChatCompletion(**{**_struct_fields(completion), "choices": choices})
-    parsed.__dict__.update(completion.__dict__)  # the ``http`` facts
-    with contextlib.suppress(AttributeError):  # a completion built by hand keeps no body
-        parsed._raw = completion._raw  # KeepsBody: to_dict() is the body as received
+    copy_response(completion, parsed)  # ``http``, and the body to_dict() gives
     return parsed
 
 

@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 import msgspec
 
+from ._client import open_response, request, request_stream
+from ._response import APIResponse, StreamedResponseManager
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -31,7 +33,13 @@ if TYPE_CHECKING:
     from ._tool_stream import ToolRunStream
     from ._tools import FunctionTool, ToolCallResult, ToolRunParams, ToolRunResult
 
-__all__ = ["Chat", "Completions", "Models"]
+__all__ = [
+    "Chat",
+    "Completions",
+    "CompletionsWithRawResponse",
+    "CompletionsWithStreamingResponse",
+    "Models",
+]
 
 #: Keyword arguments that configure the call instead of going into the JSON body.
 CLIENT_OPTIONS: Final = frozenset(
@@ -48,9 +56,6 @@ T = TypeVar("T")
 MessageInput = ChatCompletionMessageParam | ChatCompletionMessage
 
 _encoder = msgspec.json.Encoder()
-_completion_decoder = msgspec.json.Decoder(ChatCompletion)
-_models_decoder = msgspec.json.Decoder(ModelList)
-_model_decoder = msgspec.json.Decoder(Model)
 
 
 def _message_from_struct(message: msgspec.Struct) -> dict[str, Any]:
@@ -184,6 +189,32 @@ class Completions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
+    @property
+    def with_raw_response(self) -> CompletionsWithRawResponse:
+        """``create()`` returning the response itself: status, headers, body, ``parse()``.
+
+        ```python
+        raw = await client.chat.completions.with_raw_response.create(model=m, messages=msgs)
+        print(raw.headers.get("x-ratelimit-remaining-requests"))
+        completion = raw.parse()
+        ```
+        """
+        return CompletionsWithRawResponse(self._client)
+
+    @property
+    def with_streaming_response(self) -> CompletionsWithStreamingResponse:
+        """``create()`` stopping at the headers; read the body as it arrives.
+
+        ```python
+        async with client.chat.completions.with_streaming_response.create(
+            model=m, messages=msgs, stream=True
+        ) as response:
+            async for line in response.iter_lines():
+                print(line)
+        ```
+        """
+        return CompletionsWithStreamingResponse(self._client)
+
     @overload
     async def create(
         self,
@@ -242,28 +273,12 @@ class Completions:
         """
         # **params is already this call's own dict: build_body may take options out of it.
         body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
-        client = self._client
         if stream:
-            return await client._request_stream(CHAT_PATH, body, options)
-        semaphore = client._semaphore
-        if semaphore is None:
-            request = await client._build_request("POST", CHAT_PATH, body, options=options)
-            return await client._send_json(request, options, _completion_decoder)
-        # Waiting here rather than in a helper coroutine keeps one frame fewer alive per
-        # call queued behind max_concurrency (10,000 queued calls: megabytes); only a call
-        # with a total limit waits in one, as the wait counts against that limit.
-        deadline = None
-        if semaphore.locked() and (total := client._total_timeout(options)) is not None:
-            deadline = await client._wait_for_slot(semaphore, total)
-        else:
-            await semaphore.acquire()
-        try:
-            request = await client._build_request(
-                "POST", CHAT_PATH, body, options=options, deadline=deadline
-            )
-            return await client._send_json(request, options, _completion_decoder)
-        finally:
-            semaphore.release()
+            return await request_stream(self._client, "POST", CHAT_PATH, body, options)
+        completion: ChatCompletion = await request(
+            self._client, "POST", CHAT_PATH, body, options, ChatCompletion
+        )
+        return completion
 
     def stream(
         self,
@@ -291,7 +306,7 @@ class Completions:
         body, options = build_body(model, messages, True, params)  # type: ignore[arg-type]
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
-            return await self._client._request_stream(CHAT_PATH, body, options)
+            return await request_stream(self._client, "POST", CHAT_PATH, body, options)
 
         from ._chat_stream import ChatCompletionStreamManager  # the helpers load on first use
 
@@ -498,7 +513,8 @@ class Models:
 
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
-        return await self._client._request_json("GET", "/models", None, None, _models_decoder)
+        models: ModelList = await request(self._client, "GET", "/models", None, None, ModelList)
+        return models
 
     async def retrieve(self, model_id: str) -> Model:
         """One model's entry (``GET /models/{model_id}``).
@@ -511,4 +527,113 @@ class Models:
         if not model_id.strip():
             raise ValueError("model_id must not be empty")
         path = "/models/" + quote(model_id, safe="")
-        return await self._client._request_json("GET", path, None, None, _model_decoder)
+        model: Model = await request(self._client, "GET", path, None, None, Model)
+        return model
+
+
+class CompletionsWithRawResponse:
+    """``client.chat.completions.with_raw_response``: `create` returns an `APIResponse`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: Literal[False] = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> APIResponse[ChatCompletion]: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: Literal[True],
+        **params: Unpack[CompletionCreateParams],
+    ) -> APIResponse[AsyncStream[ChatCompletionChunk]]: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: bool = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> APIResponse[ChatCompletion] | APIResponse[AsyncStream[ChatCompletionChunk]]:
+        """`Completions.create` with the same arguments; ``parse()`` gives what it returns.
+
+        Status errors raise as they do for ``create()``. For ``stream=True`` the response
+        arrives once the first event has; ``parse()`` is the `AsyncStream` (close it), and
+        ``content`` is not available (use ``with_streaming_response`` for a stream's bytes).
+        """
+        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
+        if stream:
+            opened: AsyncStream[ChatCompletionChunk] = await request_stream(
+                self._client, "POST", CHAT_PATH, body, options
+            )
+            return APIResponse(opened.http, None, lambda: opened)
+        response: APIResponse[ChatCompletion] = await request(
+            self._client, "POST", CHAT_PATH, body, options, ChatCompletion, raw=True
+        )
+        return response
+
+
+class CompletionsWithStreamingResponse:
+    """``client.chat.completions.with_streaming_response``: `create` is an ``async with``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: Literal[False] = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> StreamedResponseManager[ChatCompletion]: ...
+
+    @overload
+    def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: Literal[True],
+        **params: Unpack[CompletionCreateParams],
+    ) -> StreamedResponseManager[AsyncStream[ChatCompletionChunk]]: ...
+
+    def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        stream: bool = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> (
+        StreamedResponseManager[ChatCompletion]
+        | StreamedResponseManager[AsyncStream[ChatCompletionChunk]]
+    ):
+        """`Completions.create` with the same arguments (checked now, before any I/O).
+
+        Entering the block sends the request and stops at the headers (a status error
+        raises there); read the body with ``iter_bytes()``, ``iter_lines()`` or
+        ``await parse()`` (the `ChatCompletion`, or for ``stream=True`` the `AsyncStream`).
+        Leaving the block releases the connection and the ``max_concurrency`` slot.
+        """
+        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
+        client = self._client
+        cast_to = ChatCompletionChunk if stream else ChatCompletion
+
+        async def open_() -> Any:
+            return await open_response(
+                client, "POST", CHAT_PATH, body, options, cast_to, stream=stream
+            )
+
+        return StreamedResponseManager(open_)

@@ -26,13 +26,22 @@ from ._types import (
     ChoiceDeltaToolCall,
     ChoiceDeltaToolCallFunction,
     ChunkChoice,
+    keep_response,
 )
 
 if TYPE_CHECKING:
     from ._hooks import AttemptInfo, Hooks
     from ._transport import Response, Watchdog
 
-__all__ = ["AsyncStream", "StreamObserver", "abort_stream", "observe", "raise_if_incomplete"]
+__all__ = [
+    "AsyncStream",
+    "StreamObserver",
+    "abort_stream",
+    "hold_slot",
+    "observe",
+    "open_stream",
+    "raise_if_incomplete",
+]
 
 T = TypeVar("T")
 
@@ -56,6 +65,43 @@ class StreamObserver(Protocol):
 def observe(stream: AsyncStream[Any], observer: StreamObserver) -> None:
     """Package seam for `anyapi_async.otel`: attach ``observer`` before iteration starts."""
     stream._observer = observer
+
+
+def hold_slot(stream: AsyncStream[Any], release: Callable[[], None]) -> None:
+    """Package seam for the client: ``release`` (a ``max_concurrency`` slot) runs on close."""
+    stream._on_close = release
+
+
+async def open_stream(
+    response: Response,
+    *,
+    attempt: AttemptInfo | int,
+    timings: Timings,
+    max_event_size: int,
+    idle: float | None,
+    first_event_by: float | None,
+    hooks: tuple[Hooks, ...] = (),
+    item_decoder: Callable[[bytes], Any] | None = None,
+) -> AsyncStream[Any]:
+    """An `AsyncStream` over ``response``, read up to its first event (so errors before it
+    can still be retried). ``item_decoder`` turns each event into an item; without one
+    the items are `ChatCompletionChunk` objects, checked as a chat stream."""
+    stream: AsyncStream[Any] = AsyncStream(
+        response,
+        attempt=attempt,
+        timings=timings,
+        max_event_size=max_event_size,
+        idle=idle,
+        first_event_by=first_event_by,
+        hooks=hooks,
+        item_decoder=item_decoder,
+    )
+    try:
+        await stream._read_first_event()
+    except BaseException:
+        await stream.close()
+        raise
+    return stream
 
 
 class _Closed(Exception):
@@ -142,12 +188,15 @@ class AsyncStream(Generic[T]):
         idle: float | None,
         first_event_by: float | None,
         hooks: tuple[Hooks, ...] = (),
+        item_decoder: Callable[[bytes], Any] | None = None,
     ) -> None:
         self._response = response
+        # None: chat chunks (the checked fast path); else how other items decode.
+        self._item_decoder = item_decoder
         self._chunks = response.chunks()
         self._decoder = SSEDecoder(max_event_size)
         self._backlog: list[bytes] = []
-        self._json_chunk: ChatCompletionChunk | None = None
+        self._json_chunk: Any = None
         self._attempt = attempt
         self._hooks = hooks
         # Set by the client once the stream holds a max_concurrency slot: frees it on close.
@@ -187,14 +236,6 @@ class AsyncStream(Generic[T]):
         """The server's request id (``x-request-id`` or similar), if it sent one."""
         return request_id_of(self._response.headers)
 
-    async def _start(self) -> None:
-        """Read up to the first event, so errors before it can still be retried."""
-        try:
-            await self._read_first_event()
-        except BaseException:
-            await self.close()
-            raise
-
     async def _read_first_event(self) -> None:
         response = self._response
         content_type = response.content_type
@@ -203,8 +244,11 @@ class AsyncStream(Generic[T]):
             # JSON even when a stream was asked for.
             body = await response.read()
             self._done = True
-            self._json_chunk = self._decode_slow(body)
-            self._json_chunk._raw = body
+            if self._item_decoder is not None:
+                self._json_chunk = self._decode_item(body)
+            else:
+                self._json_chunk = self._decode_slow(body)
+                keep_response(self._json_chunk, body)
             return
         self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
         if content_type != "text/event-stream":
@@ -223,7 +267,10 @@ class AsyncStream(Generic[T]):
         # Check the first event now: an error event here is retried like a status.
         for payload in self._backlog:
             if payload.strip() and payload[:1] != b"[":
-                self._decode(payload)
+                if self._item_decoder is not None:
+                    self._decode_item(payload)
+                else:
+                    self._decode(payload)
             break
         if self._watchdog is not None:
             self._watchdog.first_event_seen()
@@ -296,11 +343,49 @@ class AsyncStream(Generic[T]):
                 body=payload,
             ) from exc
 
+    def _decode_item(self, payload: bytes) -> Any:
+        """One event of a stream of ``cast_to`` items (not chat chunks); error events raise."""
+        decode = self._item_decoder
+        assert decode is not None
+        try:
+            item = decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._raise_if_error(payload)
+            raise APIResponseValidationError(
+                f"A stream event does not have the expected shape: {exc}",
+                status_code=self._response.status,
+                body=payload,
+            ) from exc
+        if isinstance(item, bytes):
+            if b'"error"' in item:
+                self._raise_if_error(item)
+            return item
+        if isinstance(item, dict):
+            failed = item.get("error") is not None or item.get("object") == "error"
+        else:
+            failed = (
+                getattr(item, "error", None) is not None or getattr(item, "object", None) == "error"
+            )
+        if failed:
+            self._raise_if_error(payload)
+        keep_response(item, payload)
+        return item
+
+    def _raise_if_error(self, payload: bytes) -> None:
+        try:
+            obj = JSON_DECODER.decode(payload)
+        except msgspec.DecodeError:
+            return
+        if isinstance(obj, dict) and (obj.get("error") is not None or obj.get("object") == "error"):
+            raise error_from_payload(
+                obj, self._response.status, self._response.headers, self.request_id
+            )
+
     def __aiter__(self) -> AsyncIterator[T]:
         # A fresh generator that only the loop holds: when the loop is left early, the
         # generator's last reference goes and the event loop finalises it at once, which
         # closes the stream. Holding it here would make a cycle only the collector frees.
-        iterator: Any = self._iterate()
+        iterator: Any = self._iterate() if self._item_decoder is None else self._iterate_items()
         if self._observer is not None:  # per loop, never per chunk
             iterator = self._observer.wrap(iterator)
         return iterator  # type: ignore[no-any-return]
@@ -368,7 +453,9 @@ class AsyncStream(Generic[T]):
                         self._decode(payload)
                     if chunk.usage is not None:
                         self.usage = chunk.usage
-                    chunk._raw = payload  # KeepsBody: for to_dict(), decoded only if asked
+                    # KeepsBody (for to_dict()): the slot is set here rather than through
+                    # keep_response(), which costs a call per chunk.
+                    chunk._raw = payload
                     yield chunk
                 if self._done or at_eof:
                     break
@@ -402,6 +489,71 @@ class AsyncStream(Generic[T]):
         except APIConnectionError as exc:
             if self._closed and exc is not self._error:
                 return  # closed by the caller, maybe from another task: a quiet end
+            self._error = exc
+            raise
+        except Exception as exc:
+            self._error = exc
+            raise
+        finally:
+            self._iterating = False
+            self._release()
+
+    async def _iterate_items(self) -> AsyncIterator[Any]:
+        """`_iterate` for ``cast_to`` items: each event decoded, ``[DONE]`` required."""
+        if self._closed or self._iterating:
+            self._release()
+            if self._error is not None:
+                raise self._error
+            return
+        self._iterating = True
+        decode = self._decode_item
+        decoder = self._decoder
+        watchdog = self._watchdog
+        time = self._loop.time
+        payloads = self._backlog
+        self._backlog = []
+        at_eof = False
+        try:
+            if self._json_chunk is not None:
+                self._timings.first_token = self._timings.finished = time()
+                self._complete = True
+                yield self._json_chunk
+                return
+            while True:
+                for payload in payloads:
+                    if payload[:1] == b"[" and payload.strip() == b"[DONE]":
+                        self._done = True
+                        break
+                    if payload.strip():
+                        yield decode(payload)
+                if self._done or at_eof:
+                    break
+                if watchdog is not None and payloads:
+                    watchdog.since = time()
+                try:
+                    data = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    at_eof = True
+                    payloads = decoder.flush_data()
+                    continue
+                payloads = decoder.feed_data(data)
+                if watchdog is not None and payloads:
+                    watchdog.since = math.inf
+            if not self._done:
+                # Without the chat rules (every choice finished) only [DONE] says "complete".
+                raise APIConnectionError("The stream ended early: no [DONE]")
+            if not at_eof:
+                await self._drain()
+            self._timings.finished = time()
+            self._complete = True
+            if self._hooks and not isinstance(self._attempt, int):
+                for hook in self._hooks:
+                    hook.on_complete(self._attempt, None)
+        except _Closed:
+            return
+        except APIConnectionError as exc:
+            if self._closed and exc is not self._error:
+                return
             self._error = exc
             raise
         except Exception as exc:

@@ -15,7 +15,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ._config import Timeout
+from ._config import Timeout, transport_form
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
 
 if sys.version_info >= (3, 11):
@@ -98,6 +98,10 @@ class Transport(Protocol):
     async def send(self, request: Request) -> Response: ...
 
     async def aclose(self) -> None: ...
+
+
+def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect, sock_read=timeout.read)
 
 
 class Response:
@@ -434,11 +438,7 @@ class AiohttpTransport:
         """Send ``request`` and return once the response headers are in."""
         session = self._get_session()
         timeout = request.timeout
-        client_timeout: Any = timeout._aiohttp
-        if client_timeout is None:
-            client_timeout = timeout._aiohttp = aiohttp.ClientTimeout(
-                total=None, sock_connect=timeout.connect, sock_read=timeout.read
-            )
+        client_timeout = transport_form(timeout, _client_timeout)
         if request.deadline is not None:
             remaining = request.deadline - asyncio.get_running_loop().time()
             if remaining <= 0:

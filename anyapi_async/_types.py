@@ -43,6 +43,9 @@ __all__ = [
     "ModelList",
     "PromptTokensDetails",
     "TopLogprob",
+    "copy_response",
+    "keep_response",
+    "kept_body",
 ]
 
 
@@ -74,6 +77,30 @@ class KeepsBody:
             return out
         decoded: dict[str, Any] = _JSON.decode(raw)
         return decoded
+
+
+def kept_body(obj: object) -> bytes | None:
+    """The body bytes ``obj`` was decoded from, if a decoder kept them (see `keep_response`)."""
+    body: bytes | None = getattr(obj, "_raw", None)
+    return body
+
+
+def keep_response(obj: object, body: bytes | None = None, http: ResponseInfo | None = None) -> None:
+    """Attach what a response carried besides its fields: the one writer of that metadata.
+
+    ``body`` (the bytes ``obj`` was decoded from) feeds `KeepsBody.to_dict`; ``http`` is
+    what ``completion.http`` returns. Objects that cannot hold one of them are left alone.
+    """
+    if body is not None and isinstance(obj, KeepsBody):
+        obj._raw = body
+    if http is not None and isinstance(obj, msgspec.Struct) and hasattr(obj, "__dict__"):
+        obj.__dict__["_http"] = http
+
+
+def copy_response(source: object, target: object) -> None:
+    """Give ``target`` (a completion derived from ``source``) ``source``'s kept metadata."""
+    http = getattr(source, "http", None)
+    keep_response(target, kept_body(source), http)
 
 
 class _Base(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
