@@ -697,9 +697,11 @@ class AsyncClient:
         """
         options = call_options(extra_headers, extra_query, timeout, max_retries, idempotency_key)
         content = encode_body(body)
+        path = _check_path(path)
+        _item_decoder(cast_to)  # an unusable cast_to fails here, before any I/O
         if stream:
-            return await request_stream(self, "POST", _check_path(path), content, options, cast_to)
-        return await request(self, "POST", _check_path(path), content, options, cast_to)  # type: ignore[no-any-return]
+            return await request_stream(self, "POST", path, content, options, cast_to)
+        return await request(self, "POST", path, content, options, cast_to)  # type: ignore[no-any-return]
 
     @overload
     async def get(
@@ -747,9 +749,11 @@ class AsyncClient:
         ```
         """
         options = call_options(extra_headers, extra_query, timeout, max_retries, None)
+        path = _check_path(path)
+        _item_decoder(cast_to)
         if stream:
-            return await request_stream(self, "GET", _check_path(path), None, options, cast_to)
-        return await request(self, "GET", _check_path(path), None, options, cast_to)  # type: ignore[no-any-return]
+            return await request_stream(self, "GET", path, None, options, cast_to)
+        return await request(self, "GET", path, None, options, cast_to)  # type: ignore[no-any-return]
 
 
 # --- the request path: the package's seam (resources, batch, jobs, raw responses) ---------

@@ -133,7 +133,7 @@ class StreamedAPIResponse(Generic[R]):
 class StreamedResponseManager(Generic[R]):
     """``async with`` it to send the request; the block's end releases the connection."""
 
-    __slots__ = ("_close", "_open")
+    __slots__ = ("_close", "_open", "_response")
 
     def __init__(
         self,
@@ -141,12 +141,19 @@ class StreamedResponseManager(Generic[R]):
     ) -> None:
         self._open = open_
         self._close: Callable[[], None] | None = None
+        self._response: StreamedAPIResponse[R] | None = None
 
     async def __aenter__(self) -> StreamedAPIResponse[R]:
-        response, self._close = await self._open()
-        return response
+        self._response, self._close = await self._open()
+        return self._response
 
     async def __aexit__(self, *exc_info: object) -> None:
         close, self._close = self._close, None
+        response, self._response = self._response, None
+        if response is not None:
+            for parsed in response._parsed:
+                aclose = getattr(parsed, "aclose", None)
+                if aclose is not None:  # a stream parse() opened: closed with the block
+                    await aclose()
         if close is not None:
             close()
