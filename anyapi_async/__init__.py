@@ -33,6 +33,7 @@ from ._exceptions import (
 )
 from ._hooks import AttemptInfo, Hooks
 from ._meta import RateLimitInfo, ResponseInfo, Timings
+from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
 from ._streaming import AsyncStream
@@ -92,6 +93,8 @@ if TYPE_CHECKING:
     from ._partial import PartialJSON as PartialJSON
     from ._ratelimit import RateLimiter as RateLimiter
     from ._resources import Completions as Completions
+    from ._resources import CompletionsWithRawResponse as CompletionsWithRawResponse
+    from ._resources import CompletionsWithStreamingResponse as CompletionsWithStreamingResponse
     from ._resources import Models as Models
     from ._schema import ResponseSchema as ResponseSchema
     from ._schema import response_schema as response_schema
@@ -146,7 +149,15 @@ _LAZY: dict[str, str] = {
     "PartialJSON": "_partial",
     "RateLimiter": "_ratelimit",
     # Reached as client.chat.completions / client.models; importable for type hints.
-    **dict.fromkeys(("Completions", "Models"), "_resources"),
+    **dict.fromkeys(
+        (
+            "Completions",
+            "CompletionsWithRawResponse",
+            "CompletionsWithStreamingResponse",
+            "Models",
+        ),
+        "_resources",
+    ),
     **dict.fromkeys(("ResponseSchema", "response_schema"), "_schema"),
     **dict.fromkeys(
         (
@@ -178,6 +189,7 @@ __all__ = [
     "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
+    "APIResponse",
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
@@ -226,6 +238,8 @@ __all__ = [
     "SSEDecoder",
     "ServerSentEvent",
     "StreamError",
+    "StreamedAPIResponse",
+    "StreamedResponseManager",
     "Timeout",
     "Timings",
     "ToolRoundsExceededError",
