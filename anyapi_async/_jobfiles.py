@@ -19,8 +19,8 @@ import msgspec
 
 from ._decode import JSON_DECODER
 from ._exceptions import APIError, APIStatusError, JobError, JobStopped
-from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
-from ._resources import check_messages
+from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
+from ._messages import check_messages
 from ._types import ChatCompletion, kept_body
 
 __all__ = [

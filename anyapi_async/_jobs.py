@@ -81,7 +81,7 @@ from ._jobfiles import (
     read_input,
     result_record,
 )
-from ._resources import CHAT_PATH as CHAT_COMPLETIONS_PATH
+from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._types import ChatCompletion
 
 if TYPE_CHECKING:
@@ -463,6 +463,8 @@ async def run_jsonl_job(
         if client is None:
             from ._client import AsyncClient
 
+            # The key comes from resolve_api_key(), as for the CLI: api_key, else the
+            # environment's (pasted blank stripped), else none for a local server.
             client = owned = AsyncClient(api_key=api_key, base_url=base_url)
         if max_retries is not None:
             client = client.with_options(max_retries=max_retries)

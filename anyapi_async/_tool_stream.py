@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from ._messages import build_body
 from ._tools import (
     FunctionTool,
     ToolCallResult,
@@ -236,8 +237,6 @@ def stream_tools(
     params: ToolRunParams,
 ) -> ToolRunStream:
     """What ``client.chat.completions.stream_tools()`` does: checks now, requests later."""
-    from ._resources import build_body  # here: _resources imports this module lazily
-
     params.setdefault("stream_options", {"include_usage": True})
     run = ToolRun(
         messages=messages,

@@ -37,6 +37,7 @@ from typing import (
 import msgspec
 
 from ._exceptions import ToolRoundsExceededError
+from ._messages import check_messages
 from ._schema import json_schema
 from ._types import (
     ChatCompletion,
@@ -464,8 +465,6 @@ class ToolRun:
                 raise ValueError(f"Two tools are named {tool.name!r}")
             self.by_name[tool.name] = tool
         self.definitions = [tool.param for tool in self.by_name.values()]
-        from ._resources import check_messages  # here: _resources imports this module
-
         # A new list (the caller's stays as it was); Struct messages become dicts.
         self.history: list[dict[str, Any]] = list(check_messages(messages))
         self.first_choice: ToolChoice | None = params.pop("tool_choice", None)

@@ -118,3 +118,18 @@ def test_the_check_catches_a_private_read() -> None:
         "_probe.py:1: from _client import _is_loopback",
         "_probe.py:4: client._semaphore",
     ]
+
+
+def test_messages_is_a_leaf() -> None:
+    """_messages imports only value modules, and the tool runner no longer needs _resources."""
+    tree = ast.parse((PACKAGE / "_messages.py").read_text(encoding="utf-8"))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    }
+    assert imported == {"_types"}
+    for name in ("_tools", "_tool_stream"):
+        source = (PACKAGE / f"{name}.py").read_text(encoding="utf-8")
+        assert "_resources import check_messages" not in source
+        assert "_resources import build_body" not in source
