@@ -297,19 +297,17 @@ def _base_url(args: argparse.Namespace) -> str | None:
 
 
 def _api_key(name: str, base_url: str | None) -> str:
-    from ._client import is_loopback
+    from ._client import resolve_api_key
 
-    key = (os.environ.get(name) or "").strip()  # a pasted key often ends in a newline
-    if not key:
-        from urllib.parse import urlsplit
-
-        host = urlsplit(base_url).hostname if base_url else None
-        if host is None or not is_loopback(host):
-            raise CLIError(f"no API key: set {name} (or name another variable with --api-key-env)")
-        return LOCAL_API_KEY
-    if any(c.isspace() or not c.isprintable() for c in key):
-        raise CLIError(f"{name} holds a space or control character inside the key: check it")
-    return key
+    try:
+        key = resolve_api_key(None, base_url, env=name)
+    except ValueError as exc:
+        if "No API key" in str(exc):
+            raise CLIError(
+                f"no API key: set {name} (or name another variable with --api-key-env)"
+            ) from None
+        raise CLIError(str(exc)) from None
+    return LOCAL_API_KEY if key is None else key
 
 
 def _client(args: argparse.Namespace) -> AsyncClient:

@@ -62,6 +62,7 @@ __all__ = [
     "open_response",
     "request",
     "request_stream",
+    "resolve_api_key",
 ]
 
 T = TypeVar("T")
@@ -134,6 +135,30 @@ def _check_query(query: object) -> dict[str, str]:
                 f"default_query must map str to str; {name!r} maps to {type(value).__name__}"
             )
     return dict(query)
+
+
+def resolve_api_key(
+    api_key: str | None = None, base_url: str | None = None, *, env: str = ENV_API_KEY
+) -> str | None:
+    """The API key to use: ``api_key``, else the environment variable ``env``.
+
+    A key read from the environment loses the blank a paste leaves around it; one with a
+    space or control character inside is refused, naming the variable (never the key).
+    Without a key, a loopback ``base_url`` (a local server) gives ``None``: requests then
+    carry no ``Authorization``; any other raises `ValueError` saying what to set.
+    Used by `AsyncClient`, the CLI and the job runner.
+    """
+    if api_key is None:
+        api_key = (os.environ.get(env) or "").strip() or None
+        if api_key is not None and any(c.isspace() or not c.isprintable() for c in api_key):
+            raise ValueError(f"{env} holds a space or control character inside the key: check it")
+    if api_key == "":
+        api_key = None
+    if api_key is None:
+        host = urlsplit(base_url).hostname if base_url else None
+        if host is None or not is_loopback(host):
+            raise ValueError(f"No API key: pass api_key=... or set the {env} environment variable")
+    return api_key
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -214,14 +239,8 @@ class AsyncClient:
         idempotency_keys: bool = False,
     ) -> None:
         self.base_url = check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
-        if api_key is None:
-            api_key = os.environ.get(ENV_API_KEY)
-        if api_key == "":
-            api_key = None
-        if api_key is None and not is_loopback(urlsplit(self.base_url).hostname or ""):
-            raise ValueError(
-                f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable"
-            )
+        if not callable(api_key):
+            api_key = resolve_api_key(api_key, self.base_url)
         self._key_provider: Callable[[], Awaitable[str]] | None = None
         if api_key is None:
             pass  # a local server (127.0.0.0/8, localhost): requests go without Authorization

@@ -51,7 +51,7 @@ def test_comments_keepalives_and_empty_data_dispatch_nothing() -> None:
 
 def test_named_event_and_id() -> None:
     """An event: field gives a ServerSentEvent carrying its name and the last id."""
-    events = decode_all([b"event: error\nid: 3\ndata: {\"error\": 1}\n\n"])
+    events = decode_all([b'event: error\nid: 3\ndata: {"error": 1}\n\n'])
     assert len(events) == 1
     event = events[0]
     assert isinstance(event, ServerSentEvent)
@@ -70,7 +70,7 @@ def test_last_event_without_blank_line_at_eof() -> None:
 
 def test_multibyte_utf8_split() -> None:
     """Bytes are kept until the event is whole, so split UTF-8 survives."""
-    text = "data: {\"c\": \"héllo 👋\"}\n\n".encode()
+    text = 'data: {"c": "héllo 👋"}\n\n'.encode()
     chunks = [text[i : i + 1] for i in range(len(text))]
     assert payloads(decode_all(chunks)) == [text[6:-2]]
 
