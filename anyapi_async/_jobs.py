@@ -163,15 +163,14 @@ class JobSummary:
         )
 
 
-async def _send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
-    # The body goes out as written in the file, gateway-specific fields included, as the
-    # Batch API does; read_input has checked model and messages. The completion keeps the
-    # server's bytes (to_dict()) for the result line.
+async def send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
+    """Send one job body through the client's public seam (the Ray engine does too).
+
+    The body goes out as written in the file, gateway-specific fields included, as the
+    Batch API does; read_input has checked model and messages. The completion keeps the
+    server's bytes (to_dict()) for the result line.
+    """
     return await client.post(CHAT_COMPLETIONS_PATH, body=body, cast_to=ChatCompletion)
-
-
-#: The Ray engine (anyapi_async.ray) sends bodies the way the job does.
-send_body: Final = _send_body
 
 
 # --- opening a job: the part every engine shares ----------------------------------------------
@@ -480,7 +479,7 @@ async def run_jsonl_job(
             tpm=tpm,
             limiter=limiter,
             progress=progress,
-            send=_send_body,
+            send=send_body,
         )
         stats = run.stats
         if progress:

@@ -42,7 +42,7 @@ import msgspec
 import ray
 
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
-from ._client import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, AsyncClient
+from ._client import DEFAULT_BASE_URL, ENV_BASE_URL, AsyncClient, resolve_api_key
 from ._decode import JSON_DECODER
 from ._jobfiles import check_body, result_record
 from ._jobs import send_body
@@ -496,10 +496,12 @@ class ChatCompletions:
                     options["max_retries"] = self._max_retries
                 if self._timeout is not None:
                     options["timeout"] = self._timeout
-                client = AsyncClient(api_key=self._api_key, base_url=base_url, **options)
+                # The key the client uses, found as the CLI and the job runner find it.
+                key = resolve_api_key(self._api_key, base_url)
+                client = AsyncClient(api_key=key, base_url=base_url, **options)
                 limiter: Limiter
                 if self._rpm or self._tpm:
-                    key = self._api_key or os.environ.get(ENV_API_KEY) or ""
+                    key = key or ""
                     name = self._budget_name or budget_name(client.base_url, key)
                     # get_or_create blocks on ray.get: off the loop.
                     handle = await asyncio.to_thread(
