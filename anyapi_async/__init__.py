@@ -7,7 +7,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._client import DEFAULT_BASE_URL, AsyncClient
-from ._config import NOT_GIVEN, NotGiven, Timeout
+from ._config import NOT_GIVEN, Limits, NotGiven, Timeout
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -223,6 +223,7 @@ __all__ = [
     "JobConflict",
     "JobError",
     "JobStopped",
+    "Limits",
     "Model",
     "ModelList",
     "NotFoundError",

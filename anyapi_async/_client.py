@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
-from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven, Timeout, TimeoutTypes
+from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, Limits, NotGiven, Timeout, TimeoutTypes
 from ._decode import JSON_DECODER, decode_lenient, decoder_for
 from ._exceptions import (
     APIConnectionError,
@@ -32,8 +32,6 @@ from ._retry import DEFAULT_MAX_RETRIES, CallObserver, Retrier, RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE
 from ._streaming import AsyncStream, abort_stream, hold_slot, open_stream
 from ._transport import (
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RESPONSE_SIZE,
     SECRET_HEADERS,
     AiohttpTransport,
@@ -166,6 +164,31 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
+def _pool_limits(
+    limits: Limits | None,
+    max_connections: int | NotGiven,
+    max_connections_per_host: int | NotGiven,
+    keepalive_timeout: float | NotGiven,
+) -> Limits:
+    """``limits``, or one built from the separate keyword arguments (not both)."""
+    given: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+            ("keepalive_timeout", keepalive_timeout),
+        )
+        if not isinstance(value, NotGiven)
+    }
+    if limits is not None:
+        if given:
+            raise TypeError(f"pass limits=Limits(...) or {', '.join(given)}=..., not both")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        return limits
+    return Limits(**given)
+
+
 class AsyncClient:
     """An asyncio client for AnyAPI and any OpenAI-compatible chat-completions endpoint.
 
@@ -198,6 +221,7 @@ class AsyncClient:
         session: a caller-owned `aiohttp.ClientSession`; the client never closes it (the
             pool, TLS and proxy arguments below then do not apply).
         transport: a custom transport (`send`, `aclose`) instead of aiohttp's.
+        limits: the pool's limits as one `Limits` value; or give them one by one:
         max_connections: the pool's size (100).
         max_connections_per_host: a per-host cap within the pool (0: none).
         keepalive_timeout: seconds an idle pooled connection is kept (30).
@@ -226,9 +250,10 @@ class AsyncClient:
         x_title: str | None = None,
         session: aiohttp.ClientSession | None = None,
         transport: Transport | None = None,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        max_connections_per_host: int = 0,
-        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        limits: Limits | None = None,
+        max_connections: int | NotGiven = NOT_GIVEN,
+        max_connections_per_host: int | NotGiven = NOT_GIVEN,
+        keepalive_timeout: float | NotGiven = NOT_GIVEN,
         verify: bool | ssl.SSLContext = True,
         trust_env: bool = False,
         retry_policy: RetryPolicy | None = None,
@@ -239,27 +264,64 @@ class AsyncClient:
         idempotency_keys: bool = False,
     ) -> None:
         self.base_url = check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
-        if not callable(api_key):
-            api_key = resolve_api_key(api_key, self.base_url)
-        self._key_provider: Callable[[], Awaitable[str]] | None = None
-        if api_key is None:
-            pass  # a local server (127.0.0.0/8, localhost): requests go without Authorization
-        elif callable(api_key):
-            self._key_provider = api_key
-        elif isinstance(api_key, str):
-            check_header("Authorization", api_key)
-        else:
-            raise TypeError("api_key must be a str or an async callable returning one")
+        key = self._set_key(api_key)
         self._url, query = _split_query(self.base_url)
         if default_query is not None:
             query.update(_check_query(default_query))
         self._set_query(query)
+        self._set_retries(timeout, max_retries, retry_policy)
+        self._set_bounds(max_concurrency, max_response_size, max_event_size)
+        self.idempotency_keys = idempotency_keys
+        self._set_headers(key, http_referer, x_title, default_headers)
+        pool = _pool_limits(limits, max_connections, max_connections_per_host, keepalive_timeout)
+        self.limits = pool
+        self._transport: Transport = transport or AiohttpTransport(
+            session=session,
+            max_connections=pool.max_connections,
+            max_connections_per_host=pool.max_connections_per_host,
+            keepalive_timeout=pool.keepalive_timeout,
+            verify=verify,
+            trust_env=trust_env,
+        )
+        self._retrier = Retrier(self._transport, with_log_hook(hooks))
+        # Open streams, so that closing the client wakes their readers with an error.
+        self._streams: weakref.WeakSet[AsyncStream[Any]] = weakref.WeakSet()
+        self._owner = True
+        self._closed = False
+        self._chat: Chat | None = None
+        self._models: Models | None = None
+
+    # --- the steps of __init__ ------------------------------------------------------------
+
+    def _set_key(self, api_key: ApiKey) -> str | None:
+        """Keep a key provider, or check a fixed key (found by `resolve_api_key`)."""
+        self._key_provider: Callable[[], Awaitable[str]] | None = None
+        if callable(api_key):
+            self._key_provider = api_key
+            return None
+        key = resolve_api_key(api_key, self.base_url)
+        if key is None:
+            return None  # a local server (127.0.0.0/8, localhost): no Authorization header
+        if not isinstance(key, str):
+            raise TypeError("api_key must be a str or an async callable returning one")
+        return check_header("Authorization", key)
+
+    def _set_retries(
+        self,
+        timeout: TimeoutTypes,
+        max_retries: int | NotGiven,
+        retry_policy: RetryPolicy | None,
+    ) -> None:
         self.timeout = Timeout.coerce(timeout)
         # max_retries defaults to 2, or to the retry_policy's own value when one is given.
         policy = retry_policy if retry_policy is not None else RetryPolicy(DEFAULT_MAX_RETRIES)
         if not isinstance(max_retries, NotGiven):
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
+
+    def _set_bounds(
+        self, max_concurrency: int | None, max_response_size: int, max_event_size: int
+    ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1 or None")
         for size_name, size in (
@@ -271,8 +333,15 @@ class AsyncClient:
         self.max_concurrency = max_concurrency
         self.max_response_size = max_response_size
         self.max_event_size = max_event_size
-        self.idempotency_keys = idempotency_keys
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    def _set_headers(
+        self,
+        key: str | None,
+        http_referer: str | None,
+        x_title: str | None,
+        default_headers: Mapping[str, str] | None,
+    ) -> None:
         headers = {
             "User-Agent": f"anyapi-async/{__version__}",
             "Content-Type": "application/json",
@@ -284,27 +353,12 @@ class AsyncClient:
             headers["X-Title"] = x_title
         for name, value in (default_headers or {}).items():
             headers[name] = value
-        if isinstance(api_key, str):
-            headers["Authorization"] = f"Bearer {api_key}"
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         for name, value in headers.items():
             check_header(name, value)
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
-        self._transport: Transport = transport or AiohttpTransport(
-            session=session,
-            max_connections=max_connections,
-            max_connections_per_host=max_connections_per_host,
-            keepalive_timeout=keepalive_timeout,
-            verify=verify,
-            trust_env=trust_env,
-        )
-        self._retrier = Retrier(self._transport, with_log_hook(hooks))
-        # Open streams, so that closing the client wakes their readers with an error.
-        self._streams: weakref.WeakSet[AsyncStream[Any]] = weakref.WeakSet()
-        self._owner = True
-        self._closed = False
-        self._chat: Chat | None = None
-        self._models: Models | None = None
 
     # --- public surface ------------------------------------------------------------------
 

@@ -7,7 +7,21 @@ from typing import Any, Final, TypeVar, Union
 
 import msgspec
 
-__all__ = ["DEFAULT_TIMEOUT", "NOT_GIVEN", "NotGiven", "Timeout", "TimeoutTypes", "transport_form"]
+__all__ = [
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_TIMEOUT",
+    "NOT_GIVEN",
+    "Limits",
+    "NotGiven",
+    "Timeout",
+    "TimeoutTypes",
+    "transport_form",
+]
+
+#: The connection pool's size, and how long an idle pooled connection is kept (seconds).
+DEFAULT_MAX_CONNECTIONS: Final = 100
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
 
@@ -106,6 +120,63 @@ TimeoutTypes = Union[float, int, None, Timeout]
 
 #: The client's default: `Timeout(60)`.
 DEFAULT_TIMEOUT: Final = Timeout(60.0)
+
+
+class Limits:
+    """The connection pool's limits, as one value (the client's keyword arguments of the
+    same names still work).
+
+    | Limit | Meaning |
+    | --- | --- |
+    | `max_connections` | connections open at once, to all hosts (100) |
+    | `max_connections_per_host` | connections open at once to one host (0: no cap of its own) |
+    | `keepalive_timeout` | seconds an idle connection stays in the pool (30) |
+
+    ```python
+    client = AsyncClient(limits=Limits(max_connections=200, keepalive_timeout=60))
+    ```
+
+    The pool bounds connections; `AsyncClient(max_concurrency=...)` bounds requests in
+    flight (streams included), which is usually the limit to set.
+    """
+
+    __slots__ = ("keepalive_timeout", "max_connections", "max_connections_per_host")
+
+    def __init__(
+        self,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        *,
+        max_connections_per_host: int = 0,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+    ) -> None:
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if max_connections == 0:
+            raise ValueError("max_connections must be >= 1")
+        if not keepalive_timeout >= 0:
+            raise ValueError(f"keepalive_timeout must be >= 0, got {keepalive_timeout!r}")
+        self.max_connections = max_connections
+        self.max_connections_per_host = max_connections_per_host
+        self.keepalive_timeout = float(keepalive_timeout)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Limits) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in self.__slots__))
+
+    def __repr__(self) -> str:
+        return (
+            f"Limits(max_connections={self.max_connections}, "
+            f"max_connections_per_host={self.max_connections_per_host}, "
+            f"keepalive_timeout={self.keepalive_timeout})"
+        )
 
 
 def transport_form(timeout: Timeout, make: Callable[[Timeout], T]) -> T:

@@ -15,7 +15,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ._config import Timeout, transport_form
+from ._config import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Timeout, transport_form
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
 
 if sys.version_info >= (3, 11):
@@ -41,8 +41,6 @@ __all__ = [
 #: ``async with timeout_after(seconds):`` (asyncio.timeout, or async_timeout before 3.11).
 timeout_after = _timeout_after
 
-DEFAULT_MAX_CONNECTIONS: Final = 100
-DEFAULT_KEEPALIVE_TIMEOUT: Final = 30.0
 DEFAULT_DNS_CACHE_TTL: Final = 300
 #: Largest non-streaming (or error) body read into memory.
 DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
