@@ -41,6 +41,7 @@ __all__ = [
     "observe",
     "open_stream",
     "raise_if_incomplete",
+    "yields_chunks",
 ]
 
 T = TypeVar("T")
@@ -65,6 +66,12 @@ class StreamObserver(Protocol):
 def observe(stream: AsyncStream[Any], observer: StreamObserver) -> None:
     """Package seam for `anyapi_async.otel`: attach ``observer`` before iteration starts."""
     stream._observer = observer
+
+
+def yields_chunks(stream: AsyncStream[Any]) -> bool:
+    """Package seam for `anyapi_async.otel`: whether ``stream`` is a chat stream (its items
+    `ChatCompletionChunk`), not a stream of other ``cast_to`` items."""
+    return stream._item_decoder is None
 
 
 def hold_slot(stream: AsyncStream[Any], release: Callable[[], None]) -> None:

@@ -50,7 +50,7 @@ from ._accumulate import ChunkAccumulator
 from ._client import AsyncClient, call_observer, observe_calls
 from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._hooks import AttemptInfo, Hooks
-from ._streaming import AsyncStream, observe
+from ._streaming import AsyncStream, observe, yields_chunks
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from ._version import __version__
 
@@ -559,9 +559,9 @@ class _Telemetry(Hooks):
             if context_token is not None:
                 otel_context.detach(context_token)
             _CURRENT.reset(call_token)
-        if isinstance(result, AsyncStream):
+        if isinstance(result, AsyncStream) and yields_chunks(result):
             call.watch(result)
-        else:
+        else:  # a completion, another cast_to (a stream of other items: at its start)
             call.succeed(result)
         return result
 

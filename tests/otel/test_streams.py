@@ -230,3 +230,26 @@ async def test_retried_stream_is_one_span(
     assert attrs["anyapi.stream.end"] == "complete"
     assert attrs["anyapi.stream.chunks"] == len(chunks)
     assert [e.name for e in span.events] == ["anyapi.retry"]
+
+
+async def test_seam_streams_and_raw_responses_are_traced(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """post(stream=True) of dicts, raw and streaming responses work under instrumentation."""
+    from anyapi_async.testing import SSEResponse
+
+    server.queue(SSEResponse([{"n": 1}, {"n": 2}]))
+    body = {"model": "m", "messages": MSGS}
+    stream = await otel_client.post("/chat/completions", body=body, cast_to=dict, stream=True)
+    async with stream:
+        assert [item async for item in stream] == [{"n": 1}, {"n": 2}]
+    raw = await otel_client.chat.completions.with_raw_response.create(model="m", messages=MSGS)
+    assert raw.parse().choices[0].message.content
+    async with otel_client.chat.completions.with_streaming_response.create(
+        model="m", messages=MSGS, stream=True
+    ) as response:
+        chunks = [c async for c in await response.parse()]
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+    spans = telemetry.spans()
+    assert len(spans) == 3
+    assert all(span.status.status_code != StatusCode.ERROR for span in spans)
