@@ -484,13 +484,7 @@ class AsyncStream(Generic[T]):
                     "The stream ended early: no [DONE] and "
                     + ("no finish_reason" if not finished else "not every choice finished")
                 )
-            if self._done and not at_eof:
-                await self._drain()
-            timings.finished = time()
-            self._complete = True
-            if self._hooks and not isinstance(self._attempt, int):
-                for hook in self._hooks:
-                    hook.on_complete(self._attempt, self.usage)
+            await self._end(at_eof)
         except _Closed:
             return
         except APIConnectionError as exc:
@@ -549,13 +543,7 @@ class AsyncStream(Generic[T]):
             if not self._done:
                 # Without the chat rules (every choice finished) only [DONE] says "complete".
                 raise APIConnectionError("The stream ended early: no [DONE]")
-            if not at_eof:
-                await self._drain()
-            self._timings.finished = time()
-            self._complete = True
-            if self._hooks and not isinstance(self._attempt, int):
-                for hook in self._hooks:
-                    hook.on_complete(self._attempt, None)
+            await self._end(at_eof)
         except _Closed:
             return
         except APIConnectionError as exc:
@@ -569,6 +557,16 @@ class AsyncStream(Generic[T]):
         finally:
             self._iterating = False
             self._release()
+
+    async def _end(self, at_eof: bool) -> None:
+        """The stream ended normally: let the connection go back, mark it, tell the hooks."""
+        if self._done and not at_eof:
+            await self._drain()
+        self._timings.finished = self._loop.time()
+        self._complete = True
+        if self._hooks and not isinstance(self._attempt, int):
+            for hook in self._hooks:
+                hook.on_complete(self._attempt, self.usage)
 
     async def _drain(self) -> None:
         # Read what follows [DONE] (normally just the end of the chunked body) so the
