@@ -579,9 +579,10 @@ class AsyncClient:
             if raw:
                 timings.finished = timings.first_token = loop.time()
                 info = ResponseInfo(response.status, response.headers, n, timings)
-                result: Any = APIResponse(
-                    info, body, lambda: self._cast(body, response, cast_to, info)
-                )
+                # Decoded here, inside the retry loop, so that an error object sent with
+                # a 200 is retried (or raised) as it is for create(); parse() returns it.
+                parsed = self._cast(body, response, cast_to, info)
+                result: Any = APIResponse(info, body, lambda: parsed)
             elif cast_to is bytes:
                 timings.finished = timings.first_token = loop.time()
                 result = body
@@ -754,11 +755,11 @@ class AsyncClient:
         The same auth, headers, retries, timeouts, hooks, error mapping and
         ``max_concurrency`` slot as ``chat.completions.create()``, which is built on it.
         ``body`` is a dict or a msgspec Struct (sent as JSON) or ``bytes`` (sent as they
-        are). ``cast_to`` says what comes back: ``bytes`` (the body as received), ``dict``
-        (a JSON object) or a msgspec type (`ChatCompletion`, your own Struct...). With
-        ``stream=True`` the call returns an `AsyncStream` of ``cast_to`` items, one per
-        server-sent event, once the first has arrived (for ``ChatCompletionChunk`` it is
-        the chat stream ``create(stream=True)`` returns).
+        are). ``cast_to`` says what comes back: ``bytes`` (the body as received, not
+        looked into), ``dict`` (a JSON object) or a msgspec type (`ChatCompletion`, your
+        own Struct...). With ``stream=True`` the call returns an `AsyncStream` of
+        ``cast_to`` items, one per server-sent event, once the first has arrived (for
+        ``ChatCompletionChunk`` it is the chat stream ``create(stream=True)`` returns).
 
         Example:
 

@@ -167,3 +167,16 @@ async def test_streaming_response_closes_a_parsed_stream_left_unread(
         assert not stream.closed
     assert stream.closed
     assert [c async for c in stream] == []
+
+
+async def test_raw_response_retries_an_error_object_sent_with_200(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """An error object with status 200 is retried like create() does, then parse() works."""
+    server.queue(
+        JSONResponse({"error": {"message": "overloaded", "type": "x", "code": 503}}),
+        JSONResponse(completion_body("second")),
+    )
+    raw = await client.chat.completions.with_raw_response.create(model="m", messages=MSGS)
+    assert raw.http.attempts == 2
+    assert raw.parse().choices[0].message.content == "second"
