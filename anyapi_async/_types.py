@@ -89,12 +89,16 @@ def keep_response(obj: object, body: bytes | None = None, http: ResponseInfo | N
     """Attach what a response carried besides its fields: the one writer of that metadata.
 
     ``body`` (the bytes ``obj`` was decoded from) feeds `KeepsBody.to_dict`; ``http`` is
-    what ``completion.http`` returns. Objects that cannot hold one of them are left alone.
+    what ``completion.http`` returns. Objects that cannot hold one of them (a dict, the
+    caller's own types) are left alone.
     """
-    if body is not None and isinstance(obj, KeepsBody):
-        obj._raw = body
-    if http is not None and isinstance(obj, msgspec.Struct) and hasattr(obj, "__dict__"):
-        obj.__dict__["_http"] = http
+    if isinstance(obj, KeepsBody):  # the library's response types; others hold neither
+        if body is not None:
+            obj._raw = body
+        if http is not None:
+            held: dict[str, Any] | None = getattr(obj, "__dict__", None)
+            if held is not None:  # ChatCompletion (and ParsedChatCompletion) keep http
+                held["_http"] = http
 
 
 def copy_response(source: object, target: object) -> None:
