@@ -350,6 +350,16 @@ class AsyncStream(Generic[T]):
                 body=payload,
             ) from exc
 
+    def _decode_refused(self, payload: bytes, at_eof: bool) -> ChatCompletionChunk:
+        """An event the strict decoder refused: the tolerant pass; at the end of the body a
+        broken event means the body was cut there."""
+        if not at_eof:
+            return self._decode_slow(payload)
+        try:
+            return self._decode_slow(payload)
+        except APIResponseValidationError as exc:
+            raise APIConnectionError("The stream ended in the middle of an event") from exc
+
     def _decode_item(self, payload: bytes) -> Any:
         """One event of a stream of ``cast_to`` items (not chat chunks); error events raise."""
         decode = self._item_decoder
@@ -438,15 +448,7 @@ class AsyncStream(Generic[T]):
                     except (msgspec.ValidationError, msgspec.DecodeError):
                         if not payload.strip():
                             continue
-                        if at_eof:
-                            try:
-                                chunk = self._decode_slow(payload)
-                            except APIResponseValidationError as exc:
-                                raise APIConnectionError(
-                                    "The stream ended in the middle of an event"
-                                ) from exc
-                        else:
-                            chunk = self._decode_slow(payload)
+                        chunk = self._decode_refused(payload, at_eof)
                     if chunk.error is not None:
                         self._decode(payload)  # raises the error it carries
                     choices = chunk.choices
