@@ -28,6 +28,7 @@ __all__ = [
     "InputItem",
     "OutputFile",
     "Recorded",
+    "count_lines",
     "describe_error",
     "invalid_record",
     "read_input",
@@ -516,3 +517,16 @@ def result_record(
         }
     record[FINGERPRINT_FIELD] = fingerprint
     return record
+
+
+def count_lines(path: Path) -> int:
+    """Lines in ``path``, a last line without its newline included (for progress totals)."""
+    count = 0
+    last = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            count += chunk.count(b"\n")
+            last = chunk
+    if count and not last.endswith(b"\n"):
+        count += 1
+    return count

@@ -72,10 +72,10 @@ from ._exceptions import (
     PermissionDeniedError,
 )
 from ._jobfiles import (
-    READ_CHUNK,
     InputItem,
     OutputFile,
     Recorded,
+    count_lines,
     describe_error,
     invalid_record,
     read_input,
@@ -483,7 +483,7 @@ async def run_jsonl_job(
         )
         stats = run.stats
         if progress:
-            stats.total = max(0, _count_lines(files.source) - files.recorded)
+            stats.total = max(0, count_lines(files.source) - files.recorded)
 
         def skipped(n: int) -> None:
             stats.skipped = n
@@ -504,13 +504,3 @@ async def run_jsonl_job(
     return summary
 
 
-def _count_lines(path: Path) -> int:
-    count = 0
-    last = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk
-    if count and not last.endswith(b"\n"):
-        count += 1
-    return count

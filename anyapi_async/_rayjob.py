@@ -28,7 +28,6 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from itertools import islice
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batch import BatchStats, ProgressCallback
@@ -40,7 +39,7 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
 )
-from ._jobfiles import READ_CHUNK, InputItem, describe_error, result_record
+from ._jobfiles import InputItem, count_lines, describe_error, result_record
 from ._jobs import (
     DEFAULT_JOB_CONCURRENCY,
     STOP_AFTER_ENDPOINT_ERRORS,
@@ -102,18 +101,6 @@ class JobWorker:
             message = describe_error(error) if kind and error is not None else ""
             lines[result.index] = (record, result.ok, kind, message)
         return [lines[i] for i in range(len(items))]
-
-
-def _count_lines(path: Path) -> int:
-    count = 0
-    last = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk
-    if count and not last.endswith(b"\n"):
-        count += 1
-    return count
 
 
 def _start_ray(address: str | None, workers: int) -> bool:
@@ -229,7 +216,7 @@ async def run_jsonl_job_on_ray(
     )
     summary = files.summary
     try:
-        stats = BatchStats(max(0, _count_lines(files.source) - files.recorded))
+        stats = BatchStats(max(0, count_lines(files.source) - files.recorded))
 
         def skipped(n: int) -> None:
             stats.skipped = n
