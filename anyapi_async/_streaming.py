@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -180,9 +181,13 @@ class AsyncStream(Generic[T]):
     loop over a failed stream raises the same error again. `close` may be called from any
     task. Each ``async for`` gets its own iterator, held only by the loop: leaving the loop
     early (``break``, an exception) releases the connection and the ``max_concurrency``
-    slot at once, even without ``async with`` and with the garbage collector off; a later
-    loop over that stream yields nothing. A stream dropped without being closed is
-    released when it is garbage-collected, with a `ResourceWarning`.
+    slot when the event loop finalises that iterator, on its next iteration, even without
+    ``async with`` and with the garbage collector off; a later loop over that stream
+    yields nothing. One reader at a time: ``anext(stream)`` then ``async for`` goes on
+    with the rest, while a loop or ``anext()`` from another task during a loop raises
+    `RuntimeError`. A stream dropped without being closed is released when it is
+    garbage-collected, with a `ResourceWarning`; after ``anext()`` the stream and its
+    stored iterator form a cycle, so that needs the cycle collector (close it instead).
     """
 
     def __init__(
@@ -218,6 +223,8 @@ class AsyncStream(Generic[T]):
         self._iterating = False
         # Only for callers of __anext__ (a loop gets a fresh iterator from __aiter__).
         self._iterator: AsyncIterator[T] | None = None
+        # The latest loop's iterator, weakly: alive means a loop is reading the stream.
+        self._loop_iterator: weakref.ref[Any] | None = None
         self._loop = asyncio.get_running_loop()
         self._timings = timings
         self._idle = idle
@@ -399,18 +406,30 @@ class AsyncStream(Generic[T]):
             )
 
     def __aiter__(self) -> AsyncIterator[T]:
+        if self._iterator is not None:
+            # Started with anext(): a loop goes on with that same iterator.
+            return self._iterator
+        loop_iterator = self._loop_iterator
+        if loop_iterator is not None and not self._closed and loop_iterator() is not None:
+            raise RuntimeError(
+                "This AsyncStream is already being iterated (by another loop or task); "
+                "a stream can be read by one loop at a time"
+            )
         # A fresh generator that only the loop holds: when the loop is left early, the
-        # generator's last reference goes and the event loop finalises it at once, which
-        # closes the stream. Holding it here would make a cycle only the collector frees.
+        # generator's last reference goes and the event loop finalises it on its next
+        # iteration, which closes the stream. Holding it here would make a cycle only the
+        # collector frees; a weak reference tells a live loop from an abandoned one.
         iterator: Any = self._iterate() if self._item_decoder is None else self._iterate_items()
         if self._observer is not None:  # per loop, never per chunk
             iterator = self._observer.wrap(iterator)
+        self._loop_iterator = weakref.ref(iterator)
         return iterator  # type: ignore[no-any-return]
 
     async def __anext__(self) -> T:
-        if self._iterator is None:
-            self._iterator = self.__aiter__()
-        return await self._iterator.__anext__()
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = self.__aiter__()
+        return await iterator.__anext__()
 
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
         if self._closed or self._iterating:

@@ -1,0 +1,92 @@
+"""Review fixes on the request path: one stream one reader, no wait after [DONE], ..."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import anyapi_async as aa
+from anyapi_async.testing import LocalServer, SSEResponse
+
+MSGS: list[Any] = [{"role": "user", "content": "hello"}]
+#: A generous bound for things that must happen promptly (never a timing assertion).
+BOUND = 10.0
+
+
+def ev(content: str | None = None, finish: str | None = None) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def text_of(chunks: list[aa.ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+# --- 1. one stream, one reader -----------------------------------------------------------
+
+
+async def test_anext_then_loop_gets_the_rest(server: LocalServer) -> None:
+    """`await anext(stream)` then `async for`: the loop goes on with the remaining chunks."""
+    server.queue(SSEResponse([ev("a"), ev("b"), ev("c", "stop")]))
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        async with stream:
+            first = await anext(stream)
+            rest = [chunk async for chunk in stream]
+    assert text_of([first]) == "a"
+    assert text_of(rest) == "bc"
+
+
+async def test_second_concurrent_loop_raises_and_first_goes_on(server: LocalServer) -> None:
+    """A second task looping over a stream being read raises; the first reads everything."""
+    server.queue(SSEResponse([ev("a"), ev("b"), ev("c", "stop")]))
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        got_one = asyncio.Event()
+        go_on = asyncio.Event()
+
+        async def first_reader() -> list[aa.ChatCompletionChunk]:
+            out = []
+            async for chunk in stream:
+                out.append(chunk)
+                if len(out) == 1:
+                    got_one.set()
+                    await go_on.wait()
+            return out
+
+        async def second_reader() -> list[aa.ChatCompletionChunk]:
+            await got_one.wait()
+            try:
+                return [chunk async for chunk in stream]
+            finally:
+                go_on.set()
+
+        async with stream:
+            first, second = await asyncio.wait_for(
+                asyncio.gather(first_reader(), second_reader(), return_exceptions=True), BOUND
+            )
+    assert isinstance(second, RuntimeError) and "already being iterated" in str(second)
+    assert isinstance(first, list) and text_of(first) == "abc"
+
+
+async def test_anext_while_a_loop_runs_raises(server: LocalServer) -> None:
+    """`anext()` from another task while a loop reads the stream raises, ending nothing."""
+    server.queue(SSEResponse([ev("a"), ev("b", "stop")]))
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        async with stream:
+            out = []
+            async for chunk in stream:
+                out.append(chunk)
+                if len(out) == 1:
+                    with pytest.raises(RuntimeError, match="already being iterated"):
+                        await anext(stream)
+        assert text_of(out) == "ab"
