@@ -505,7 +505,7 @@ class AsyncStream(Generic[T]):
                     "The stream ended early: no [DONE] and "
                     + ("no finish_reason" if not finished else "not every choice finished")
                 )
-            await self._end(at_eof)
+            self._end()
         except _Closed:
             return
         except APIConnectionError as exc:
@@ -564,7 +564,7 @@ class AsyncStream(Generic[T]):
             if not self._done:
                 # Without the chat rules (every choice finished) only [DONE] says "complete".
                 raise APIConnectionError("The stream ended early: no [DONE]")
-            await self._end(at_eof)
+            self._end()
         except _Closed:
             return
         except APIConnectionError as exc:
@@ -579,24 +579,16 @@ class AsyncStream(Generic[T]):
             self._iterating = False
             self._release()
 
-    async def _end(self, at_eof: bool) -> None:
-        """The stream ended normally: let the connection go back, mark it, tell the hooks."""
-        if self._done and not at_eof:
-            await self._drain()
+    def _end(self) -> None:
+        """The stream ended normally: mark it and tell the hooks. Nothing waits for what
+        follows ``[DONE]``: `_release` gives the connection back to the pool if the body
+        is already at its end, and closes it otherwise (a server that holds it open, or
+        sends comments after ``[DONE]``, cannot keep the caller waiting)."""
         self._timings.finished = self._loop.time()
         self._complete = True
         if self._hooks and not isinstance(self._attempt, int):
             for hook in self._hooks:
                 hook.on_complete(self._attempt, self.usage)
-
-    async def _drain(self) -> None:
-        # Read what follows [DONE] (normally just the end of the chunked body) so the
-        # connection goes back to the pool; a server that keeps it open gets it closed.
-        try:
-            async for _ in self._chunks:
-                pass
-        except (APIConnectionError, _Closed):
-            self._response.close()
 
     async def close(self) -> None:
         """Release the connection; idempotent, and safe to call from another task."""

@@ -90,3 +90,36 @@ async def test_anext_while_a_loop_runs_raises(server: LocalServer) -> None:
                     with pytest.raises(RuntimeError, match="already being iterated"):
                         await anext(stream)
         assert text_of(out) == "ab"
+
+
+# --- 2. nothing waits after [DONE] -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timeout", "faults"),
+    [
+        (aa.Timeout(connect=5, idle=1), {}),
+        (aa.Timeout(connect=5, idle=1), {"keepalive": ": ping", "keepalive_interval": 0.05}),
+        (None, {}),  # the default limits
+    ],
+    ids=["held-open", "comments-after-done", "default-timeout"],
+)
+async def test_stream_ends_at_done_when_the_server_holds_the_connection(
+    server: LocalServer, timeout: aa.Timeout | None, faults: dict[str, Any]
+) -> None:
+    """After [DONE] the server sends nothing (or only comments) and keeps the connection:
+    the loop ends at [DONE], complete, and the stream lets the connection go."""
+    server.queue(SSEResponse([ev("a"), ev("b", "stop")], stall_after=3, **faults))
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url, max_retries=0, **kwargs) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+
+        async def read_all() -> list[aa.ChatCompletionChunk]:
+            return [chunk async for chunk in stream]
+
+        chunks = await asyncio.wait_for(read_all(), BOUND)
+        assert text_of(chunks) == "ab"
+        assert stream.closed
+        # The next call is not held up by the connection the server kept open.
+        done = await asyncio.wait_for(c.chat.completions.create(model="m", messages=MSGS), BOUND)
+        assert done.choices
