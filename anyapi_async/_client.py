@@ -189,6 +189,37 @@ def _pool_limits(
     return Limits(**given)
 
 
+class _Slots:
+    """The ``max_concurrency`` semaphore of a client and its copies, one per event loop.
+
+    An `asyncio.Semaphore` binds to the loop that first waits on it, and slots held by
+    streams still open when their loop shut down would never come back: a client used from
+    a new loop (a second ``asyncio.run()``, like its fresh connection pool) gets a fresh
+    semaphore. Two loops running at the same time cannot share the cap.
+    """
+
+    __slots__ = ("_loop", "_semaphore", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore = asyncio.Semaphore(size)
+
+    def current(self) -> asyncio.Semaphore:
+        """The running loop's semaphore."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            old = self._loop
+            if old is not None and old.is_running() and not old.is_closed():
+                raise RuntimeError(
+                    "This AsyncClient's max_concurrency slots are in use by another event "
+                    "loop that is still running. Create one client per event loop."
+                )
+            self._loop = loop
+            self._semaphore = asyncio.Semaphore(self._size)
+        return self._semaphore
+
+
 class AsyncClient:
     """An asyncio client for AnyAPI and any OpenAI-compatible chat-completions endpoint.
 
@@ -333,7 +364,8 @@ class AsyncClient:
         self.max_concurrency = max_concurrency
         self.max_response_size = max_response_size
         self.max_event_size = max_event_size
-        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        # Shared with with_options copies (they copy __dict__): one cap for all of them.
+        self._slots = _Slots(max_concurrency) if max_concurrency else None
 
     def _set_headers(
         self,
@@ -691,19 +723,16 @@ class AsyncClient:
             request, handle, self._policy(options), self._raise_for_status
         )
 
-    async def _take_slot(self, options: Mapping[str, Any] | None) -> float | None:
-        """Take a ``max_concurrency`` slot (there is a cap); return the call's deadline, if
-        the wait started it."""
-        semaphore = self._semaphore
-        assert semaphore is not None
+    async def _take_slot(
+        self, slots: _Slots, options: Mapping[str, Any] | None
+    ) -> tuple[asyncio.Semaphore, float | None]:
+        """Take a ``max_concurrency`` slot; return the semaphore it came from (to give it
+        back to) and the call's deadline, if the wait started it."""
+        semaphore = slots.current()
         if semaphore.locked() and (total := self._total_timeout(options)) is not None:
-            return await self._wait_for_slot(semaphore, total)
+            return semaphore, await self._wait_for_slot(semaphore, total)
         await semaphore.acquire()
-        return None
-
-    def _release_slot(self) -> None:
-        if self._semaphore is not None:
-            self._semaphore.release()
+        return semaphore, None
 
     # --- the public seam -----------------------------------------------------------------
 
@@ -899,11 +928,12 @@ async def request(
     the wait), and the wait happens in this frame, not a helper's: one frame fewer alive
     per queued call (10,000 queued calls: megabytes).
     """
-    semaphore = client._semaphore
-    if semaphore is None:
+    slots = client._slots
+    if slots is None:
         built = await client._build_request(method, path, content, options=options)
         return await client._send_json(built, options, cast_to, raw)
     deadline = None
+    semaphore = slots.current()
     if semaphore.locked() and (total := client._total_timeout(options)) is not None:
         deadline = await client._wait_for_slot(semaphore, total)
     else:
@@ -940,18 +970,20 @@ async def request_stream(
     """
     item_decoder = _item_decoder(cast_to)
     deadline = None
-    if client._semaphore is not None:
-        deadline = await client._take_slot(options)
+    semaphore = None
+    if client._slots is not None:
+        semaphore, deadline = await client._take_slot(client._slots, options)
     try:
         built = await client._build_request(
             method, path, content, stream=True, options=options, deadline=deadline
         )
         stream = await client._send_stream(built, options, item_decoder)
     except BaseException:
-        client._release_slot()
+        if semaphore is not None:
+            semaphore.release()
         raise
-    if client._semaphore is not None:
-        hold_slot(stream, client._semaphore.release)
+    if semaphore is not None:
+        hold_slot(stream, semaphore.release)
     client._streams.add(stream)
     return stream
 
@@ -973,8 +1005,9 @@ async def open_response(
     ``cast_to`` (for ``stream``, an `AsyncStream` of ``cast_to`` items).
     """
     deadline = None
-    if client._semaphore is not None:
-        deadline = await client._take_slot(options)
+    semaphore = None
+    if client._slots is not None:
+        semaphore, deadline = await client._take_slot(client._slots, options)
     loop = asyncio.get_running_loop()
     timings = Timings(loop.time())
 
@@ -990,7 +1023,8 @@ async def open_response(
             built, handle, client._policy(options), client._raise_for_status
         )
     except BaseException:
-        client._release_slot()
+        if semaphore is not None:
+            semaphore.release()
         raise
     n = attempt if isinstance(attempt, int) else attempt.attempt
     info = ResponseInfo(response.status, response.headers, n, timings)
@@ -1025,7 +1059,8 @@ async def open_response(
             response.release()
         else:
             response.close()
-        client._release_slot()
+        if semaphore is not None:
+            semaphore.release()
 
     return StreamedAPIResponse(response, info, parse), close
 

@@ -183,7 +183,14 @@ class Response:
     def close(self) -> None:
         """Close the connection at once; safe to call from any task, any number of times."""
         self._closed = True
-        self._resp.close()
+        resp = self._resp
+        resp.close()
+        connection = resp.connection
+        if connection is not None:
+            # aiohttp leaves it alone once its loop is closed (a stream left open when
+            # asyncio.run() returned, whose pool closed its socket then): let it go, so it
+            # is not reported as an unclosed connection later.
+            connection.close()
 
     def abort(self, exc: BaseException) -> None:
         """Wake a pending read with ``exc`` and drop the connection."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -123,3 +126,53 @@ async def test_stream_ends_at_done_when_the_server_holds_the_connection(
         # The next call is not held up by the connection the server kept open.
         done = await asyncio.wait_for(c.chat.completions.create(model="m", messages=MSGS), BOUND)
         assert done.choices
+
+
+# --- 3. the max_concurrency slots belong to the pool's loop -------------------------------
+
+TWO_RUNS_CAPPED = textwrap.dedent(
+    """
+    import asyncio, sys
+    import anyapi_async as aa
+
+    client = aa.AsyncClient(api_key="k", base_url=sys.argv[1], max_concurrency=2)
+    copy = client.with_options(timeout=30)
+    MSGS = [{"role": "user", "content": "hi"}]
+    held = []
+
+    async def contended():
+        calls = [c.chat.completions.create(model="m", messages=MSGS, max_tokens=5)
+                 for c in (client, copy, client, copy, client, copy)]
+        done = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        return len(done)
+
+    async def first():
+        n = await contended()   # waits on the semaphore in this loop
+        for c in (client, copy):   # both slots held by streams left open at shutdown
+            held.append(await c.chat.completions.create(model="m", messages=MSGS, stream=True))
+        return n
+
+    async def close_held():
+        for s in held:
+            await s.close()
+
+    print(asyncio.run(first()), asyncio.run(contended()), asyncio.run(contended()))
+    asyncio.run(close_held())
+    asyncio.run(client.aclose())
+    """
+)
+
+
+def test_max_concurrency_across_two_asyncio_runs(server_url: str) -> None:
+    """A capped client (and its with_options copy) works contended from a second and a
+    third asyncio.run(), though loop 1 ended with both slots held by open streams."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", TWO_RUNS_CAPPED, server_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["6", "6", "6"], proc.stdout
+    for bad in ("ResourceWarning", "Unclosed", "Exception ignored", "Traceback"):
+        assert bad not in proc.stderr, proc.stderr
