@@ -40,7 +40,7 @@ from ._transport import (
     Transport,
     timeout_after,
 )
-from ._types import ChatCompletionChunk, keep_response
+from ._types import ChatCompletionChunk, CompletionUsage, keep_response
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -607,6 +607,7 @@ class AsyncClient:
         async def handle(response: Response, attempt: AttemptInfo | int) -> Any:
             timings.headers = loop.time()
             body = await response.read(max_size)
+            parsed: Any = None
             n = attempt if isinstance(attempt, int) else attempt.attempt
             if raw:
                 timings.finished = timings.first_token = loop.time()
@@ -625,8 +626,13 @@ class AsyncClient:
                     result, body, ResponseInfo(response.status, response.headers, n, timings)
                 )
             if hooks and not isinstance(attempt, int):
+                # Only a CompletionUsage is usage: a cast_to may have a field of that name
+                # meaning something else. A raw response reports its parsed object's.
+                usage = getattr(parsed if raw else result, "usage", None)
+                if not isinstance(usage, CompletionUsage):
+                    usage = None
                 for hook in hooks:
-                    hook.on_complete(attempt, getattr(result, "usage", None))
+                    hook.on_complete(attempt, usage)
             return result
 
         return await self._retrier.send(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import textwrap
 from typing import Any
 
+import msgspec
 import pytest
 
 import anyapi_async as aa
-from anyapi_async.testing import LocalServer, SSEResponse
+from anyapi_async.testing import JSONResponse, LocalServer, SSEResponse
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
@@ -176,3 +178,43 @@ def test_max_concurrency_across_two_asyncio_runs(server_url: str) -> None:
     assert proc.stdout.split() == ["6", "6", "6"], proc.stdout
     for bad in ("ResourceWarning", "Unclosed", "Exception ignored", "Traceback"):
         assert bad not in proc.stderr, proc.stderr
+
+
+# --- 4. hooks get usage only when it is a CompletionUsage ---------------------------------
+
+
+class Recorder(aa.Hooks):
+    def __init__(self) -> None:
+        self.usages: list[Any] = []
+
+    def on_complete(self, info: Any, usage: aa.CompletionUsage | None) -> None:
+        self.usages.append(usage)
+
+
+class Odd(msgspec.Struct):
+    usage: str
+
+
+async def test_post_with_a_non_completion_usage_field(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`post(cast_to=E)` whose `usage` is no CompletionUsage: the hooks (and the debug log
+    line) get None, and the call returns its result."""
+    caplog.set_level(logging.DEBUG, logger="anyapi_async")
+    server.queue(JSONResponse({"usage": "lots"}))
+    rec = Recorder()
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url, hooks=[rec]) as c:
+        got = await c.post("/chat/completions", body={"model": "m"}, cast_to=Odd)
+    assert got.usage == "lots"
+    assert rec.usages == [None]
+    assert any("complete" in r.getMessage() for r in caplog.records)
+
+
+async def test_raw_response_gives_the_hooks_its_usage(server: LocalServer) -> None:
+    """A raw create() hands the hooks the usage of the completion it parsed."""
+    rec = Recorder()
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url, hooks=[rec]) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="m", messages=MSGS)
+        done = raw.parse()
+    assert done.usage is not None
+    assert rec.usages == [done.usage]
