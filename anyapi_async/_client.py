@@ -104,11 +104,11 @@ def check_base_url(url: str) -> str:
     """``url`` checked, without a trailing slash (the query string, if any, stays on)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http:// or https:// URL, got {url!r}")
+        raise ValueError(f"base_url must be an http:// or https:// URL, got {redact_url(url)!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         warnings.warn(
-            f"base_url {url!r} uses plain HTTP to a non-loopback host: the API key would "
-            "travel unencrypted. Use https://.",
+            f"base_url {redact_url(url)!r} uses plain HTTP to a non-loopback host: the API "
+            "key would travel unencrypted. Use https://.",
             UserWarning,
             stacklevel=3,
         )
@@ -487,7 +487,7 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         return (
-            f"AsyncClient(base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"AsyncClient(base_url={redact_url(self.base_url)!r}, timeout={self.timeout!r}, "
             f"max_retries={self.max_retries})"
         )
 

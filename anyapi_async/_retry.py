@@ -300,7 +300,7 @@ class Retrier:
                             "Not retrying %s %s after %s: the server asked to wait %.2fs, "
                             "more than max_retry_after (%.2fs)",
                             request.method,
-                            request.url,
+                            redact_url(request.url),
                             _describe(exc),
                             after,
                             policy.max_retry_after,

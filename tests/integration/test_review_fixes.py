@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 import anyapi_async as aa
-from anyapi_async.testing import JSONResponse, LocalServer, SSEResponse
+from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer, SSEResponse
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
@@ -218,3 +218,41 @@ async def test_raw_response_gives_the_hooks_its_usage(server: LocalServer) -> No
         done = raw.parse()
     assert done.usage is not None
     assert rec.usages == [done.usage]
+
+
+# --- 5. a key in the base URL's query string never shows --------------------------------
+
+SECRET = "sk-in-the-url-123"
+
+
+def test_repr_redacts_a_key_in_the_base_url() -> None:
+    client = aa.AsyncClient(api_key="k", base_url=f"https://gw.example/v1?api_key={SECRET}")
+    assert SECRET not in repr(client)
+    assert "api_key=***" in repr(client)
+
+
+def test_base_url_error_redacts_the_key() -> None:
+    with pytest.raises(ValueError, match="base_url") as info:
+        aa.AsyncClient(api_key="k", base_url=f"ftp://gw.example/v1?key={SECRET}")
+    assert SECRET not in str(info.value)
+
+
+def test_plain_http_warning_redacts_the_key() -> None:
+    with pytest.warns(UserWarning, match="plain HTTP") as caught:
+        aa.AsyncClient(api_key="k", base_url=f"http://gw.example/v1?token={SECRET}")
+    assert all(SECRET not in str(w.message) for w in caught)
+
+
+async def test_not_retrying_log_line_redacts_the_key(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """429 with a Retry-After longer than max_retry_after: the INFO line hides the key."""
+    caplog.set_level(logging.INFO, logger="anyapi_async")
+    server.queue(ErrorResponse(429, headers={"Retry-After": "3600"}))
+    base_url = f"{server.base_url}?api_key={SECRET}"
+    async with aa.AsyncClient(api_key="k", base_url=base_url) as c:
+        with pytest.raises(aa.RateLimitError):
+            await c.chat.completions.create(model="m", messages=MSGS)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("Not retrying" in line for line in lines), lines
+    assert all(SECRET not in line for line in lines), lines
