@@ -723,6 +723,7 @@ class AsyncClient:
                 first_event_by=first_by,
                 hooks=hooks,
                 item_decoder=item_decoder,
+                max_response_size=self.max_response_size,
             )
 
         return await self._retrier.send(
@@ -1052,6 +1053,7 @@ async def open_response(
             first_event_by=first_by,
             hooks=client._retrier.hooks,
             item_decoder=_item_decoder(cast_to),
+            max_response_size=client.max_response_size,
         )
 
     released = False
@@ -1068,7 +1070,7 @@ async def open_response(
         if semaphore is not None:
             semaphore.release()
 
-    return StreamedAPIResponse(response, info, parse), close
+    return StreamedAPIResponse(response, info, parse, max_size=client.max_response_size), close
 
 
 def observe_calls(client: AsyncClient, observer: CallObserver | None) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from ._transport import DEFAULT_MAX_RESPONSE_SIZE
+
 if TYPE_CHECKING:
     from ._meta import ResponseInfo
     from ._transport import Response
@@ -81,15 +83,18 @@ class StreamedAPIResponse(Generic[R]):
     released when the ``async with`` block that made it ends.
     """
 
-    __slots__ = ("_parse", "_parsed", "_response", "headers", "http", "status_code")
+    __slots__ = ("_max_size", "_parse", "_parsed", "_response", "headers", "http", "status_code")
 
     def __init__(
         self,
         response: Response,
         http: ResponseInfo,
         parse: Callable[[Response], Awaitable[R]],
+        *,
+        max_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         self._response = response
+        self._max_size = max_size
         self.http = http
         self.status_code: int = http.status_code
         self.headers: Mapping[str, str] = http.headers
@@ -97,12 +102,19 @@ class StreamedAPIResponse(Generic[R]):
         self._parsed: list[R] = []
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive (read limits and timeouts as for any call)."""
+        """The body's bytes as they arrive.
+
+        The ``read`` timeout bounds each silence between two received bytes; nothing
+        bounds the whole body (``max_response_size`` and the whole-body ``read`` bound are
+        for `read`), and ``idle``/``first_event`` are limits on stream events, which raw
+        bytes are not: stop reading when you have had enough.
+        """
         async for data in self._response.chunks():
             yield data
 
     async def iter_lines(self) -> AsyncIterator[str]:
-        """The body's lines as they arrive, without their line endings (``\\n``, ``\\r\\n``)."""
+        """The body's lines as they arrive, without their line endings (``\\n``, ``\\r\\n``);
+        bounded as `iter_bytes` is."""
         pending = b""
         async for data in self._response.chunks():
             pending += data
@@ -113,8 +125,10 @@ class StreamedAPIResponse(Generic[R]):
             yield pending.removesuffix(b"\r").decode("utf-8", "replace")
 
     async def read(self) -> bytes:
-        """The rest of the body, whole."""
-        return b"".join([data async for data in self._response.chunks()])
+        """The rest of the body, whole: at most the client's ``max_response_size``
+        (`ResponseTooLargeError` beyond), and all of it within the ``read`` timeout, as for
+        a non-streamed call."""
+        return await self._response.read(self._max_size)
 
     async def parse(self) -> R:
         """What the call returns without ``with_streaming_response`` (for a chat stream,
@@ -150,10 +164,14 @@ class StreamedResponseManager(Generic[R]):
     async def __aexit__(self, *exc_info: object) -> None:
         close, self._close = self._close, None
         response, self._response = self._response, None
-        if response is not None:
-            for parsed in response._parsed:
-                aclose = getattr(parsed, "aclose", None)
-                if aclose is not None:  # a stream parse() opened: closed with the block
-                    await aclose()
-        if close is not None:
-            close()
+        try:
+            if response is not None:
+                for parsed in response._parsed:
+                    aclose = getattr(parsed, "aclose", None)
+                    if aclose is not None:  # a stream parse() opened: closed with the block
+                        await aclose()
+        finally:
+            # The connection and the max_concurrency slot go back whatever happened above
+            # (a failing aclose, a cancellation).
+            if close is not None:
+                close()

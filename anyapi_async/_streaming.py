@@ -19,6 +19,7 @@ from ._exceptions import (
 )
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._sse import SSEDecoder
+from ._transport import DEFAULT_MAX_RESPONSE_SIZE
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -90,10 +91,12 @@ async def open_stream(
     first_event_by: float | None,
     hooks: tuple[Hooks, ...] = (),
     item_decoder: Callable[[bytes], Any] | None = None,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
 ) -> AsyncStream[Any]:
     """An `AsyncStream` over ``response``, read up to its first event (so errors before it
     can still be retried). ``item_decoder`` turns each event into an item; without one
-    the items are `ChatCompletionChunk` objects, checked as a chat stream."""
+    the items are `ChatCompletionChunk` objects, checked as a chat stream.
+    ``max_response_size`` bounds a JSON body sent instead of a stream."""
     stream: AsyncStream[Any] = AsyncStream(
         response,
         attempt=attempt,
@@ -105,7 +108,7 @@ async def open_stream(
         item_decoder=item_decoder,
     )
     try:
-        await stream._read_first_event()
+        await stream._read_first_event(max_response_size)
     except BaseException:
         await stream.close()
         raise
@@ -250,13 +253,13 @@ class AsyncStream(Generic[T]):
         """The server's request id (``x-request-id`` or similar), if it sent one."""
         return request_id_of(self._response.headers)
 
-    async def _read_first_event(self) -> None:
+    async def _read_first_event(self, max_response_size: int) -> None:
         response = self._response
         content_type = response.content_type
         if content_type in ("application/json", "text/json"):
             # Some gateways answer errors (and some servers whole completions) as plain
             # JSON even when a stream was asked for.
-            body = await response.read()
+            body = await response.read(max_response_size)
             self._done = True
             if self._item_decoder is not None:
                 self._json_chunk = self._decode_item(body)

@@ -15,6 +15,8 @@ import pytest
 import anyapi_async as aa
 from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer, SSEResponse
 
+from ..conftest import completion_body
+
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
 BOUND = 10.0
@@ -256,3 +258,59 @@ async def test_not_retrying_log_line_redacts_the_key(
     lines = [r.getMessage() for r in caplog.records]
     assert any("Not retrying" in line for line in lines), lines
     assert all(SECRET not in line for line in lines), lines
+
+
+# --- 6. with_streaming_response and JSON-for-a-stream keep the client's bounds -------------
+
+
+async def test_streamed_response_read_keeps_max_response_size(server: LocalServer) -> None:
+    server.queue(JSONResponse(completion_body("x" * 2000)))
+    async with (
+        aa.AsyncClient(
+            api_key="k", base_url=server.base_url, max_response_size=500, max_retries=0
+        ) as c,
+        c.chat.completions.with_streaming_response.create(model="m", messages=MSGS) as resp,
+    ):
+        with pytest.raises(aa.ResponseTooLargeError):
+            await resp.read()
+
+
+async def test_streamed_response_read_is_bounded_as_a_whole(server: LocalServer) -> None:
+    """A trickled body: read() must have all of it within the read limit."""
+    server.queue(JSONResponse(completion_body("x" * 200), trickle=0.05))
+    async with (
+        aa.AsyncClient(api_key="k", base_url=server.base_url, timeout=0.5, max_retries=0) as c,
+        c.chat.completions.with_streaming_response.create(model="m", messages=MSGS) as resp,
+    ):
+        with pytest.raises(aa.APITimeoutError) as info:
+            await asyncio.wait_for(resp.read(), BOUND)
+    assert info.value.limit == "read"
+
+
+async def test_streamed_response_manager_releases_when_aclose_fails(
+    server: LocalServer,
+) -> None:
+    """The block's end gives the slot back even when closing what parse() opened fails."""
+
+    class Failing:
+        async def aclose(self) -> None:
+            raise LookupError("aclose failed")
+
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url, max_concurrency=1) as c:
+        with pytest.raises(LookupError):
+            async with c.chat.completions.with_streaming_response.create(
+                model="m", messages=MSGS
+            ) as resp:
+                resp._parsed.append(Failing())
+        done = await asyncio.wait_for(c.chat.completions.create(model="m", messages=MSGS), BOUND)
+        assert done.choices
+
+
+async def test_json_answer_to_a_stream_keeps_max_response_size(server: LocalServer) -> None:
+    """A whole completion sent as JSON to a stream request is bounded by the client's size."""
+    server.queue(JSONResponse(completion_body("x" * 2000)))
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, max_response_size=500, max_retries=0
+    ) as c:
+        with pytest.raises(aa.ResponseTooLargeError):
+            await c.chat.completions.create(model="m", messages=MSGS, stream=True)
