@@ -120,7 +120,10 @@ class _Closed(Exception):
 
 
 def _completion_as_chunk(completion: ChatCompletion) -> ChatCompletionChunk:
-    """A server that ignored ``stream=true`` and answered JSON: present it as one chunk."""
+    """A server that ignored ``stream=true`` and answered JSON: present it as one chunk.
+
+    Its kept body (``to_dict()``) stays the ``chat.completion`` the server sent, as
+    ``to_dict()`` always returns the body as received (docs/getting-started.md)."""
     choices = []
     for c in completion.choices:
         m = c.message

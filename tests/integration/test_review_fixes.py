@@ -314,3 +314,18 @@ async def test_json_answer_to_a_stream_keeps_max_response_size(server: LocalServ
     ) as c:
         with pytest.raises(aa.ResponseTooLargeError):
             await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+
+
+# --- 7. a whole completion sent instead of a stream ----------------------------------------
+
+
+async def test_completion_sent_for_a_stream_keeps_its_body(server: LocalServer) -> None:
+    """One chunk, whose to_dict() is the chat.completion as sent (as documented)."""
+    server.queue(JSONResponse(completion_body("whole", provider="p")))
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        chunks = [chunk async for chunk in stream]
+    assert len(chunks) == 1 and text_of(chunks) == "whole"
+    data = chunks[0].to_dict()
+    assert data["object"] == "chat.completion"
+    assert data["choices"][0]["message"]["content"] == "whole"
