@@ -353,12 +353,20 @@ class AsyncClient:
     def _set_bounds(
         self, max_concurrency: int | None, max_response_size: int, max_event_size: int
     ) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1 or None")
+        if max_concurrency is not None:
+            if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+                raise TypeError(
+                    "max_concurrency must be an int >= 1 or None, "
+                    f"not {type(max_concurrency).__name__}"
+                )
+            if max_concurrency < 1:
+                raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
         for size_name, size in (
             ("max_response_size", max_response_size),
             ("max_event_size", max_event_size),
         ):
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise TypeError(f"{size_name} must be an int, not {type(size).__name__}")
             if size < 1:
                 raise ValueError(f"{size_name} must be >= 1")
         self.max_concurrency = max_concurrency

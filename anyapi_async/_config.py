@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, Union
 
@@ -157,8 +158,15 @@ class Limits:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if max_connections == 0:
             raise ValueError("max_connections must be >= 1")
-        if not keepalive_timeout >= 0:
-            raise ValueError(f"keepalive_timeout must be >= 0, got {keepalive_timeout!r}")
+        if isinstance(keepalive_timeout, bool) or not isinstance(keepalive_timeout, (int, float)):
+            raise TypeError(
+                "keepalive_timeout must be a number of seconds, "
+                f"not {type(keepalive_timeout).__name__}"
+            )
+        if not 0 <= keepalive_timeout < math.inf:  # NaN fails this too
+            raise ValueError(
+                f"keepalive_timeout must be >= 0 and finite, got {keepalive_timeout!r}"
+            )
         self.max_connections = max_connections
         self.max_connections_per_host = max_connections_per_host
         self.keepalive_timeout = float(keepalive_timeout)

@@ -87,7 +87,7 @@ def check_params(params: Mapping[str, Any]) -> None:
         value = params.get(name)
         if value is not None and (not _is_int(value) or value < 1):
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    for name in ("temperature", "top_p"):
+    for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
         value = params.get(name)
         if value is not None and (
             isinstance(value, bool)

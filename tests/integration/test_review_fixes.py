@@ -301,7 +301,7 @@ async def test_streamed_response_manager_releases_when_aclose_fails(
             async with c.chat.completions.with_streaming_response.create(
                 model="m", messages=MSGS
             ) as resp:
-                resp._parsed.append(Failing())
+                resp._parsed.append(Failing())  # type: ignore[arg-type]
         done = await asyncio.wait_for(c.chat.completions.create(model="m", messages=MSGS), BOUND)
         assert done.choices
 
@@ -329,3 +329,43 @@ async def test_completion_sent_for_a_stream_keeps_its_body(server: LocalServer) 
     data = chunks[0].to_dict()
     assert data["object"] == "chat.completion"
     assert data["choices"][0]["message"]["content"] == "whole"
+
+
+# --- 8. argument checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, 2.5, "2"])
+def test_max_concurrency_must_be_an_int(value: object) -> None:
+    with pytest.raises(TypeError, match="max_concurrency must be an int"):
+        aa.AsyncClient(api_key="k", base_url="http://127.0.0.1:1/v1", max_concurrency=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"keepalive_timeout": "30"}, TypeError, "keepalive_timeout must be a number"),
+        ({"keepalive_timeout": None}, TypeError, "keepalive_timeout must be a number"),
+        ({"keepalive_timeout": True}, TypeError, "keepalive_timeout must be a number"),
+        ({"keepalive_timeout": float("nan")}, ValueError, "keepalive_timeout must be >= 0"),
+        ({"keepalive_timeout": float("inf")}, ValueError, "keepalive_timeout must be >= 0"),
+        ({"max_connections": "10"}, ValueError, "max_connections must be an int"),
+    ],
+)
+def test_limits_refuse_non_numbers(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        aa.Limits(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(error, match=match):
+        aa.AsyncClient(api_key="k", base_url="http://127.0.0.1:1/v1", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+async def test_penalties_must_be_finite(server: LocalServer, name: str, value: float) -> None:
+    """Refused like temperature, before anything is sent."""
+    async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            params: dict[str, Any] = {name: value}
+            await c.chat.completions.create(model="m", messages=MSGS, **params)
+    assert server.requests == []
