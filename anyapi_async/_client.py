@@ -797,7 +797,10 @@ class AsyncClient:
         """``POST {base_url}{path}``: any endpoint, with everything `create()` has.
 
         The same auth, headers, retries, timeouts, hooks, error mapping and
-        ``max_concurrency`` slot as ``chat.completions.create()``, which is built on it.
+        ``max_concurrency`` slot as ``chat.completions.create()``: both (and `get`) hand
+        the request to the same module-level step (``request()``, ``request_stream()``);
+        ``create()`` does not call ``post()``, so wrapping or patching ``post()`` does not
+        reach it.
         ``body`` is a dict or a msgspec Struct (sent as JSON) or ``bytes`` (sent as they
         are). ``cast_to`` says what comes back: ``bytes`` (the body as received, not
         looked into), ``dict`` (a JSON object) or a msgspec type (`ChatCompletion`, your
@@ -858,7 +861,8 @@ class AsyncClient:
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
     ) -> T | AsyncStream[T]:
-        """``GET {base_url}{path}``, as `post` does it (``models.list()`` is built on it).
+        """``GET {base_url}{path}``, as `post` does it, through the same request step as
+        ``models.list()`` (which does not call ``get()``).
 
         Example:
 
