@@ -22,6 +22,7 @@ from ._exceptions import (
     APIResponseValidationError,
     APITimeoutError,
     error_from_payload,
+    is_error_object,
     make_status_error,
 )
 from ._hooks import AttemptInfo, Hooks
@@ -666,9 +667,7 @@ class AsyncClient:
                 raise APIResponseValidationError(
                     "The response is not valid JSON", status_code=response.status, body=body
                 ) from exc
-            if isinstance(obj, dict) and (
-                obj.get("error") is not None or obj.get("object") == "error"
-            ):
+            if isinstance(obj, dict) and is_error_object(obj):
                 raise error_from_payload(
                     obj, response.status, response.headers, request_id_of(response.headers)
                 ) from None
@@ -687,13 +686,7 @@ class AsyncClient:
             raise APIResponseValidationError(
                 "The response is not valid JSON", status_code=response.status, body=body
             ) from exc
-        if isinstance(result, dict):
-            error = result.get("error")
-            kind = result.get("object")
-        else:
-            error = getattr(result, "error", None)
-            kind = getattr(result, "object", None)
-        if error is not None or kind == "error":
+        if is_error_object(result):
             # A gateway that began with 200 and then failed upstream.
             raise error_from_payload(
                 JSON_DECODER.decode(body),

@@ -352,3 +352,19 @@ def error_from_payload(
         code = int(code)
     effective = code if isinstance(code, int) and 400 <= code < 600 else status_code
     return make_status_error(effective, dict(payload), headers, request_id)
+
+
+def is_error_object(obj: object) -> bool:
+    """Whether a decoded answer is an error object, not a result: a dict (or a Struct with
+    those fields) whose ``error`` is not null or whose ``object`` is ``"error"``. Package
+    seam for the error checks off the per-chunk path (the chat fast path checks inline)."""
+    if isinstance(obj, dict):
+        return obj.get("error") is not None or obj.get("object") == "error"
+    return getattr(obj, "error", None) is not None or getattr(obj, "object", None) == "error"
+
+
+def describe_error(error: BaseException) -> str:
+    """``"429 RateLimitError"`` (status and class) or the class name alone: for log lines."""
+    status = getattr(error, "status_code", None)
+    name = type(error).__name__
+    return f"{status} {name}" if status is not None else name

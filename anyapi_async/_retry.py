@@ -33,6 +33,7 @@ from ._exceptions import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    describe_error,
 )
 from ._hooks import AttemptInfo
 from ._logging import redact_url
@@ -213,12 +214,6 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return seconds
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, APIStatusError):
-        return f"{exc.status_code} {type(exc).__name__}"
-    return type(exc).__name__
-
-
 class CallObserver(Protocol):
     """Wraps each call, all its attempts and waits included (`anyapi_async.otel`).
 
@@ -301,7 +296,7 @@ class Retrier:
                             "more than max_retry_after (%.2fs)",
                             request.method,
                             redact_url(request.url),
-                            _describe(exc),
+                            describe_error(exc),
                             after,
                             policy.max_retry_after,
                         )
@@ -312,7 +307,7 @@ class Retrier:
                             "total timeout",
                             request.method,
                             redact_url(request.url),
-                            _describe(exc),
+                            describe_error(exc),
                             delay,
                         )
                         delay = None
@@ -328,7 +323,7 @@ class Retrier:
                     delay,
                     attempt,
                     policy.max_retries,
-                    _describe(exc),
+                    describe_error(exc),
                 )
                 if info is not None:
                     for hook in hooks:

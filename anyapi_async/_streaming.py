@@ -16,6 +16,7 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     error_from_payload,
+    is_error_object,
 )
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._sse import SSEDecoder
@@ -332,7 +333,7 @@ class AsyncStream(Generic[T]):
             raise APIResponseValidationError(
                 "A stream event is not valid JSON", status_code=self._response.status, body=payload
             ) from exc
-        if chunk.error is not None or chunk.object == "error":
+        if is_error_object(chunk):
             raise error_from_payload(
                 JSON_DECODER.decode(payload),
                 self._response.status,
@@ -348,7 +349,7 @@ class AsyncStream(Generic[T]):
             raise APIResponseValidationError(
                 "A stream event is not valid JSON", status_code=self._response.status, body=payload
             ) from exc
-        if isinstance(obj, dict) and (obj.get("error") is not None or obj.get("object") == "error"):
+        if is_error_object(obj):
             raise error_from_payload(
                 obj, self._response.status, self._response.headers, self.request_id
             )
@@ -390,13 +391,7 @@ class AsyncStream(Generic[T]):
             if b'"error"' in item:
                 self._raise_if_error(item)
             return item
-        if isinstance(item, dict):
-            failed = item.get("error") is not None or item.get("object") == "error"
-        else:
-            failed = (
-                getattr(item, "error", None) is not None or getattr(item, "object", None) == "error"
-            )
-        if failed:
+        if is_error_object(item):
             self._raise_if_error(payload)
         keep_response(item, payload)
         return item
@@ -406,7 +401,7 @@ class AsyncStream(Generic[T]):
             obj = JSON_DECODER.decode(payload)
         except msgspec.DecodeError:
             return
-        if isinstance(obj, dict) and (obj.get("error") is not None or obj.get("object") == "error"):
+        if isinstance(obj, dict) and is_error_object(obj):
             raise error_from_payload(
                 obj, self._response.status, self._response.headers, self.request_id
             )

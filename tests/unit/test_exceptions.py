@@ -9,7 +9,12 @@ import pytest
 from multidict import CIMultiDict
 
 import anyapi_async as aa
-from anyapi_async._exceptions import error_from_payload, make_status_error
+from anyapi_async._exceptions import (
+    describe_error,
+    error_from_payload,
+    is_error_object,
+    make_status_error,
+)
 
 from ..conftest import STATUS_CLASSES
 
@@ -134,3 +139,15 @@ def test_retry_after_on_status_errors(headers: dict[str, str], expected: float |
     assert isinstance(exc, aa.RateLimitError)
     assert exc.retry_after == expected
     assert make_status_error(503, None, CIMultiDict(headers)).retry_after == expected
+
+
+def test_is_error_object_and_describe_error() -> None:
+    """The one error-object check and the one log description the package uses."""
+    assert is_error_object({"error": {"message": "x"}})
+    assert is_error_object({"object": "error", "message": "x"})
+    assert not is_error_object({"error": None, "object": "chat.completion"})
+    assert not is_error_object([{"error": "x"}])
+    assert describe_error(aa.RateLimitError("x", status_code=429, body=None)) == (
+        "429 RateLimitError"
+    )
+    assert describe_error(aa.APIConnectionError("x")) == "APIConnectionError"
