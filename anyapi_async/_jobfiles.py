@@ -53,6 +53,9 @@ _LINE_SHAPES: Final = (
 )
 
 _encoder = msgspec.json.Encoder()
+#: How every result line starts (`result_record` puts custom_id first; JSON whitespace
+#: ignored): a torn tail that does not start so is not ours, and is never cut.
+_RESULT_START: Final = b'{"custom_id":'
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
@@ -169,8 +172,15 @@ class _DoneLine(msgspec.Struct):
     """The fields of an output line a resume needs; msgspec skips the rest unbuilt."""
 
     custom_id: Any = None
-    error: _ErrorField | None = None
+    error: _ErrorField | msgspec.UnsetType | None = msgspec.UNSET
+    response: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     request_fingerprint: str | None = None
+
+
+def _looks_like_result_start(tail: bytes) -> bool:
+    """Whether a torn last line is the start of one of our result lines."""
+    head = b"".join(tail[:200].split())
+    return head.startswith(_RESULT_START) or _RESULT_START.startswith(head)
 
 
 _done_decoder = msgspec.json.Decoder(_DoneLine)
@@ -278,9 +288,14 @@ class OutputFile:
         raise JobError(f"{path} keeps being replaced by another job")  # pragma: no cover
 
     def valid_end(self) -> int:
-        """Where the last whole line ends (a crash may have left a torn one after it)."""
+        """Where the last whole line ends (a crash may have left a torn one after it).
+
+        Raises `JobError` when what follows the last newline is not the start of a result
+        line: the file is not a job's output, and cutting it would destroy its data.
+        """
         size = os.fstat(self._fd).st_size
         end = size
+        valid = 0
         while end > 0:
             start = max(0, end - READ_CHUNK)
             chunk = os.pread(self._fd, end - start, start)
@@ -288,9 +303,16 @@ class OutputFile:
                 return size
             cut = chunk.rfind(b"\n")
             if cut >= 0:
-                return start + cut + 1
+                valid = start + cut + 1
+                break
             end = start
-        return 0
+        tail = os.pread(self._fd, min(size - valid, 200), valid)
+        if not _looks_like_result_start(tail):
+            raise JobError(
+                f"{self.path} is not a job's output (its last line is not a result line): "
+                "write to a new output file"
+            )
+        return valid
 
     def lines(self, end: int) -> Iterator[tuple[int, bytes]]:
         """``(line number, bytes)`` of the whole lines before ``end``."""
@@ -321,6 +343,11 @@ class OutputFile:
                 ) from None
             if not isinstance(line.custom_id, str):
                 raise JobError(f"{self.path}:{number}: result line without a custom_id")
+            if line.error is msgspec.UNSET or line.response is msgspec.UNSET:
+                raise JobError(
+                    f"{self.path}:{number}: not a result line (no 'response' and 'error'); "
+                    "the file is not a job's output (an input file?): write to a new output file"
+                )
             recorded.add(line.custom_id, line.request_fingerprint, line.error is not None)
         return recorded, blank
 

@@ -234,7 +234,8 @@ async def test_refusals(server: LocalServer, tmp_path: Path) -> None:
     write_input(tmp_path / "in.jsonl", [batch_line("a")])
     with pytest.raises(JobError, match="must not be the input"):
         await run_jsonl_job(tmp_path / "in.jsonl", tmp_path / "in.jsonl", api_key="k")
-    (tmp_path / "out.jsonl").write_text('{"custom_id": "a"}\nnot json\n{"custom_id": "b"}\n')
+    ok = '{"custom_id": "a", "response": null, "error": null}\n'
+    (tmp_path / "out.jsonl").write_text(ok + 'not json\n{"custom_id": "b"}\n')
     with pytest.raises(JobError, match=r"out.jsonl:2: not a result line"):
         await job(server, tmp_path)
     (tmp_path / "out.jsonl").unlink()

@@ -303,6 +303,29 @@ async def test_another_jobs_output_is_refused(server: LocalServer, tmp_path: Pat
     assert out.read_bytes() == before and server.requests == []
 
 
+async def test_a_file_that_is_no_jobs_output_is_refused_untouched(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """-o naming a data file (no newline; or whole non-result lines): status 2, nothing cut."""
+    source = write_input(tmp_path / "one.jsonl", [batch_line("a")])
+    for name, data in [
+        ("precious.txt", b"precious data"),
+        ("notes.txt", b"line one\nline two"),
+        ("input.jsonl", source.read_bytes()),  # an input file given as the output
+        ("records.jsonl", b'{"custom_id": "a", "note": 1}\n'),
+    ]:
+        target = tmp_path / name
+        target.write_bytes(data)
+        status, stdout, err = await batch(
+            str(source), "-o", str(target), "--base-url", server.base_url
+        )
+        assert status == 2 and stdout == "", (name, err)
+        assert err.startswith("anyapi batch: error: ") and err.count("\n") == 1, err
+        assert "not a job's output" in err or "not a result line" in err, err
+        assert target.read_bytes() == data, name
+    assert server.requests == []
+
+
 async def test_edited_failed_line_runs_again_with_retry_failed(
     server: LocalServer, tmp_path: Path
 ) -> None:
