@@ -363,10 +363,14 @@ class OutputFile:
         The kept lines go to a new file that is fsynced and renamed over the old one, so a
         kill at any moment leaves either the old file or the new one, whole.
         """
-        tmp = self.path.with_name(f".{self.path.name}.anyapi-compact")
-        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        # A symlinked output is rewritten where it points (the link stays a link), and the
+        # new file keeps the old one's permissions.
+        real = Path(os.path.realpath(self.path))
+        tmp = _compact_path(real)
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _lock(fd, tmp)  # before the rename, so the new file is ours from the start
+            os.chmod(tmp, os.fstat(self._fd).st_mode & 0o7777)
             kept: list[bytes] = []
             size = 0
             for _, raw in self.lines(end):
@@ -379,20 +383,20 @@ class OutputFile:
                         size = 0
             _write_all(fd, b"".join(kept))
             os.fsync(fd)
-            os.replace(tmp, self.path)
+            os.replace(tmp, real)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.path.parent)
+        _fsync_dir(real.parent)
         old, self._fd = self._fd, fd
         os.close(old)
 
     def remove_stale(self) -> None:
         """Delete a compaction file a killed run left behind (we hold the lock)."""
         with contextlib.suppress(OSError):
-            os.unlink(self.path.with_name(f".{self.path.name}.anyapi-compact"))
+            os.unlink(_compact_path(Path(os.path.realpath(self.path))))
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one line in one ``write()``, so a kill can only tear the very last line."""
@@ -408,6 +412,10 @@ class OutputFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _compact_path(real: Path) -> Path:
+    return real.with_name(f".{real.name}.anyapi-compact")
 
 
 def _lock(fd: int, path: Path) -> None:

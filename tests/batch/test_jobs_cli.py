@@ -326,6 +326,30 @@ async def test_a_file_that_is_no_jobs_output_is_refused_untouched(
     assert server.requests == []
 
 
+async def test_retry_failed_keeps_a_symlinked_outputs_link_and_mode(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """Compaction rewrites the link's target in place of the link, with the old mode."""
+    source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(4)])
+    real = tmp_path / "data" / "results.jsonl"
+    real.parent.mkdir()
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(real)
+    args = (str(source), "-o", str(link), "--base-url", server.base_url, "--concurrency", "1")
+    server.queue(ErrorResponse(400), Generated(), ErrorResponse(400))
+    status, _, _ = await batch(*args)
+    assert status == 1
+    real.chmod(0o640)
+    status, stdout, err = await batch(*args, "--retry-failed")
+    assert status == 0, err
+    assert "2 succeeded, 0 failed, 2 skipped" in stdout
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert (real.stat().st_mode & 0o777) == 0o640
+    errors = ids_and_errors(real)
+    assert sorted(errors) == [f"r{i}" for i in range(4)] and not any(errors.values())
+    assert sorted(p.name for p in real.parent.iterdir()) == ["results.jsonl"]
+
+
 async def test_edited_failed_line_runs_again_with_retry_failed(
     server: LocalServer, tmp_path: Path
 ) -> None:
