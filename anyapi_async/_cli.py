@@ -319,13 +319,22 @@ def _client(args: argparse.Namespace) -> AsyncClient:
         try:
             check_base_url(base_url)
         except ValueError as exc:
-            raise CLIError(str(exc)) from None
+            raise CLIError(_redacted(str(exc), base_url)) from None
     try:
         return AsyncClient(
             api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
         )
     except ValueError as exc:  # a bad timeout...
-        raise CLIError(str(exc)) from None
+        raise CLIError(_redacted(str(exc), base_url)) from None
+
+
+def _redacted(text: str, base_url: str | None) -> str:
+    """``text`` with the base URL's key-like query values hidden (`--base-url '...?key=...'`)."""
+    from ._logging import redact_url
+
+    if not base_url:
+        return text
+    return text.replace(base_url, redact_url(base_url))
 
 
 def _utf8_error(what: str, data: bytes, exc: UnicodeError) -> CLIError:
@@ -608,26 +617,30 @@ def _one_line(text: str) -> str:
 
 def _url_hint(exc: BaseException, args: argparse.Namespace) -> str:
     """What to try when a 404 comes from a base URL that looks wrong, else ""."""
-    from urllib.parse import urlsplit
+    from urllib.parse import urlsplit, urlunsplit
 
     from ._exceptions import NotFoundError
 
     if not isinstance(exc, NotFoundError) or exc.code == "model_not_found":
         return ""
+    from ._logging import redact_url
+
     base_url = getattr(args, "base_url", None) or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-    base = base_url.rstrip("/")
-    path = urlsplit(base).path
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
     if path.endswith("/chat/completions"):
-        fixed = base[: -len("/chat/completions")]
+        fixed = redact_url(urlunsplit(parts._replace(path=path[: -len("/chat/completions")])))
         return f"the base URL must stop before /chat/completions: try --base-url {fixed}"
     if not path.endswith("/v1"):
-        return f"the base URL usually ends in /v1: try --base-url {base}/v1"
+        fixed = redact_url(urlunsplit(parts._replace(path=f"{path}/v1")))
+        return f"the base URL usually ends in /v1: try --base-url {fixed}"
     return ""
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
     from ._exceptions import APIConnectionError, APIStatusError
     from ._jobfiles import describe_error
+    from ._logging import redact_url
 
     message = describe_error(exc)
     if isinstance(exc, APIStatusError) and exc.request_id:
@@ -635,7 +648,7 @@ def _describe(exc: BaseException, args: argparse.Namespace) -> str:
     elif isinstance(exc, APIConnectionError):
         base_url = getattr(args, "base_url", None) or os.environ.get(ENV_BASE_URL)
         if base_url:
-            message += f" ({base_url})"
+            message += f" ({redact_url(base_url)})"
     hint = _url_hint(exc, args)
     return message + (f"; {hint}" if hint else "")
 

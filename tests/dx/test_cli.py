@@ -104,6 +104,24 @@ def test_connection_error_is_one_line() -> None:
     assert "Connection error" in line and url in line
 
 
+def test_printed_urls_hide_a_key_in_their_query() -> None:
+    """A key in the base URL's query never reaches stderr (connection error, 404 hint, bad URL)."""
+    dead = f"http://127.0.0.1:{closed_port()}/v1?api-key=SECRET"
+    line = assert_one_line_error(run("chat", "hi", "--base-url", dead, "--max-retries", "0"), 1)
+    assert "Connection error" in line and "SECRET" not in line and "api-key=***" in line
+    bad = "ftp://example.invalid/v1?api_key=SECRET"
+    line = assert_one_line_error(run("chat", "hi", "--base-url", bad, ANYAPI_API_KEY="k"), 2)
+    assert "SECRET" not in line and "api_key=***" in line
+
+
+async def test_wrong_url_hint_hides_a_key_in_the_query(anyapi_server: LocalServer) -> None:
+    """The "try --base-url ..." hint rebuilds the URL with its query redacted."""
+    url = f"{anyapi_server.url}?key=SECRET"
+    status, _, err = await arun("chat", "hi", "--base-url", url, "--max-retries", "0")
+    assert status == 1 and "SECRET" not in err, err
+    assert f"try --base-url {anyapi_server.url}/v1?key=***" in err
+
+
 def test_models_connection_error() -> None:
     """`anyapi models` maps errors the same way (base URL from the environment)."""
     url = f"http://127.0.0.1:{closed_port()}/v1"
