@@ -562,6 +562,6 @@ def count_lines(path: Path) -> int:
         while chunk := f.read(READ_CHUNK):
             count += chunk.count(b"\n")
             last = chunk
-    if count and not last.endswith(b"\n"):
+    if last and not last.endswith(b"\n"):
         count += 1
     return count

@@ -502,5 +502,3 @@ async def run_jsonl_job(
             await owned.aclose()
     summary.elapsed = asyncio.get_running_loop().time() - started
     return summary
-
-

@@ -14,6 +14,7 @@ import pytest
 
 from anyapi_async._batch import BatchStats
 from anyapi_async._cli import build_parser
+from anyapi_async._jobfiles import count_lines
 from anyapi_async._jobs import JobError, JobSummary, run_jsonl_job
 from anyapi_async.testing import ErrorResponse, Generated, Hang, LocalServer
 
@@ -280,3 +281,16 @@ def test_arguments_and_defaults() -> None:
     for bad in (["--concurrency", "0"], ["--rpm", "-1"], ["--max-retries", "x"], ["--model", ""]):
         with pytest.raises(SystemExit):
             parse("in.jsonl", *bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"", 0), (b"a", 1), (b"a\n", 1), (b"a\nb", 2), (b"a\nb\n", 2), (b"\n", 1)],
+)
+def test_count_lines_counts_a_last_line_without_newline(
+    tmp_path: Path, data: bytes, expected: int
+) -> None:
+    """A one-line file without its final newline is one line (the progress total)."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    assert count_lines(path) == expected
