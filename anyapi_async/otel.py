@@ -50,6 +50,7 @@ from ._accumulate import ChunkAccumulator
 from ._client import AsyncClient, call_observer, observe_calls
 from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._hooks import AttemptInfo, Hooks
+from ._jobfiles import describe_error
 from ._streaming import AsyncStream, observe, yields_chunks
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from ._version import __version__
@@ -834,7 +835,9 @@ class _Call:
                 attrs[GEN_AI_OUTPUT_MESSAGES] = content.to_json(output)
             if error is not None:
                 attrs[ERROR_TYPE] = kind
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                # One bounded line, as the job runner writes it (an HTML page: status, title).
+                status = f"{type(error).__name__}: {describe_error(error)}"
+                span.set_status(Status(StatusCode.ERROR, status))
             span.set_attributes(attrs)
             if t.event_logger is not None:
                 self._emit(attrs, output, end_ns)

@@ -14,7 +14,7 @@ from opentelemetry.util.types import Attributes
 
 import anyapi_async as aa
 from anyapi_async import otel
-from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer
+from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer, RawResponse
 
 from ..conftest import API_KEY, completion_body
 from .conftest import Telemetry, attrs_of
@@ -162,6 +162,22 @@ async def test_failed_call_sets_error_type_and_status(
     assert "BadRequestError" in (span.status.description or "")
     durations = telemetry.histogram("gen_ai.client.operation.duration")
     assert [attrs_of(p)["error.type"] for p in durations] == ["400"]
+
+
+async def test_html_error_status_is_one_short_line(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """An HTML error page: the status description is its status and title, not the page."""
+    style = "body { color: red; } " * 200
+    page = f"<html><head><title>502 Bad Gateway</title><style>{style}</style></head></html>"
+    server.queue(RawResponse(page, status=400))
+    with pytest.raises(aa.BadRequestError):
+        await otel_client.chat.completions.create(model="m", messages=MSGS)
+    description = telemetry.span().status.description or ""
+    assert description.startswith("BadRequestError: Error code: 400 Bad Request (an HTML page")
+    assert "'502 Bad Gateway'" in description
+    assert "color" not in description and "\n" not in description
+    assert len(description) < 400
 
 
 async def test_connection_error_type_is_the_class(
