@@ -15,7 +15,10 @@ __all__ = ["AttemptInfo", "Hooks"]
 class AttemptInfo:
     """What a hook learns about an attempt; request headers (and so the key) are left out."""
 
-    __slots__ = ("attempt", "method", "stream", "url")
+    __slots__ = ("attempt", "method", "sent_at", "stream", "url")
+
+    #: ``time.perf_counter()`` when the logging hook saw the attempt sent (unset otherwise).
+    sent_at: float
 
     def __init__(self, method: str, url: str, attempt: int, stream: bool) -> None:
         self.method = method

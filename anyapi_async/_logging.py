@@ -97,15 +97,14 @@ def _describe(error: APIError) -> str:
 class AttemptLogger(Hooks):
     """Logs each attempt's request line, status and timing (see the module docstring)."""
 
-    def __init__(self) -> None:
-        # Keyed by id(): AttemptInfo has no room for more state, and it lives until popped.
-        self._started: dict[int, float] = {}
+    # The start time lives on the attempt itself (AttemptInfo.sent_at): an attempt that is
+    # cancelled takes it away with it, and nothing is kept per attempt here.
 
     def on_request(self, info: AttemptInfo) -> None:
-        self._started[id(info)] = time.perf_counter()
+        info.sent_at = time.perf_counter()
 
     def on_response(self, info: AttemptInfo, status: int, headers: Mapping[str, str]) -> None:
-        started = self._started.pop(id(info), None)
+        started: float | None = getattr(info, "sent_at", None)
         if logger.isEnabledFor(logging.INFO):
             elapsed = "" if started is None else f", {(time.perf_counter() - started) * 1e3:.1f} ms"
             logger.info(
@@ -118,11 +117,7 @@ class AttemptLogger(Hooks):
                 elapsed,
             )
 
-    def on_retry(self, info: AttemptInfo, delay: float, error: APIError) -> None:
-        self._started.pop(id(info), None)  # the retry loop logs the retry itself
-
     def on_error(self, info: AttemptInfo, error: APIError) -> None:
-        self._started.pop(id(info), None)
         logger.info(
             "%s %s failed after %d attempt(s): %s",
             info.method,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -131,3 +132,30 @@ def test_env_switch_in_a_fresh_process() -> None:
     assert "-> 200 (attempt 1," in err
     assert "complete (attempt 1, tokens:" in err
     assert API_KEY not in err
+
+
+async def test_cancelled_attempts_leave_nothing_in_the_hook(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attempts cancelled mid-flight keep no state in the logging hook; later timings hold."""
+    from anyapi_async.testing import Generated, Hang
+
+    from ..batch.conftest import wait_until
+
+    hook = _logging.AttemptLogger()
+    server.set_default(Hang())
+    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url, hooks=[hook]) as c:
+        tasks = [
+            asyncio.ensure_future(c.chat.completions.create(model="m", messages=MSGS))
+            for _ in range(20)
+        ]
+        await wait_until(lambda: server.in_flight == 20)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(not held for held in vars(hook).values()), vars(hook)
+        server.set_default(Generated())
+        with caplog.at_level(logging.INFO, logger="anyapi_async"):
+            await c.chat.completions.create(model="m", messages=MSGS)
+    statuses = [r.getMessage() for r in caplog.records if " -> 200 " in r.getMessage()]
+    assert len(statuses) >= 1 and all(line.endswith(" ms)") for line in statuses), statuses
