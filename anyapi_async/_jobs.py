@@ -35,10 +35,11 @@ already written, skips the input lines they answer and runs the rest. With
 ``retry_failed`` it first rewrites the file without its failed results (a new file renamed
 over the old one, so a kill leaves either), and their lines run again.
 
-Stopping early: a run of `STOP_AFTER_ENDPOINT_ERRORS` consecutive connection errors (or
-404s before any success: a wrong URL), or any 401, 402 or 403, stops the job with
-`JobStopped`. The requests that met those errors and the ones not sent yet are not
-recorded, so running the job again completes them.
+Stopping early (`Breaker`, shared by every engine): a run of `STOP_AFTER_ENDPOINT_ERRORS`
+consecutive connection errors (or 404s before any success: a wrong URL), any 401, 402 or
+403, or a 429 ``insufficient_quota`` (out of credit), stops the job with `JobStopped`; so
+does a run that ends with only such failures and no success. The requests that met those
+errors and the ones not sent yet are not recorded, so running the job again completes them.
 
 The file logic (input lines, fingerprints, the locked output, result lines) lives in
 `anyapi_async._jobfiles`; `open_job` and `JobFiles` here put it together for any engine,
@@ -62,7 +63,6 @@ import msgspec
 from ._batch import BatchResult, BatchRun, ProgressCallback
 from ._exceptions import (
     APIConnectionError,
-    APIStatusError,
     AuthenticationError,
     JobConflict,
     JobError,
@@ -70,6 +70,7 @@ from ._exceptions import (
     NotFoundError,
     PaymentRequiredError,
     PermissionDeniedError,
+    RateLimitError,
 )
 from ._jobfiles import (
     InputItem,
@@ -91,11 +92,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_JOB_CONCURRENCY",
     "STOP_AFTER_ENDPOINT_ERRORS",
+    "Breaker",
     "JobConflict",
     "JobError",
     "JobFiles",
     "JobStopped",
     "JobSummary",
+    "failure_kind",
     "open_job",
     "run_jsonl_job",
 ]
@@ -349,53 +352,83 @@ def open_job(
 # --- the local engine -----------------------------------------------------------------------
 
 
-def _fatal(error: BaseException | None) -> bool:
-    return isinstance(error, (AuthenticationError, PaymentRequiredError, PermissionDeniedError))
+#: Kinds of failure that may be the endpoint's rather than the request's (`failure_kind`).
+REFUSED: Final = "refused"
+UNREACHABLE: Final = "unreachable"
+NOT_FOUND: Final = "not_found"
+#: The 429 code OpenAI-compatible APIs send when the account is out of credit.
+INSUFFICIENT_QUOTA: Final = "insufficient_quota"
 
 
-def _endpoint_failure(error: BaseException | None, answered: bool) -> bool:
+def failure_kind(error: BaseException | None) -> str:
+    """`REFUSED`, `UNREACHABLE`, `NOT_FOUND` for an endpoint-like failure, else ``""``.
+
+    Refused: the key or account (401, 402, 403, a 429 ``insufficient_quota``); unreachable:
+    a connection error; not found: a 404 that is not ``model_not_found`` (a wrong URL,
+    unless an earlier request of the run succeeded).
+    """
+    if isinstance(error, (AuthenticationError, PaymentRequiredError, PermissionDeniedError)):
+        return REFUSED
+    if isinstance(error, RateLimitError) and error.code == INSUFFICIENT_QUOTA:
+        return REFUSED
     if isinstance(error, APIConnectionError):
-        return True
-    # A 404 before any success is a wrong URL; after one, it is this item's (a model id).
-    return isinstance(error, NotFoundError) and not answered and error.code != "model_not_found"
+        return UNREACHABLE
+    if isinstance(error, NotFoundError) and error.code != "model_not_found":
+        return NOT_FOUND
+    return ""
 
 
-class _Breaker:
-    """Holds back endpoint failures; stops the job after too many in a row, or a fatal one."""
+class Breaker:
+    """The early stop every engine shares: results go through `add`, then `finish`.
 
-    def __init__(self, files: JobFiles, limit: int) -> None:
+    A refused key or account stops the job at once; endpoint failures are held back, and
+    ``limit`` of them in a row stop it. A held failure is recorded only once the streak is
+    broken by another result, or at the end of a run in which some request succeeded; a
+    run that ends with nothing but held failures stops the same way. What stops the job is
+    not recorded, so running it again sends those requests.
+    """
+
+    def __init__(self, files: JobFiles, limit: int = STOP_AFTER_ENDPOINT_ERRORS) -> None:
         self._files = files
         self._limit = limit
-        self._held: list[BatchResult] = []
+        self._held: list[tuple[Mapping[str, Any], bool]] = []
         self._answered = False
+        self._last: tuple[str, BaseException | None] = ("", None)
 
-    def add(self, result: BatchResult) -> None:
-        error = result.error
-        if _fatal(error):
-            assert isinstance(error, APIStatusError)
-            raise self._stop(f"the endpoint refused a request: {describe_error(error)}", error)
-        if _endpoint_failure(error, self._answered):
-            assert error is not None
-            self._held.append(result)
+    def add(
+        self,
+        record: Mapping[str, Any],
+        ok: bool,
+        kind: str,
+        message: str,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record one result line (``kind``/``message``: its `failure_kind` and description)."""
+        if kind == REFUSED:
+            raise self._stop(f"the endpoint refused a request: {message}", error)
+        if kind == UNREACHABLE or (kind == NOT_FOUND and not self._answered):
+            self._held.append((record, ok))
             if len(self._held) >= self._limit:
-                reason = f"{len(self._held)} requests in a row failed: {describe_error(error)}"
-                raise self._stop(reason, error)
+                raise self._stop(f"{len(self._held)} requests in a row failed: {message}", error)
+            self._last = (message, error)
             return
-        self._answered = self._answered or result.ok
-        self.flush()  # the streak is broken: those failures were the items' own
-        self._write(result)
+        self._answered = self._answered or ok
+        self._flush()  # the streak is broken: those failures were the requests' own
+        self._files.record_line(record, ok=ok)
 
-    def flush(self) -> None:
-        for held in self._held:
-            self._write(held)
+    def finish(self) -> None:
+        """The run's end: record held failures, or stop if nothing succeeded this run."""
+        if self._held and not self._answered:
+            message, error = self._last
+            raise self._stop(f"no request succeeded ({len(self._held)} failed): {message}", error)
+        self._flush()
+
+    def _flush(self) -> None:
+        for record, ok in self._held:
+            self._files.record_line(record, ok=ok)
         self._held.clear()
 
-    def _write(self, result: BatchResult) -> None:
-        item = result.request
-        assert isinstance(item, dict)
-        self._files.record(item["item"], result.completion, result.error)
-
-    def _stop(self, reason: str, error: BaseException) -> JobStopped:
+    def _stop(self, reason: str, error: BaseException | None) -> JobStopped:
         return JobStopped(
             f"stopped: {reason.rstrip('.')}. Nothing was recorded for those requests or the "
             "ones not yet sent: fix the endpoint, key or account and run the same job again "
@@ -403,6 +436,21 @@ class _Breaker:
             self._files.summary,
             error,
         )
+
+
+def _add_result(breaker: Breaker, result: BatchResult) -> None:
+    item = result.request
+    assert isinstance(item, dict)
+    input_item: InputItem = item["item"]
+    error = result.error
+    kind = failure_kind(error)
+    breaker.add(
+        result_record(input_item.custom_id, input_item.fingerprint, result.completion, error),
+        result.ok,
+        kind,
+        describe_error(error) if kind and error is not None else "",
+        error,
+    )
 
 
 async def run_jsonl_job(
@@ -489,11 +537,11 @@ async def run_jsonl_job(
             stats.skipped = n
 
         files.on_skip = skipped
-        breaker = _Breaker(files, STOP_AFTER_ENDPOINT_ERRORS)
+        breaker = Breaker(files)
         async with run:
             async for result in run:
-                breaker.add(result)
-        breaker.flush()
+                _add_result(breaker, result)
+        breaker.finish()
     finally:
         if items is not None:
             items.close()

@@ -31,20 +31,13 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batch import BatchStats, ProgressCallback
-from ._exceptions import (
-    APIConnectionError,
-    AuthenticationError,
-    JobStopped,
-    NotFoundError,
-    PaymentRequiredError,
-    PermissionDeniedError,
-)
 from ._jobfiles import InputItem, count_lines, describe_error, result_record
 from ._jobs import (
     DEFAULT_JOB_CONCURRENCY,
-    STOP_AFTER_ENDPOINT_ERRORS,
+    Breaker,
     JobFiles,
     JobSummary,
+    failure_kind,
     open_job,
 )
 from .ray import ChatCompletions  # and Ray: this module is loaded only for --engine ray
@@ -68,20 +61,9 @@ LOCAL_OBJECT_STORE_BYTES: Final = 200 * 1024 * 1024
 #: (custom_id, fingerprint, body) of one request; what an actor gets.
 Item = tuple[str, str, dict[str, Any]]
 #: What an actor returns for one request: its result line, whether it succeeded, and, for
-#: a failure that may be the endpoint's rather than the request's, its kind and message.
+#: a failure that may be the endpoint's rather than the request's, its `failure_kind` and
+#: description (what the driver's `Breaker` needs).
 Line = tuple[dict[str, Any], bool, str, str]
-#: Kinds of failure the driver stops on (as the local engine does).
-REFUSED, UNREACHABLE, NOT_FOUND = "refused", "unreachable", "not_found"
-
-
-def _kind(error: BaseException | None) -> str:
-    if isinstance(error, (AuthenticationError, PaymentRequiredError, PermissionDeniedError)):
-        return REFUSED
-    if isinstance(error, APIConnectionError):
-        return UNREACHABLE
-    if isinstance(error, NotFoundError) and error.code != "model_not_found":
-        return NOT_FOUND  # a wrong URL, unless an earlier request was answered
-    return ""
 
 
 class JobWorker:
@@ -97,7 +79,7 @@ class JobWorker:
             custom_id, fingerprint, _ = items[result.index]
             record = result_record(custom_id, fingerprint, result.completion, result.error)
             error = result.error
-            kind = _kind(error)
+            kind = failure_kind(error)
             message = describe_error(error) if kind and error is not None else ""
             lines[result.index] = (record, result.ok, kind, message)
         return [lines[i] for i in range(len(items))]
@@ -120,43 +102,6 @@ def _start_ray(address: str | None, workers: int) -> bool:
         options["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
     ray.init(address=address, **options)
     return True
-
-
-class _Breaker:
-    """The local engine's early stop: a refused key stops the job at once, a run of
-    `STOP_AFTER_ENDPOINT_ERRORS` unreachable-endpoint failures too; those are not
-    recorded, so a resume runs them again."""
-
-    def __init__(self, files: JobFiles) -> None:
-        self._files = files
-        self._held: list[Line] = []
-        self._answered = False
-
-    def add(self, line: Line) -> None:
-        record, ok, kind, message = line
-        if kind == REFUSED:
-            raise self._stop(f"the endpoint refused a request: {message}")
-        if kind == UNREACHABLE or (kind == NOT_FOUND and not self._answered):
-            self._held.append(line)
-            if len(self._held) >= STOP_AFTER_ENDPOINT_ERRORS:
-                raise self._stop(f"{len(self._held)} requests in a row failed: {message}")
-            return
-        self._answered = self._answered or ok
-        self.flush()  # the streak is broken: those failures were the requests' own
-        self._files.record_line(record, ok=ok)
-
-    def flush(self) -> None:
-        for record, ok, _, _ in self._held:
-            self._files.record_line(record, ok=ok)
-        self._held.clear()
-
-    def _stop(self, reason: str) -> JobStopped:
-        return JobStopped(
-            f"stopped: {reason.rstrip('.')}. Nothing was recorded for those requests or the "
-            "ones not yet sent: fix the endpoint, key or account and run the same job again "
-            "to resume",
-            self._files.summary,
-        )
 
 
 class _Batch:
@@ -267,7 +212,7 @@ async def _drive(
         running[asyncio.wrap_future(ref.future())] = batch
         load[batch.worker] += 1
 
-    breaker = _Breaker(files)
+    breaker = Breaker(files)
     exhausted = False
     try:
         while True:
@@ -300,13 +245,13 @@ async def _drive(
                     send(batch)
                     continue
                 for line in lines:
-                    breaker.add(line)
+                    breaker.add(*line)
                     if line[1]:
                         stats.succeeded += 1
                     else:
                         stats.failed += 1
                 stats.in_flight -= len(lines)
-        breaker.flush()
+        breaker.finish()
     finally:
         for future in running:
             future.cancel()

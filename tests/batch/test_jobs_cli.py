@@ -229,15 +229,41 @@ async def test_dead_endpoint_stops_early_and_records_nothing(
     assert len(ids_and_errors(out)) == n
 
 
-@pytest.mark.parametrize("code", [401, 402, 403])
-async def test_refused_key_or_account_stops_at_once(
-    server: LocalServer, tmp_path: Path, code: int
+async def test_a_short_job_against_a_dead_endpoint_records_nothing(
+    server: LocalServer, tmp_path: Path
 ) -> None:
-    """Any 401/402/403 stops the job; the refused request is not recorded, the rerun sends it."""
+    """Fewer lines than the stop threshold, all unreachable: status 3, the rerun completes."""
+    source = write_input(tmp_path / "one.jsonl", [batch_line("only")])
+    out = tmp_path / "out.jsonl"
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    status, stdout, err = await batch(
+        str(source), "-o", str(out), "--base-url", dead, "--max-retries", "0"
+    )
+    assert status == 3 and stdout == "" and err.count("\n") == 1, err
+    assert err.startswith("anyapi batch: stopped: no request succeeded (1 failed): ")
+    assert "Connection error" in err and "run the same job again to resume" in err
+    assert out.read_bytes() == b""
+    status, stdout, err = await batch(str(source), "-o", str(out), "--base-url", server.base_url)
+    assert status == 0, err
+    assert "1 succeeded, 0 failed, 0 skipped" in stdout
+    assert ids_and_errors(out) == {"only": None}
+
+
+@pytest.mark.parametrize(
+    ("code", "error_code"), [(401, None), (402, None), (403, None), (429, "insufficient_quota")]
+)
+async def test_refused_key_or_account_stops_at_once(
+    server: LocalServer, tmp_path: Path, code: int, error_code: str | None
+) -> None:
+    """401/402/403 or out of credit stop the job; the refused request is not recorded."""
     source = write_input(tmp_path / "in.jsonl", [batch_line(f"r{i}", body(i)) for i in range(20)])
     out = tmp_path / "out.jsonl"
-    server.queue(Generated(), Generated(), ErrorResponse(code), *(Hang() for _ in range(3)))
-    args = (str(source), "-o", str(out), "--base-url", server.base_url, "--concurrency", "1")
+    refusal = ErrorResponse(code, code=error_code)
+    server.queue(Generated(), Generated(), refusal, *(Hang() for _ in range(3)))
+    args = (
+        str(source), "-o", str(out), "--base-url", server.base_url, "--concurrency", "1",
+        "--max-retries", "0",
+    )  # fmt: skip
     status, _, err = await batch(*args)
     assert status == 3
     assert err.startswith(
