@@ -31,6 +31,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batch import BatchStats, ProgressCallback
+from ._exceptions import JobStopped
 from ._jobfiles import InputItem, count_lines, describe_error, result_record
 from ._jobs import (
     DEFAULT_JOB_CONCURRENCY,
@@ -104,6 +105,11 @@ def _start_ray(address: str | None, workers: int) -> bool:
     return True
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
 class _Batch:
     __slots__ = ("items", "resends", "worker")
 
@@ -167,16 +173,26 @@ async def run_jsonl_job_on_ray(
             stats.skipped = n
 
         files.on_skip = skipped
-        # On this thread, blocking the loop for the seconds it takes: nothing runs yet,
-        # and Ray sets its signal handlers only from the main thread.
-        ours = _start_ray(address, workers)
-        try:
-            await _drive(files.pending(on_invalid_line), files, stage, workers, stats, progress)
-        finally:
-            if ours:
-                import ray
+        import ray
 
-                ray.shutdown()
+        try:
+            # On this thread, blocking the loop for the seconds it takes: nothing runs yet,
+            # and Ray sets its signal handlers only from the main thread.
+            ours = _start_ray(address, workers)
+            try:
+                await _drive(files.pending(on_invalid_line), files, stage, workers, stats, progress)
+            finally:
+                if ours:
+                    ray.shutdown()
+        except (ConnectionError, ray.exceptions.RayError) as exc:
+            # ray.init's ConnectionError is an OSError: not "cannot open INPUT" for the CLI.
+            where = f" at {address}" if address else ""
+            raise JobStopped(
+                f"stopped: Ray{where} failed: {_one_line(exc)}. The results written so far "
+                "are kept: fix Ray (or --ray-address) and run the same job again to resume",
+                summary,
+                exc,
+            ) from exc
     finally:
         files.close()
         stats.finished = True

@@ -206,3 +206,35 @@ async def test_an_unreachable_endpoint_stops_after_a_run_of_failures(
         )
     assert stopped.value.summary is not None and stopped.value.summary.failed == 0
     assert output_lines(target) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("Could not find any running Ray instance."),  # ray.init, bad address
+        ray.exceptions.RaySystemError("the GCS went away"),
+    ],
+)
+async def test_a_ray_failure_stops_the_job_naming_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    """ray.init's ConnectionError (an OSError) and a RayError stop the job as Ray's fault.
+
+    ray.init against a closed port retries for minutes, and "auto" finds the session's own
+    Ray, so the failure is injected where ray.init raises it.
+    """
+    from anyapi_async import _rayjob
+
+    def fail(address: str | None, workers: int) -> bool:
+        raise error
+
+    monkeypatch.setattr(_rayjob, "_start_ray", fail)
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"custom_id": "a", **body(0)}) + "\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(JobStopped) as caught:
+        await run_jsonl_job_on_ray(source, out, address="127.0.0.1:1", api_key=KEY)
+    message = str(caught.value)
+    assert message.startswith("stopped: Ray at 127.0.0.1:1 failed: ")
+    assert str(error) in message and "run the same job again to resume" in message
+    assert caught.value.error is error and out.read_bytes() == b""
