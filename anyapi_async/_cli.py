@@ -184,7 +184,7 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RAY_WORKERS,
         metavar="N",
         help=f"with --engine ray: actors sending requests (default {DEFAULT_RAY_WORKERS}); "
-        "--concurrency is shared out between them",
+        "--concurrency is the total, split exactly between them (fewer workers if it is smaller)",
     )
     _add_connection_arguments(parser)
 

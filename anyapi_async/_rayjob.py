@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
@@ -41,12 +42,12 @@ from ._jobs import (
     failure_kind,
     open_job,
 )
-from .ray import ChatCompletions  # and Ray: this module is loaded only for --engine ray
+from .ray import ChatCompletions, RateBudget  # and Ray: this module is loaded only for --engine ray
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
-__all__ = ["DEFAULT_WORKERS", "WORKER_NUM_CPUS", "run_jsonl_job_on_ray"]
+__all__ = ["DEFAULT_WORKERS", "WORKER_NUM_CPUS", "run_jsonl_job_on_ray", "split_concurrency"]
 
 DEFAULT_WORKERS: Final = 2
 #: CPUs each actor reserves: they mostly wait on the network.
@@ -105,6 +106,14 @@ def _start_ray(address: str | None, workers: int) -> bool:
     return True
 
 
+def split_concurrency(concurrency: int, workers: int) -> list[int]:
+    """Each worker's share of ``concurrency``, adding up to it exactly (at least 1 each:
+    with fewer requests in flight than workers, fewer workers)."""
+    workers = min(workers, concurrency)
+    base, extra = divmod(concurrency, workers)
+    return [base + (i < extra) for i in range(workers)]
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:299] + "…"
@@ -140,8 +149,9 @@ async def run_jsonl_job_on_ray(
 ) -> JobSummary:
     """`run_jsonl_job` with the requests sent by ``workers`` Ray actors.
 
-    ``concurrency`` is the total in flight, shared out between the actors; ``rpm``/``tpm``
-    one budget for all of them. ``address`` is a Ray cluster's (default: ``RAY_ADDRESS``,
+    ``concurrency`` is the total in flight, split exactly between the actors (fewer actors
+    when it is below ``workers``); ``rpm``/``tpm`` one budget for all of them, this job's
+    own, removed at its end. ``address`` is a Ray cluster's (default: ``RAY_ADDRESS``,
     else a local Ray started for the job). The files, the resume and ``retry_failed`` are
     the local engine's; see the module docstring for what is exactly-once.
     """
@@ -149,17 +159,21 @@ async def run_jsonl_job_on_ray(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
-    per_worker = math.ceil(concurrency / workers)
+    shares = split_concurrency(concurrency, workers)
     stage: dict[str, Any] = {
         "base_url": base_url,
         "api_key": api_key,
-        "concurrency": per_worker,
+        "concurrency": shares[0],
         "rpm": rpm,
         "tpm": tpm,
         "max_retries": max_retries,
         "timeout": timeout,
     }
     ChatCompletions(**stage)  # the settings' mistakes, before any file or Ray is touched
+    if rpm is not None or tpm is not None:
+        # This job's own budget, removed at its end: on a long-lived cluster a budget
+        # actor left behind would keep the rate it adapted to for the next job.
+        stage["budget"] = f"anyapi-job-{uuid.uuid4().hex[:16]}"
     loop = asyncio.get_running_loop()
     started = loop.time()
     files = open_job(
@@ -178,9 +192,9 @@ async def run_jsonl_job_on_ray(
         try:
             # On this thread, blocking the loop for the seconds it takes: nothing runs yet,
             # and Ray sets its signal handlers only from the main thread.
-            ours = _start_ray(address, workers)
+            ours = _start_ray(address, len(shares))
             try:
-                await _drive(files.pending(on_invalid_line), files, stage, workers, stats, progress)
+                await _drive(files.pending(on_invalid_line), files, stage, shares, stats, progress)
             finally:
                 if ours:
                     ray.shutdown()
@@ -206,19 +220,21 @@ async def _drive(
     pending: Iterator[InputItem],
     files: JobFiles,
     stage: dict[str, Any],
-    workers: int,
+    shares: list[int],
     stats: BatchStats,
     progress: ProgressCallback | None,
 ) -> None:
-    """Hand the pending items to the actors and write what comes back."""
+    """Hand the pending items to the actors (``shares``: each one's concurrency) and write
+    what comes back."""
     import ray
 
     remote: Any = ray.remote(JobWorker)
+    options = remote.options(num_cpus=WORKER_NUM_CPUS, max_restarts=-1, max_task_retries=0)
     actors: list[ActorHandle[JobWorker]] = [
-        remote.options(num_cpus=WORKER_NUM_CPUS, max_restarts=-1, max_task_retries=0).remote(stage)
-        for _ in range(workers)
+        options.remote(dict(stage, concurrency=share)) for share in shares
     ]
-    size = max(MIN_BATCH, 2 * stage["concurrency"])
+    workers = len(shares)
+    sizes = [max(MIN_BATCH, 2 * share) for share in shares]
     load = [0] * workers
     running: dict[asyncio.Future[list[Line]], _Batch] = {}
 
@@ -236,7 +252,7 @@ async def _drive(
                 worker = min(range(workers), key=load.__getitem__)
                 if load[worker] >= BATCHES_PER_WORKER:
                     break
-                chunk = list(islice(pending, size))
+                chunk = list(islice(pending, sizes[worker]))
                 if not chunk:
                     exhausted = True
                     break
@@ -274,3 +290,6 @@ async def _drive(
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+        if stage.get("budget"):
+            with contextlib.suppress(Exception):
+                RateBudget.remove(stage["budget"])

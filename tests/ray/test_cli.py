@@ -17,7 +17,8 @@ import ray
 
 from anyapi_async import JobStopped
 from anyapi_async._batch import BatchStats
-from anyapi_async._rayjob import run_jsonl_job_on_ray
+from anyapi_async._rayjob import run_jsonl_job_on_ray, split_concurrency
+from anyapi_async.ray import BUDGET_NAMESPACE
 from anyapi_async.testing import ErrorResponse, Generated
 
 from .conftest import RAY_MARKS, ThreadedServer
@@ -238,3 +239,34 @@ async def test_a_ray_failure_stops_the_job_naming_ray(
     assert message.startswith("stopped: Ray at 127.0.0.1:1 failed: ")
     assert str(error) in message and "run the same job again to resume" in message
     assert caught.value.error is error and out.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "workers", "shares"),
+    [(8, 2, [4, 4]), (7, 2, [4, 3]), (3, 2, [2, 1]), (1, 2, [1]), (10, 4, [3, 3, 2, 2])],
+)
+def test_concurrency_is_split_exactly(concurrency: int, workers: int, shares: list[int]) -> None:
+    """The shares add up to --concurrency, at least 1 each (fewer workers if need be)."""
+    assert split_concurrency(concurrency, workers) == shares
+
+
+async def test_total_in_flight_and_the_jobs_own_budget(
+    ray_server: ThreadedServer, tmp_path: Path
+) -> None:
+    """--concurrency 3 on 2 workers: at most 3 at the server; the rpm budget is removed."""
+    ray_server.run(lambda: ray_server.server.set_default(Generated(first_byte_delay=0.05)))
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 40, invalid=False)
+    summary = await run_jsonl_job_on_ray(
+        source, target, api_key=KEY, base_url=ray_server.base_url,
+        workers=2, concurrency=3, rpm=60_000,
+    )  # fmt: skip
+    assert summary.succeeded == 40
+    peak = ray_server.run(lambda: ray_server.server.max_in_flight)
+    assert 1 <= peak <= 3
+    left = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == BUDGET_NAMESPACE and a["name"].startswith("anyapi-")
+    ]
+    assert left == []
