@@ -310,8 +310,9 @@ def _api_key(name: str, base_url: str | None) -> str:
     return LOCAL_API_KEY if key is None else key
 
 
-def _client(args: argparse.Namespace) -> AsyncClient:
-    from ._client import AsyncClient, check_base_url
+def _endpoint(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The base URL (None: the default) and key the options and environment give, checked."""
+    from ._client import check_base_url
 
     base_url = _base_url(args)
     key = _api_key(args.api_key_env, base_url)
@@ -320,6 +321,13 @@ def _client(args: argparse.Namespace) -> AsyncClient:
             check_base_url(base_url)
         except ValueError as exc:
             raise CLIError(_redacted(str(exc), base_url)) from None
+    return base_url, key
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    from ._client import AsyncClient
+
+    base_url, key = _endpoint(args)
     try:
         return AsyncClient(
             api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
@@ -523,13 +531,12 @@ async def _batch_on_ray(
         from ._rayjob import run_jsonl_job_on_ray
     except ImportError as exc:  # no ray: the extra is not installed
         raise CLIError(f"--engine ray needs Ray ({exc}): pip install 'anyapi-async[ray]'") from None
-    _client(args)  # the local engine's checks of the URL, key and timeout (no I/O)
-    base_url = _base_url(args)
+    base_url, key = _endpoint(args)  # timeout and retries: checked by the engine (no I/O)
     try:
         return await run_jsonl_job_on_ray(
             source,
             target,
-            api_key=_api_key(args.api_key_env, base_url),
+            api_key=key,
             base_url=base_url,
             model=args.model,
             max_retries=args.max_retries,

@@ -25,6 +25,7 @@ from ._types import ChatCompletion, kept_body
 
 __all__ = [
     "FINGERPRINT_FIELD",
+    "INVALID_TYPE",
     "InputItem",
     "OutputFile",
     "Recorded",
@@ -86,6 +87,12 @@ def _check_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     body = dict(body)
     if model is not None:
         body["model"] = model
+    _check_sent(body)
+    return body
+
+
+def _check_sent(body: dict[str, Any]) -> None:
+    """Raise `ValueError` (or `TypeError`) naming what makes ``body`` unsendable."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise ValueError("the body has no 'model' (or pass --model)")
     if body.get("messages") is None:
@@ -93,7 +100,6 @@ def _check_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     check_messages(body["messages"])
     if body.get("stream"):
         raise ValueError("'stream': true is not supported in a batch job")
-    return body
 
 
 #: The Ray stage (anyapi_async.ray) checks a row's body as an input line's.
@@ -144,13 +150,14 @@ def _parse_line(number: int, raw: bytes, model: str | None) -> InputItem | None:
         body = {k: v for k, v in obj.items() if k != "custom_id"}
         if not body.keys() & {"model", "messages"}:
             return invalid(custom_id, request_fingerprint(obj), _LINE_SHAPES, "missing_body")
+    # The body as sent (copied only to replace the model): fingerprinted and checked.
     sent = dict(body, model=model) if model is not None else body
     fingerprint = request_fingerprint(sent)
     try:
-        body = _check_body(body, model)
+        _check_sent(sent)
     except (TypeError, ValueError) as exc:
         return invalid(custom_id, fingerprint, str(exc), "invalid_body")
-    return InputItem(number, custom_id, fingerprint, body)
+    return InputItem(number, custom_id, fingerprint, sent)
 
 
 def read_input(f: BinaryIO, model: str | None = None) -> Generator[InputItem, None, None]:

@@ -58,8 +58,6 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-import msgspec
-
 from ._batch import BatchResult, BatchRun, ProgressCallback
 from ._exceptions import (
     APIConnectionError,
@@ -106,8 +104,6 @@ __all__ = [
 DEFAULT_JOB_CONCURRENCY: Final = 64
 #: Consecutive endpoint failures (connection errors; 404s before any success) that stop a job.
 STOP_AFTER_ENDPOINT_ERRORS: Final = 5
-
-_encoder = msgspec.json.Encoder()
 
 
 class JobSummary:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import unicodedata
@@ -21,14 +20,13 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from ._partial import NOTHING, PartialJSON
+from ._schema import clean_schema_name, decode_fenced
 
 if TYPE_CHECKING:
     from ._chat_stream import ChatCompletionStream
 
 __all__ = ["LiveView", "load_response_format", "show_json"]
 
-_NAME_UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_-]+")
-_FENCE: Final = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 ELLIPSIS: Final = "…"
 
 
@@ -54,7 +52,7 @@ def load_response_format(path: str) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": value}
     title = value.get("title")
     name = title if isinstance(title, str) and title else Path(path).stem
-    name = _NAME_UNSAFE.sub("_", name)[:64] or "response"
+    name = clean_schema_name(name)
     return {"type": "json_schema", "json_schema": {"name": name, "schema": value}}
 
 
@@ -121,13 +119,7 @@ def _render(value: Any) -> str:
 
 
 def _decode(content: str) -> Any:
-    try:
-        return msgspec.json.decode(content)
-    except msgspec.DecodeError:
-        fenced = _FENCE.match(content.strip())
-        if fenced is None:
-            raise
-        return msgspec.json.decode(fenced.group(1))
+    return decode_fenced(content, msgspec.json.decode)
 
 
 async def show_json(

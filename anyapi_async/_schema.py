@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
@@ -26,6 +27,8 @@ from ._types import ResponseFormatJSONSchema
 
 __all__ = [
     "DEFAULT_SCHEMA_NAME",
+    "clean_schema_name",
+    "decode_fenced",
     "STRICT_FORMATS",
     "STRICT_KEYWORDS",
     "ResponseSchema",
@@ -173,11 +176,30 @@ def json_schema(tp: Any) -> tuple[dict[str, Any], bool]:
     return schema, strict
 
 
+def clean_schema_name(name: str) -> str:
+    """``name`` as a ``json_schema`` name: letters, digits, ``_`` and ``-``, 64 at most."""
+    return _NAME_UNSAFE.sub("_", name)[:64] or DEFAULT_SCHEMA_NAME
+
+
+def decode_fenced(content: str, decode: Callable[[str], T]) -> T:
+    """``decode(content)``, tolerating a Markdown code fence around the JSON.
+
+    Models without native structured output often wrap JSON in ```json fences.
+    """
+    try:
+        return decode(content)
+    except msgspec.DecodeError:
+        fenced = _FENCE.match(content.strip())
+        if fenced is None:
+            raise
+        return decode(fenced.group(1))
+
+
 def _schema_name(tp: Any) -> str:
     name = getattr(tp, "__name__", None)
     if not isinstance(name, str) or getattr(tp, "__args__", None):
         return DEFAULT_SCHEMA_NAME  # ``list[int]`` has a __name__ of "list": not telling
-    return _NAME_UNSAFE.sub("_", name)[:64] or DEFAULT_SCHEMA_NAME
+    return clean_schema_name(name)
 
 
 class ResponseSchema(Generic[T]):
@@ -203,14 +225,7 @@ class ResponseSchema(Generic[T]):
 
         Raises `msgspec.DecodeError` or `msgspec.ValidationError`.
         """
-        try:
-            return self.decoder.decode(content)
-        except msgspec.DecodeError:
-            # Models without native structured output often wrap JSON in ```json fences.
-            fenced = _FENCE.match(content.strip())
-            if fenced is None:
-                raise
-            return self.decoder.decode(fenced.group(1))
+        return decode_fenced(content, self.decoder.decode)
 
     def __repr__(self) -> str:
         return f"ResponseSchema({self.name!r}, strict={self.strict})"

@@ -44,7 +44,7 @@ import ray
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
 from ._client import DEFAULT_BASE_URL, ENV_BASE_URL, AsyncClient, resolve_api_key
 from ._decode import JSON_DECODER
-from ._jobfiles import check_body, result_record
+from ._jobfiles import INVALID_TYPE, check_body, result_record
 from ._jobs import send_body
 from ._ratelimit import (
     DEFAULT_BURST_SECONDS,
@@ -87,8 +87,6 @@ PAUSE_REPORT_SLACK: Final = 0.05
 CLOSE_TIMEOUT: Final = 5.0
 #: Columns a `ChatCompletions` stage adds.
 OUTPUT_COLUMNS: Final = ("response", "error", "status_code", "request_id", "attempts")
-#: ``error.type`` of rows refused before any request (the JSONL runner's type too).
-INVALID_TYPE: Final = "invalid_request"
 
 _encode = msgspec.json.Encoder().encode
 
