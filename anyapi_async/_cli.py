@@ -78,10 +78,11 @@ environment:
 exit status:
   0    every request succeeded (in this run or an earlier one)
   1    some requests failed: their error lines are in OUTPUT; --retry-failed runs them again
-  2    the job could not start: usage, a missing file, no key, an OUTPUT that belongs to
-       another job or is in use by another run
-  3    the job stopped early (endpoint unreachable, key or account refused, OUTPUT not
-       writable): nothing is lost, run the same command again to resume
+  2    the job could not start: usage, a missing file, no key, an OUTPUT that cannot be
+       opened (read-only), is not a job's output, belongs to another job or is in use
+  3    the job stopped early (endpoint unreachable, key or account refused or out of
+       credit, a write failing mid-run, Ray failing): nothing is lost, run the same
+       command again to resume
   130  interrupted (Ctrl-C): run the same command again to resume"""
 
 
