@@ -636,11 +636,15 @@ def _url_hint(exc: BaseException, args: argparse.Namespace) -> str:
     base_url = getattr(args, "base_url", None) or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
     parts = urlsplit(base_url)
     path = parts.path.rstrip("/")
+
+    def with_path(new: str) -> tuple[str, str, str, str, str]:
+        return (parts.scheme, parts.netloc, new, parts.query, parts.fragment)
+
     if path.endswith("/chat/completions"):
-        fixed = redact_url(urlunsplit(parts._replace(path=path[: -len("/chat/completions")])))
+        fixed = redact_url(urlunsplit(with_path(path[: -len("/chat/completions")])))
         return f"the base URL must stop before /chat/completions: try --base-url {fixed}"
     if not path.endswith("/v1"):
-        fixed = redact_url(urlunsplit(parts._replace(path=f"{path}/v1")))
+        fixed = redact_url(urlunsplit(with_path(f"{path}/v1")))
         return f"the base URL usually ends in /v1: try --base-url {fixed}"
     return ""
 

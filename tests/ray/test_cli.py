@@ -213,7 +213,7 @@ async def test_an_unreachable_endpoint_stops_after_a_run_of_failures(
     "error",
     [
         ConnectionError("Could not find any running Ray instance."),  # ray.init, bad address
-        ray.exceptions.RaySystemError("the GCS went away"),
+        ray.exceptions.RaySystemError("the GCS went away"),  # type: ignore[no-untyped-call]
     ],
 )
 async def test_a_ray_failure_stops_the_job_naming_ray(
