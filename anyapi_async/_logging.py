@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ._exceptions import describe_error
 from ._hooks import AttemptInfo, Hooks
 
 if TYPE_CHECKING:
@@ -88,12 +89,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
-def _describe(error: APIError) -> str:
-    status = getattr(error, "status_code", None)
-    name = type(error).__name__
-    return f"{status} {name}" if status is not None else name
-
-
 class AttemptLogger(Hooks):
     """Logs each attempt's request line, status and timing (see the module docstring)."""
 
@@ -123,7 +118,7 @@ class AttemptLogger(Hooks):
             info.method,
             redact_url(info.url),
             info.attempt,
-            _describe(error),
+            describe_error(error),
         )
 
     def on_complete(self, info: AttemptInfo, usage: CompletionUsage | None) -> None:
