@@ -52,6 +52,21 @@ def completion_body(content: str | None = "x", **message: Any) -> dict[str, Any]
     }
 
 
+def chunk_body(
+    content: str | None = None, finish: str | None = None, index: int = 0, **extra: Any
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` event with one choice's content delta (and finish reason)."""
+    delta = {} if content is None else {"content": content}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+
+
 class _CompatResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 builds ClientResponse without ``stream_writer``, which aiohttp 3.14
     requires (aioresponses issue #289). Supplying a writer stub keeps the mocks working on

@@ -23,22 +23,12 @@ from anyapi_async.testing import (
     SSEResponse,
 )
 
+from ..conftest import chunk_body as ev
 from ..conftest import completion_body
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
 BOUND = 10.0
-
-
-def ev(content: str | None = None, finish: str | None = None) -> dict[str, Any]:
-    delta = {} if content is None else {"content": content}
-    return {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
 
 
 @pytest.fixture

@@ -20,23 +20,10 @@ from anyapi_async.testing import (
     SSEResponse,
 )
 
+from ..conftest import chunk_body as ev
 from ..conftest import completion_body
 
 MSGS: list[Any] = [{"role": "user", "content": "Stream me a story"}]
-
-
-def ev(
-    content: str | None = None, finish: str | None = None, index: int = 0, **extra: Any
-) -> dict[str, Any]:
-    delta = {} if content is None else {"content": content}
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-        **extra,
-    }
 
 
 async def collect(client: aa.AsyncClient, **kwargs: Any) -> list[aa.ChatCompletionChunk]:
