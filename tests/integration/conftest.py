@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -32,3 +34,20 @@ def server_url() -> Iterator[str]:
     yield srv.base_url
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+
+
+def run_clean(script: str, server_url: str, *, timeout: float) -> str:
+    """Run ``script`` in a fresh interpreter with ResourceWarnings as errors; its stdout.
+
+    Fails on a non-zero exit or on anything on stderr that means a leak or a stray error.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", script, server_url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for bad in ("ResourceWarning", "Unclosed", "Exception ignored", "Traceback"):
+        assert bad not in proc.stderr, proc.stderr
+    return proc.stdout

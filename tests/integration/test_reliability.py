@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
-import sys
 import textwrap
 import warnings
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from anyapi_async.testing import (
 
 from ..conftest import chunk_body as ev
 from ..conftest import completion_body
+from .conftest import run_clean
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
@@ -451,16 +450,8 @@ TWO_RUNS = textwrap.dedent(
 
 def test_one_client_across_two_asyncio_runs(server_url: str) -> None:
     """Two asyncio.run() calls share a module-level client: no ResourceWarning, no leak."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error::ResourceWarning", "-c", TWO_RUNS, server_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == "same" and int(proc.stdout.split()[1]) > 1
-    for bad in ("ResourceWarning", "Unclosed", "Exception ignored", "Traceback"):
-        assert bad not in proc.stderr, proc.stderr
+    out = run_clean(TWO_RUNS, server_url, timeout=60).split()
+    assert out[0] == "same" and int(out[1]) > 1
 
 
 def test_aclose_from_another_loop_while_the_first_is_open(server_url: str) -> None:

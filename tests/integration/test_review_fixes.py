@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -17,6 +15,7 @@ from anyapi_async.testing import ErrorResponse, JSONResponse, LocalServer, SSERe
 
 from ..conftest import chunk_body as ev
 from ..conftest import completion_body
+from .conftest import run_clean
 
 MSGS: list[Any] = [{"role": "user", "content": "hello"}]
 #: A generous bound for things that must happen promptly (never a timing assertion).
@@ -160,16 +159,8 @@ TWO_RUNS_CAPPED = textwrap.dedent(
 def test_max_concurrency_across_two_asyncio_runs(server_url: str) -> None:
     """A capped client (and its with_options copy) works contended from a second and a
     third asyncio.run(), though loop 1 ended with both slots held by open streams."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error::ResourceWarning", "-c", TWO_RUNS_CAPPED, server_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["6", "6", "6"], proc.stdout
-    for bad in ("ResourceWarning", "Unclosed", "Exception ignored", "Traceback"):
-        assert bad not in proc.stderr, proc.stderr
+    out = run_clean(TWO_RUNS_CAPPED, server_url, timeout=120)
+    assert out.split() == ["6", "6", "6"], out
 
 
 # --- 4. hooks get usage only when it is a CompletionUsage ---------------------------------
