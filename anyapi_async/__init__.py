@@ -6,7 +6,7 @@ import contextlib
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import DEFAULT_BASE_URL, AsyncClient
+from ._client import AsyncClient
 from ._config import NOT_GIVEN, Limits, NotGiven, Timeout
 from ._exceptions import (
     APIConnectionError,
@@ -35,6 +35,7 @@ from ._hooks import AttemptInfo, Hooks
 from ._meta import RateLimitInfo, ResponseInfo, Timings
 from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
+from ._settings import DEFAULT_BASE_URL
 from ._sse import ServerSentEvent, SSEDecoder
 from ._streaming import AsyncStream
 from ._types import (
@@ -83,7 +84,6 @@ if TYPE_CHECKING:
     from ._chat_stream import StreamEvent as StreamEvent
     from ._chat_stream import ToolCallArgumentsDeltaEvent as ToolCallArgumentsDeltaEvent
     from ._chat_stream import ToolCallDoneEvent as ToolCallDoneEvent
-    from ._jobs import JobSummary as JobSummary
     from ._jobs import run_jsonl_job as run_jsonl_job
     from ._parsing import ParsedChatCompletion as ParsedChatCompletion
     from ._parsing import ParsedChatCompletionMessage as ParsedChatCompletionMessage
@@ -92,6 +92,8 @@ if TYPE_CHECKING:
     from ._parsing import ParsedChoice as ParsedChoice
     from ._partial import PartialJSON as PartialJSON
     from ._ratelimit import RateLimiter as RateLimiter
+    from ._records import JobSummary as JobSummary
+    from ._records import ToolCallResult as ToolCallResult
     from ._resources import Completions as Completions
     from ._resources import CompletionsWithRawResponse as CompletionsWithRawResponse
     from ._resources import CompletionsWithStreamingResponse as CompletionsWithStreamingResponse
@@ -107,7 +109,6 @@ if TYPE_CHECKING:
     from ._tool_stream import ToolRunStream as ToolRunStream
     from ._tool_stream import ToolRunTextDeltaEvent as ToolRunTextDeltaEvent
     from ._tools import FunctionTool as FunctionTool
-    from ._tools import ToolCallResult as ToolCallResult
     from ._tools import ToolRunResult as ToolRunResult
     from ._tools import function_tool as function_tool
 
@@ -135,7 +136,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("BatchResult", "BatchRun", "BatchStats", "ProgressCallback", "TqdmProgress"), "_batch"
     ),
-    **dict.fromkeys(("JobSummary", "run_jsonl_job"), "_jobs"),
+    "run_jsonl_job": "_jobs",
+    **dict.fromkeys(("JobSummary", "ToolCallResult"), "_records"),
     **dict.fromkeys(
         (
             "ParsedChatCompletion",
@@ -175,7 +177,6 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         (
             "FunctionTool",
-            "ToolCallResult",
             "ToolRunResult",
             "function_tool",
         ),

@@ -298,7 +298,7 @@ def _base_url(args: argparse.Namespace) -> str | None:
 
 
 def _api_key(name: str, base_url: str | None) -> str:
-    from ._client import resolve_api_key
+    from ._settings import resolve_api_key
 
     try:
         key = resolve_api_key(None, base_url, env=name)
@@ -313,7 +313,7 @@ def _api_key(name: str, base_url: str | None) -> str:
 
 def _endpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     """The base URL (None: the default) and key the options and environment give, checked."""
-    from ._client import check_base_url
+    from ._settings import check_base_url
 
     base_url = _base_url(args)
     key = _api_key(args.api_key_env, base_url)
@@ -650,11 +650,10 @@ def _url_hint(exc: BaseException, args: argparse.Namespace) -> str:
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
-    from ._exceptions import APIConnectionError, APIStatusError
-    from ._jobfiles import describe_error
+    from ._exceptions import APIConnectionError, APIStatusError, error_line
     from ._logging import redact_url
 
-    message = describe_error(exc)
+    message = error_line(exc)
     if isinstance(exc, APIStatusError) and exc.request_id:
         message += f" (request id {exc.request_id})"
     elif isinstance(exc, APIConnectionError):

@@ -6,11 +6,10 @@ import asyncio
 import logging
 import os
 import ssl
-import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -30,11 +29,21 @@ from ._logging import redact_url, setup_logging, with_log_hook
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._response import APIResponse, StreamedAPIResponse
 from ._retry import DEFAULT_MAX_RETRIES, CallObserver, Retrier, RetryPolicy
+from ._settings import (
+    DEFAULT_BASE_URL,
+    ENV_BASE_URL,
+    check_base_url,
+    check_header,
+    check_query,
+    pool_limits,
+    redact_headers,
+    resolve_api_key,
+    split_query,
+)
 from ._sse import DEFAULT_MAX_EVENT_SIZE
 from ._streaming import AsyncStream, abort_stream, hold_slot, open_stream
 from ._transport import (
     DEFAULT_MAX_RESPONSE_SIZE,
-    SECRET_HEADERS,
     AiohttpTransport,
     Request,
     Response,
@@ -50,25 +59,18 @@ if TYPE_CHECKING:
     from ._resources import Chat, Models
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "AsyncClient",
     "call_observer",
     "call_options",
-    "check_base_url",
     "encode_body",
-    "is_loopback",
     "observe_calls",
     "open_response",
     "request",
     "request_stream",
-    "resolve_api_key",
 ]
 
 T = TypeVar("T")
 
-DEFAULT_BASE_URL: Final = "https://api.anyapi.ai/v1"
-ENV_API_KEY: Final = "ANYAPI_API_KEY"
-ENV_BASE_URL: Final = "ANYAPI_BASE_URL"
 #: Largest error body kept for an exception.
 MAX_ERROR_BODY: Final = 1024 * 1024
 
@@ -78,116 +80,6 @@ setup_logging()  # ANYAPI_LOG=debug|info
 ApiKey = str | Callable[[], Awaitable[str]] | None
 #: What `AsyncClient.post` sends: a dict or Struct as JSON, bytes as they are.
 Body = Mapping[str, Any] | msgspec.Struct | bytes | None
-
-
-def check_header(name: str, value: object) -> str:
-    """Refuse header values that are not strings or that could split the header block."""
-    if not isinstance(value, str):
-        raise TypeError(f"Header {name!r} must be a str, not {type(value).__name__}")
-    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-        # The value is not echoed: it may be a credential.
-        raise ValueError(f"Header {name!r} contains a CR or LF character")
-    return value
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: str) -> str:
-    """``url`` checked, without a trailing slash (the query string, if any, stays on)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http:// or https:// URL, got {redact_url(url)!r}")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        warnings.warn(
-            f"base_url {redact_url(url)!r} uses plain HTTP to a non-loopback host: the API "
-            "key would travel unencrypted. Use https://.",
-            UserWarning,
-            stacklevel=3,
-        )
-    if parts.query or parts.fragment:
-        return parts._replace(path=parts.path.rstrip("/")).geturl()
-    return url.rstrip("/")
-
-
-def _split_query(url: str) -> tuple[str, dict[str, str]]:
-    """``url`` without its query string, and that query as a dict (Azure's ``api-version``)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return parts._replace(query="", fragment="").geturl(), query
-
-
-def _check_query(query: object) -> dict[str, str]:
-    if not isinstance(query, Mapping):
-        raise TypeError(f"default_query must be a dict of str, not {type(query).__name__}")
-    for name, value in query.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(
-                f"default_query must map str to str; {name!r} maps to {type(value).__name__}"
-            )
-    return dict(query)
-
-
-def resolve_api_key(
-    api_key: str | None = None, base_url: str | None = None, *, env: str = ENV_API_KEY
-) -> str | None:
-    """The API key to use: ``api_key``, else the environment variable ``env``.
-
-    A key read from the environment loses the blank a paste leaves around it; one with a
-    space or control character inside is refused, naming the variable (never the key).
-    Without a key, a loopback ``base_url`` (a local server) gives ``None``: requests then
-    carry no ``Authorization``; any other raises `ValueError` saying what to set.
-    Used by `AsyncClient`, the CLI and the job runner.
-    """
-    if api_key is None:
-        api_key = (os.environ.get(env) or "").strip() or None
-        if api_key is not None and any(c.isspace() or not c.isprintable() for c in api_key):
-            raise ValueError(f"{env} holds a space or control character inside the key: check it")
-    if api_key == "":
-        api_key = None
-    if api_key is None:
-        host = urlsplit(base_url).hostname if base_url else None
-        if host is None or not is_loopback(host):
-            raise ValueError(f"No API key: pass api_key=... or set the {env} environment variable")
-    return api_key
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``headers`` fit for logs: credentials masked."""
-    return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
-
-
-def _pool_limits(
-    limits: Limits | None,
-    max_connections: int | NotGiven,
-    max_connections_per_host: int | NotGiven,
-    keepalive_timeout: float | NotGiven,
-) -> Limits:
-    """``limits``, or one built from the separate keyword arguments (not both)."""
-    given: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("max_connections", max_connections),
-            ("max_connections_per_host", max_connections_per_host),
-            ("keepalive_timeout", keepalive_timeout),
-        )
-        if not isinstance(value, NotGiven)
-    }
-    if limits is not None:
-        if given:
-            raise TypeError(f"pass limits=Limits(...) or {', '.join(given)}=..., not both")
-        if not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
-        return limits
-    return Limits(**given)
 
 
 class _Slots:
@@ -297,15 +189,15 @@ class AsyncClient:
     ) -> None:
         self.base_url = check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
         key = self._set_key(api_key)
-        self._url, query = _split_query(self.base_url)
+        self._url, query = split_query(self.base_url)
         if default_query is not None:
-            query.update(_check_query(default_query))
+            query.update(check_query(default_query))
         self._set_query(query)
         self._set_retries(timeout, max_retries, retry_policy)
         self._set_bounds(max_concurrency, max_response_size, max_event_size)
         self.idempotency_keys = idempotency_keys
         self._set_headers(key, http_referer, x_title, default_headers)
-        pool = _pool_limits(limits, max_connections, max_connections_per_host, keepalive_timeout)
+        pool = pool_limits(limits, max_connections, max_connections_per_host, keepalive_timeout)
         self.limits = pool
         self._transport: Transport = transport or AiohttpTransport(
             session=session,
@@ -470,7 +362,7 @@ class AsyncClient:
             copy._headers = {**self._headers, **default_headers}
             copy._stream_headers = {**copy._headers, "Accept": "text/event-stream"}
         if not isinstance(default_query, NotGiven):
-            copy._set_query({**self._query, **_check_query(default_query)})
+            copy._set_query({**self._query, **check_query(default_query)})
         return copy
 
     async def aclose(self) -> None:

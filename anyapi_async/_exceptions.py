@@ -32,9 +32,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._meta import parse_retry_after
+
 if TYPE_CHECKING:
-    from ._jobs import JobSummary
-    from ._tools import ToolCallResult
+    from ._records import JobSummary, ToolCallResult
     from ._types import ChatCompletion
 
 __all__ = [
@@ -63,6 +64,8 @@ __all__ = [
 
 #: Longest piece of a non-JSON body quoted in an exception message.
 SNIPPET_LENGTH = 200
+#: Longest line `error_line` gives.
+MAX_MESSAGE_LENGTH = 300
 
 
 class APIError(Exception):
@@ -278,8 +281,6 @@ class JobStopped(JobError):
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     if not headers:
         return None
-    from ._retry import parse_retry_after  # _retry imports this module
-
     return parse_retry_after(headers)
 
 
@@ -363,8 +364,48 @@ def is_error_object(obj: object) -> bool:
     return getattr(obj, "error", None) is not None or getattr(obj, "object", None) == "error"
 
 
-def describe_error(error: BaseException) -> str:
+def error_kind(error: BaseException) -> str:
     """``"429 RateLimitError"`` (status and class) or the class name alone: for log lines."""
     status = getattr(error, "status_code", None)
     name = type(error).__name__
     return f"{status} {name}" if status is not None else name
+
+
+def error_line(exc: BaseException) -> str:
+    """One bounded line for an error, as job results, the CLI and spans show it.
+
+    An HTML error page becomes its status and title; the line is at most
+    ``MAX_MESSAGE_LENGTH`` characters.
+    """
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, APIStatusError) and isinstance(exc.body, str) and _is_html(exc.body):
+        from http import HTTPStatus
+
+        try:
+            reason = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            reason = "error"
+        title = _html_title(exc.body)
+        message = f"Error code: {exc.status_code} {reason} (an HTML page"
+        message += f": {title!r})" if title else ")"
+        if exc.attempts is not None and exc.attempts > 1:
+            message += f" (after {exc.attempts} attempts)"
+    if len(message) > MAX_MESSAGE_LENGTH:
+        message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
+    return message
+
+
+def _is_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html")) or "<title" in text[:2000].lower()
+
+
+def _html_title(text: str) -> str | None:
+    import re
+
+    found = re.search(r"<title[^>]*>(.*?)</title>", text[:10_000], re.IGNORECASE | re.DOTALL)
+    if found is None:
+        return None
+    import html
+
+    return " ".join(html.unescape(found.group(1)).split())[:120] or None

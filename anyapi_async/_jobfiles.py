@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Final
 import msgspec
 
 from ._decode import JSON_DECODER
-from ._exceptions import APIError, APIStatusError, JobError, JobStopped
+from ._exceptions import APIError, APIStatusError, JobError, JobStopped, error_line
 from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
 from ._messages import check_messages
 from ._types import ChatCompletion, kept_body
@@ -30,7 +30,6 @@ __all__ = [
     "OutputFile",
     "Recorded",
     "count_lines",
-    "describe_error",
     "invalid_record",
     "read_input",
     "request_fingerprint",
@@ -43,8 +42,6 @@ LINE_ID_PREFIX: Final = "line-"
 INVALID_TYPE: Final = "invalid_request"
 #: The output field holding the request's fingerprint.
 FINGERPRINT_FIELD: Final = "request_fingerprint"
-#: Longest error message written to a result line or printed (an HTML page is cut short).
-MAX_MESSAGE_LENGTH: Final = 300
 READ_CHUNK: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
 _LINE_SHAPES: Final = (
@@ -455,42 +452,6 @@ def _fsync_dir(path: Path) -> None:
 # --- result lines ---------------------------------------------------------------------------
 
 
-def describe_error(exc: BaseException) -> str:
-    """One short line for an error: an HTML error page becomes its status and title."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, APIStatusError) and isinstance(exc.body, str) and _is_html(exc.body):
-        from http import HTTPStatus
-
-        try:
-            reason = HTTPStatus(exc.status_code).phrase
-        except ValueError:
-            reason = "error"
-        title = _html_title(exc.body)
-        message = f"Error code: {exc.status_code} {reason} (an HTML page"
-        message += f": {title!r})" if title else ")"
-        if exc.attempts is not None and exc.attempts > 1:
-            message += f" (after {exc.attempts} attempts)"
-    if len(message) > MAX_MESSAGE_LENGTH:
-        message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
-    return message
-
-
-def _is_html(text: str) -> bool:
-    head = text.lstrip()[:200].lower()
-    return head.startswith(("<!doctype html", "<html")) or "<title" in text[:2000].lower()
-
-
-def _html_title(text: str) -> str | None:
-    import re
-
-    found = re.search(r"<title[^>]*>(.*?)</title>", text[:10_000], re.IGNORECASE | re.DOTALL)
-    if found is None:
-        return None
-    import html
-
-    return " ".join(html.unescape(found.group(1)).split())[:120] or None
-
-
 def _error(message: str, type_: str, code: object = None) -> dict[str, Any]:
     return {"message": message, "type": type_, "code": code}
 
@@ -543,13 +504,13 @@ def result_record(
                 "request_id": error.request_id,
                 "body": error.body,
             },
-            "error": _error(describe_error(error), error.type or type(error).__name__, error.code),
+            "error": _error(error_line(error), error.type or type(error).__name__, error.code),
         }
     elif isinstance(error, APIError):
         record = {
             "custom_id": custom_id,
             "response": None,
-            "error": _error(describe_error(error), type(error).__name__),
+            "error": _error(error_line(error), type(error).__name__),
         }
     else:
         record = {

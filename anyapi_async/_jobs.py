@@ -69,18 +69,19 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    error_line,
 )
 from ._jobfiles import (
     InputItem,
     OutputFile,
     Recorded,
     count_lines,
-    describe_error,
     invalid_record,
     read_input,
     result_record,
 )
 from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
+from ._records import JobSummary
 from ._types import ChatCompletion
 
 if TYPE_CHECKING:
@@ -104,62 +105,6 @@ __all__ = [
 DEFAULT_JOB_CONCURRENCY: Final = 64
 #: Consecutive endpoint failures (connection errors; 404s before any success) that stop a job.
 STOP_AFTER_ENDPOINT_ERRORS: Final = 5
-
-
-class JobSummary:
-    """What a `run_jsonl_job` call did.
-
-    ``succeeded`` and ``failed`` count the items run this time (``failed`` includes
-    ``invalid`` lines); ``skipped`` the items already in the output, ``skipped_failed`` of
-    which had failed. ``retried`` counts the failed results removed to run again
-    (``retry_failed``), ``repaired`` the bytes of a torn last line cut off. `ok` is true
-    when the whole output is free of errors.
-    """
-
-    __slots__ = (
-        "elapsed",
-        "failed",
-        "invalid",
-        "output_path",
-        "repaired",
-        "retried",
-        "skipped",
-        "skipped_failed",
-        "succeeded",
-    )
-
-    def __init__(self, output_path: Path) -> None:
-        self.output_path = output_path
-        self.succeeded = 0
-        self.failed = 0
-        self.invalid = 0
-        self.skipped = 0
-        self.skipped_failed = 0
-        self.retried = 0
-        self.repaired = 0
-        self.elapsed = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """No item of the job failed, in this run or an earlier one."""
-        return self.failed == 0 and self.skipped_failed == 0
-
-    def __str__(self) -> str:
-        text = (
-            f"{self.succeeded} succeeded, {self.failed} failed, "
-            f"{self.skipped} skipped as already done"
-        )
-        if self.skipped_failed:
-            text += f" ({self.skipped_failed} of them had failed)"
-        return text
-
-    def __repr__(self) -> str:
-        return (
-            f"JobSummary(succeeded={self.succeeded}, failed={self.failed}, "
-            f"invalid={self.invalid}, skipped={self.skipped}, "
-            f"skipped_failed={self.skipped_failed}, retried={self.retried}, "
-            f"output_path={str(self.output_path)!r})"
-        )
 
 
 async def send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
@@ -444,7 +389,7 @@ def _add_result(breaker: Breaker, result: BatchResult) -> None:
         result_record(input_item.custom_id, input_item.fingerprint, result.completion, error),
         result.ok,
         kind,
-        describe_error(error) if kind and error is not None else "",
+        error_line(error) if kind and error is not None else "",
         error,
     )
 

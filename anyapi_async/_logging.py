@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._exceptions import describe_error
+from ._exceptions import error_kind
 from ._hooks import AttemptInfo, Hooks
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class AttemptLogger(Hooks):
             info.method,
             redact_url(info.url),
             info.attempt,
-            describe_error(error),
+            error_kind(error),
         )
 
     def on_complete(self, info: AttemptInfo, usage: CompletionUsage | None) -> None:

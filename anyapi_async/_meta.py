@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["RateLimitInfo", "ResponseInfo", "Timings", "parse_duration", "request_id_of"]
+__all__ = [
+    "RateLimitInfo",
+    "ResponseInfo",
+    "Timings",
+    "parse_duration",
+    "parse_retry_after",
+    "request_id_of",
+]
 
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -20,6 +28,39 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
         if value:
             return value
     return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            ms = float(value)
+        except ValueError:
+            pass
+        else:
+            if ms >= 0 and ms == ms:
+                return ms / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        import email.utils  # only servers that send HTTP dates pay for this import
+
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return None
+    return seconds
 
 
 def parse_duration(value: str | None) -> float | None:

@@ -32,8 +32,8 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batch import BatchStats, ProgressCallback
-from ._exceptions import JobStopped
-from ._jobfiles import InputItem, count_lines, describe_error, result_record
+from ._exceptions import JobStopped, error_line
+from ._jobfiles import InputItem, count_lines, result_record
 from ._jobs import (
     DEFAULT_JOB_CONCURRENCY,
     Breaker,
@@ -82,7 +82,7 @@ class JobWorker:
             record = result_record(custom_id, fingerprint, result.completion, result.error)
             error = result.error
             kind = failure_kind(error)
-            message = describe_error(error) if kind and error is not None else ""
+            message = error_line(error) if kind and error is not None else ""
             lines[result.index] = (record, result.ok, kind, message)
         return [lines[i] for i in range(len(items))]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -33,10 +32,11 @@ from ._exceptions import (
     APIError,
     APIStatusError,
     APITimeoutError,
-    describe_error,
+    error_kind,
 )
 from ._hooks import AttemptInfo
 from ._logging import redact_url
+from ._meta import parse_retry_after
 from ._waits import sleep
 
 if TYPE_CHECKING:
@@ -181,39 +181,6 @@ class RetryPolicy:
         return False
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            ms = float(value)
-        except ValueError:
-            pass
-        else:
-            if ms >= 0 and ms == ms:
-                return ms / 1000.0
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        import email.utils  # only servers that send HTTP dates pay for this import
-
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(0.0, seconds)
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return None
-    return seconds
-
-
 class CallObserver(Protocol):
     """Wraps each call, all its attempts and waits included (`anyapi_async.otel`).
 
@@ -296,7 +263,7 @@ class Retrier:
                             "more than max_retry_after (%.2fs)",
                             request.method,
                             redact_url(request.url),
-                            describe_error(exc),
+                            error_kind(exc),
                             after,
                             policy.max_retry_after,
                         )
@@ -307,7 +274,7 @@ class Retrier:
                             "total timeout",
                             request.method,
                             redact_url(request.url),
-                            describe_error(exc),
+                            error_kind(exc),
                             delay,
                         )
                         delay = None
@@ -323,7 +290,7 @@ class Retrier:
                     delay,
                     attempt,
                     policy.max_retries,
-                    describe_error(exc),
+                    error_kind(exc),
                 )
                 if info is not None:
                     for hook in hooks:

@@ -38,6 +38,7 @@ import msgspec
 
 from ._exceptions import ToolRoundsExceededError
 from ._messages import check_messages
+from ._records import ToolCallResult
 from ._schema import json_schema
 from ._types import (
     ChatCompletion,
@@ -299,45 +300,6 @@ def as_tool(tool: FunctionTool[Any, Any] | Callable[..., Any]) -> FunctionTool[A
 
 
 # --- running them -------------------------------------------------------------------------
-
-
-class ToolCallResult:
-    """One tool call the runner executed: what the model asked and what it got back.
-
-    ``error`` is set (and ``output`` is the message the model saw) when the arguments did
-    not validate, the tool raised or timed out, or no tool had that name.
-    """
-
-    __slots__ = ("arguments", "duration", "error", "id", "name", "output", "round", "value")
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        name: str,
-        arguments: str,
-        output: str,
-        value: Any = None,
-        error: str | None = None,
-        duration: float = 0.0,
-        round: int = 0,
-    ) -> None:
-        self.id = id
-        self.name = name
-        self.arguments = arguments
-        self.output = output
-        self.value = value
-        self.error = error
-        self.duration = duration
-        self.round = round
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def __repr__(self) -> str:
-        status = "ok" if self.error is None else f"error={self.error!r}"
-        return f"ToolCallResult({self.name}({self.arguments}), {status}, round={self.round})"
 
 
 class ToolRunResult:

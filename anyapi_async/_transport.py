@@ -17,6 +17,7 @@ from yarl import URL
 
 from ._config import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Timeout, transport_form
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
+from ._settings import SECRET_HEADERS
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout_after
@@ -46,11 +47,6 @@ DEFAULT_DNS_CACHE_TTL: Final = 300
 DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
-#: Headers (lower-cased) that carry credentials: masked in logs, and never sent on to
-#: another origin by a redirect.
-SECRET_HEADERS: Final = frozenset(
-    ("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie")
-)
 
 
 class Request:

@@ -48,9 +48,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import _otel_content as content
 from ._accumulate import ChunkAccumulator
 from ._client import AsyncClient, call_observer, observe_calls
-from ._exceptions import APIError, APIStatusError, RateLimitError
+from ._exceptions import APIError, APIStatusError, RateLimitError, error_line
 from ._hooks import AttemptInfo, Hooks
-from ._jobfiles import describe_error
 from ._streaming import AsyncStream, observe, yields_chunks
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from ._version import __version__
@@ -836,7 +835,7 @@ class _Call:
             if error is not None:
                 attrs[ERROR_TYPE] = kind
                 # One bounded line, as the job runner writes it (an HTML page: status, title).
-                status = f"{type(error).__name__}: {describe_error(error)}"
+                status = f"{type(error).__name__}: {error_line(error)}"
                 span.set_status(Status(StatusCode.ERROR, status))
             span.set_attributes(attrs)
             if t.event_logger is not None:

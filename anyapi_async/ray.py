@@ -42,7 +42,7 @@ import msgspec
 import ray
 
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
-from ._client import DEFAULT_BASE_URL, ENV_BASE_URL, AsyncClient, resolve_api_key
+from ._client import AsyncClient
 from ._decode import JSON_DECODER
 from ._jobfiles import INVALID_TYPE, check_body, result_record
 from ._jobs import send_body
@@ -58,6 +58,7 @@ from ._ratelimit import (
     estimate_tokens,
     low_budget_hold,
 )
+from ._settings import DEFAULT_BASE_URL, ENV_BASE_URL, resolve_api_key
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle

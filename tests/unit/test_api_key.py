@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import anyapi_async as aa
-from anyapi_async._client import resolve_api_key
+from anyapi_async._settings import resolve_api_key
 
 
 def test_argument_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,8 @@ from multidict import CIMultiDict
 
 import anyapi_async as aa
 from anyapi_async._exceptions import (
-    describe_error,
     error_from_payload,
+    error_kind,
     is_error_object,
     make_status_error,
 )
@@ -141,13 +141,13 @@ def test_retry_after_on_status_errors(headers: dict[str, str], expected: float |
     assert make_status_error(503, None, CIMultiDict(headers)).retry_after == expected
 
 
-def test_is_error_object_and_describe_error() -> None:
+def test_is_error_object_and_error_kind() -> None:
     """The one error-object check and the one log description the package uses."""
     assert is_error_object({"error": {"message": "x"}})
     assert is_error_object({"object": "error", "message": "x"})
     assert not is_error_object({"error": None, "object": "chat.completion"})
     assert not is_error_object([{"error": "x"}])
-    assert describe_error(aa.RateLimitError("x", status_code=429, body=None)) == (
+    assert error_kind(aa.RateLimitError("x", status_code=429, body=None)) == (
         "429 RateLimitError"
     )
-    assert describe_error(aa.APIConnectionError("x")) == "APIConnectionError"
+    assert error_kind(aa.APIConnectionError("x")) == "APIConnectionError"
