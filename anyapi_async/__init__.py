@@ -31,8 +31,8 @@ from ._exceptions import (
     ToolRoundsExceededError,
     UnprocessableEntityError,
 )
-from ._hooks import AttemptInfo, Hooks
 from ._meta import RateLimitInfo, ResponseInfo, Timings
+from ._observe import AttemptInfo, Hooks
 from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
 from ._settings import DEFAULT_BASE_URL

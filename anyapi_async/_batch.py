@@ -35,7 +35,6 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, Union
 
-from ._client import call_observer
 from ._exceptions import APIError, APIStatusError, RateLimitError
 from ._meta import RateLimitInfo
 from ._ratelimit import Limiter, RateLimiter
@@ -44,11 +43,13 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._client import AsyncClient
+    from ._observe import Observer
+    from ._pipeline import Pipeline
     from ._types import ChatCompletion
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "BatchClient",
     "MAX_RATE_LIMIT_RETRIES",
     "BatchResult",
     "BatchRun",
@@ -63,8 +64,26 @@ MAX_RATE_LIMIT_RETRIES: Final = 10
 
 RequestItem = Mapping[str, Any]
 Requests = Union[Iterable[RequestItem], AsyncIterable[RequestItem]]
-#: Sends one request's parameters through the given client (whose retries leave 429 out).
-Send = Callable[["AsyncClient", dict[str, Any]], Awaitable["ChatCompletion"]]
+
+
+class BatchClient(Protocol):
+    """What a batch run needs of its client (an `AsyncClient` has it)."""
+
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    @property
+    def chat(self) -> Any: ...
+
+    def with_options(self, *, retry_policy: RetryPolicy) -> BatchClient: ...
+
+
+#: Sends one request's parameters through the client given to the run (a copy whose retries
+#: leave 429 out): an `AsyncClient`, or whatever the run was given.
+Send = Callable[[Any, dict[str, Any]], Awaitable["ChatCompletion"]]
 #: Wraps one request's whole run (`anyapi_async.otel`): (the run to await, index, input item).
 ObserveItem = Callable[[Awaitable["BatchResult"], int, RequestItem], Awaitable["BatchResult"]]
 
@@ -276,10 +295,25 @@ def _without_429(policy: RetryPolicy) -> RetryPolicy:
     )
 
 
-async def _create(client: AsyncClient, params: dict[str, Any]) -> ChatCompletion:
+async def _create(client: BatchClient, params: dict[str, Any]) -> ChatCompletion:
     # _split refused stream=True, so this is the non-streaming overload.
     completion: ChatCompletion = await client.chat.completions.create(**params)
     return completion
+
+
+def _item_observer(observers: tuple[Observer, ...]) -> ObserveItem | None:
+    """One wrapper for each item's run from the pipeline's batch observers (or none)."""
+    if not observers:
+        return None
+    if len(observers) == 1:
+        return observers[0].batch_item
+
+    async def observe(run: Awaitable[BatchResult], index: int, item: RequestItem) -> BatchResult:
+        for observer in observers:
+            run = observer.batch_item(run, index, item)
+        return await run
+
+    return observe
 
 
 class _End:
@@ -374,7 +408,7 @@ class BatchRun:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: BatchClient,
         requests: Requests,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -407,7 +441,7 @@ class BatchRun:
         self._client = client.with_options(retry_policy=_without_429(client.retry_policy))
         self._send: Send = send if send is not None else _create
         # anyapi_async.otel: one span per request around its 429 retries and limiter waits.
-        self._observe_item: ObserveItem | None = getattr(call_observer(client), "batch_item", None)
+        self._observe_item = _item_observer(client.pipeline.batch_observers)
         if progress is True:
             progress = TqdmProgress()
         self._progress: ProgressCallback | None = progress or None
@@ -419,7 +453,7 @@ class BatchRun:
         self._waiter: asyncio.Future[None] | None = None
 
     @property
-    def client(self) -> AsyncClient:
+    def client(self) -> BatchClient:
         """The client the requests go through (a copy sharing the caller's pool)."""
         return self._client
 

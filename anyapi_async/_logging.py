@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._exceptions import error_kind
-from ._hooks import AttemptInfo, Hooks
+from ._observe import AttemptInfo, Hooks
 
 if TYPE_CHECKING:
     from ._exceptions import APIError

@@ -130,9 +130,19 @@ def _check_tool_choice(choice: object) -> None:
 
 
 def build_body(
-    model: object, messages: object, stream: bool, params: dict[str, Any]
+    model: object,
+    messages: object,
+    stream: bool,
+    params: dict[str, Any],
+    *,
+    stream_usage: bool = False,
 ) -> tuple[bytes, dict[str, Any] | None]:
-    """The JSON body of a chat-completions request and the call's client options."""
+    """The JSON body of a chat-completions request and the call's client options.
+
+    ``stream_usage`` (asked by an observer, never on by default) adds
+    ``"stream_options": {"include_usage": true}`` to a streamed request that has no
+    ``stream_options`` of its own, so the stream ends with a usage chunk.
+    """
     if not isinstance(model, str):
         if model is None:
             raise TypeError("model is required: pass model='<model id>'")
@@ -160,7 +170,10 @@ def build_body(
             payload.update(extra_body)
     if stream:
         payload["stream"] = True
+        if stream_usage and "stream_options" not in payload:
+            payload["stream_options"] = {"include_usage": True}
     try:
         return _encoder.encode(payload), options
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"The request cannot be encoded as JSON: {exc}") from exc
+

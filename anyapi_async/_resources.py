@@ -1,16 +1,16 @@
-"""``client.chat.completions`` and ``client.models``: argument checks -> body -> the client's seam.
+"""``client.chat.completions`` and ``client.models``: argument checks -> body -> the pipeline.
 
 Checking messages and building bodies is `anyapi_async._messages`, a leaf module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import quote
 
-from ._client import open_response, request, request_stream
 from ._messages import CHAT_PATH, MessageInput, build_body
+from ._observe import CallContext
 from ._response import APIResponse, StreamedResponseManager
 from ._types import (
     ChatCompletion,
@@ -24,10 +24,10 @@ from ._types import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._batch import BatchRun, ProgressCallback, Requests
+    from ._batch import BatchClient, BatchRun, ProgressCallback, Requests
     from ._chat_stream import ChatCompletionStreamManager
-    from ._client import AsyncClient
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
+    from ._pipeline import Pipeline
     from ._ratelimit import RateLimiter
     from ._streaming import AsyncStream
     from ._tool_stream import ToolRunStream
@@ -44,10 +44,32 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Completions:
-    """``client.chat.completions``."""
+def chat_context(
+    model: str,
+    messages: object,
+    stream: bool,
+    params: Mapping[str, Any],
+    options: Mapping[str, Any] | None,
+) -> CallContext:
+    """The `CallContext` of a chat completion: its parameters as given (after `build_body`
+    has taken the client options out of ``params``; ``extra_body`` fields included)."""
+    given: dict[str, Any] = {"model": model, "messages": messages, **params}
+    extra_body = options.get("extra_body") if options else None
+    if extra_body:
+        given.update(extra_body)
+    if stream:
+        given["stream"] = True
+    return CallContext(
+        "chat", method="POST", path=CHAT_PATH, model=model, params=given, stream=stream
+    )
 
-    def __init__(self, client: AsyncClient) -> None:
+
+class Completions:
+    """``client.chat.completions``: chat completions through one request pipeline."""
+
+    def __init__(self, pipeline: Pipeline, client: BatchClient | None = None) -> None:
+        self._pipeline = pipeline
+        # The client batch() runs through (BatchRun.client); None for a bare pipeline.
         self._client = client
 
     @property
@@ -60,7 +82,7 @@ class Completions:
         completion = raw.parse()
         ```
         """
-        return CompletionsWithRawResponse(self._client)
+        return CompletionsWithRawResponse(self._pipeline)
 
     @property
     def with_streaming_response(self) -> CompletionsWithStreamingResponse:
@@ -74,7 +96,7 @@ class Completions:
                 print(line)
         ```
         """
-        return CompletionsWithStreamingResponse(self._client)
+        return CompletionsWithStreamingResponse(self._pipeline)
 
     @overload
     async def create(
@@ -132,12 +154,20 @@ class Completions:
         )
         ```
         """
+        pipeline = self._pipeline
         # **params is already this call's own dict: build_body may take options out of it.
-        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
+        body, options = build_body(
+            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+        )
+        context = (
+            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+        )
         if stream:
-            return await request_stream(self._client, "POST", CHAT_PATH, body, options)
-        completion: ChatCompletion = await request(
-            self._client, "POST", CHAT_PATH, body, options, ChatCompletion
+            return await pipeline.stream(
+                "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
+            )
+        completion: ChatCompletion = await pipeline.send(
+            "POST", CHAT_PATH, body, options, ChatCompletion, context
         )
         return completion
 
@@ -164,10 +194,18 @@ class Completions:
                 "stream() always streams: leave out stream=..., or call "
                 "create(..., stream=True) for a plain AsyncStream"
             )
-        body, options = build_body(model, messages, True, params)  # type: ignore[arg-type]
+        pipeline = self._pipeline
+        body, options = build_body(
+            model, messages, True, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+        )
+        context = (
+            chat_context(model, messages, True, params, options) if pipeline.observers else None
+        )
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
-            return await request_stream(self._client, "POST", CHAT_PATH, body, options)
+            return await pipeline.stream(
+                "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
+            )
 
         from ._chat_stream import ChatCompletionStreamManager  # the helpers load on first use
 
@@ -346,6 +384,8 @@ class Completions:
         """
         from ._batch import DEFAULT_CONCURRENCY, BatchRun
 
+        if self._client is None:
+            raise TypeError("batch() needs the completions of a client")
         return BatchRun(
             self._client,
             requests,
@@ -362,19 +402,21 @@ class Completions:
 class Chat:
     """``client.chat``."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self.completions = Completions(client)
+    def __init__(self, pipeline: Pipeline, client: BatchClient | None = None) -> None:
+        self.completions = Completions(pipeline, client)
 
 
 class Models:
     """``client.models``: ``await client.models.list()``, ``await client.models.retrieve(id)``."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
-        models: ModelList = await request(self._client, "GET", "/models", None, None, ModelList)
+        pipeline = self._pipeline
+        context = pipeline.context("GET", "/models", None, False) if pipeline.observers else None
+        models: ModelList = await pipeline.send("GET", "/models", None, None, ModelList, context)
         return models
 
     async def retrieve(self, model_id: str) -> Model:
@@ -388,15 +430,17 @@ class Models:
         if not model_id.strip():
             raise ValueError("model_id must not be empty")
         path = "/models/" + quote(model_id, safe="")
-        model: Model = await request(self._client, "GET", path, None, None, Model)
+        pipeline = self._pipeline
+        context = pipeline.context("GET", path, None, False) if pipeline.observers else None
+        model: Model = await pipeline.send("GET", path, None, None, Model, context)
         return model
 
 
 class CompletionsWithRawResponse:
     """``client.chat.completions.with_raw_response``: `create` returns an `APIResponse`."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     @overload
     async def create(
@@ -432,14 +476,20 @@ class CompletionsWithRawResponse:
         arrives once the first event has; ``parse()`` is the `AsyncStream` (close it), and
         ``content`` is not available (use ``with_streaming_response`` for a stream's bytes).
         """
-        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
+        pipeline = self._pipeline
+        body, options = build_body(
+            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+        )
+        context = (
+            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+        )
         if stream:
-            opened: AsyncStream[ChatCompletionChunk] = await request_stream(
-                self._client, "POST", CHAT_PATH, body, options
+            opened: AsyncStream[ChatCompletionChunk] = await pipeline.stream(
+                "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
             )
             return APIResponse(opened.http, None, lambda: opened)
-        response: APIResponse[ChatCompletion] = await request(
-            self._client, "POST", CHAT_PATH, body, options, ChatCompletion, raw=True
+        response: APIResponse[ChatCompletion] = await pipeline.send_raw(
+            "POST", CHAT_PATH, body, options, ChatCompletion, context
         )
         return response
 
@@ -447,8 +497,8 @@ class CompletionsWithRawResponse:
 class CompletionsWithStreamingResponse:
     """``client.chat.completions.with_streaming_response``: `create` is an ``async with``."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     @overload
     def create(
@@ -488,13 +538,18 @@ class CompletionsWithStreamingResponse:
         ``await parse()`` (the `ChatCompletion`, or for ``stream=True`` the `AsyncStream`).
         Leaving the block releases the connection and the ``max_concurrency`` slot.
         """
-        body, options = build_body(model, messages, stream, params)  # type: ignore[arg-type]
-        client = self._client
+        pipeline = self._pipeline
+        body, options = build_body(
+            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+        )
+        context = (
+            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+        )
         cast_to = ChatCompletionChunk if stream else ChatCompletion
 
         async def open_() -> Any:
-            return await open_response(
-                client, "POST", CHAT_PATH, body, options, cast_to, stream=stream
+            return await pipeline.open(
+                "POST", CHAT_PATH, body, options, cast_to, stream=stream, context=context
             )
 
         return StreamedResponseManager(open_)

@@ -1,8 +1,8 @@
 """Raw responses: ``with_raw_response`` and ``with_streaming_response``, as the openai SDK has them.
 
-Both are made by the client's one request path (`anyapi_async._client.request` with
-``raw=True``, and `anyapi_async._client.open_response`): the same auth, retries, timeouts,
-hooks, error mapping and ``max_concurrency`` slot as every other call. A status error
+Both are made by the client's request pipeline (`Pipeline.send_raw` and `Pipeline.open`):
+the same auth, retries, timeouts, observers, error mapping and ``max_concurrency`` slot as
+every other call. A status error
 raises as usual; what these add is the status, headers and bytes of a successful answer.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._transport import DEFAULT_MAX_RESPONSE_SIZE
+from ._transports.base import DEFAULT_MAX_RESPONSE_SIZE
 
 if TYPE_CHECKING:
     from ._meta import ResponseInfo
-    from ._transport import Response
+    from ._transports.base import Response
 
 __all__ = ["APIResponse", "StreamedAPIResponse", "StreamedResponseManager"]
 

@@ -1,4 +1,4 @@
-"""Retries: the policy, the backoff and ``Retry-After`` maths, and the loop around the transport.
+"""Retries: the policy and its backoff maths (pure; the loop is the pipeline's).
 
 Delay before retry ``n`` (1-based), unless the server says otherwise:
 
@@ -21,39 +21,22 @@ connection errors and timeouts there are retried; after that, nothing is.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
-from ._exceptions import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    APITimeoutError,
-    error_kind,
-)
-from ._hooks import AttemptInfo
-from ._logging import redact_url
+from ._exceptions import APIConnectionError, APIStatusError, APITimeoutError
 from ._meta import parse_retry_after
-from ._waits import sleep
-
-if TYPE_CHECKING:
-    from ._hooks import Hooks
-    from ._transport import Request, Response, Transport
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
-    "CallObserver",
     "INITIAL_RETRY_DELAY",
     "MAX_RETRY_DELAY",
     "RetryPolicy",
-    "Retrier",
     "parse_retry_after",
 ]
 
-T = TypeVar("T")
+
 
 DEFAULT_MAX_RETRIES: Final = 2
 INITIAL_RETRY_DELAY: Final = 0.5
@@ -63,10 +46,6 @@ MAX_RETRY_AFTER: Final = 60.0
 #: 408, 409, 429 and every status from 500 up (CDNs answer 520-524, providers 529).
 RETRY_STATUSES: Final = frozenset((408, 409, 429, *range(500, 1000)))
 
-logger = logging.getLogger("anyapi_async")
-
-# `anyapi_async.testing.instant_retries()` makes this wait instant.
-_sleep: Callable[[float], Awaitable[None]] = sleep
 
 
 class RetryPolicy:
@@ -179,120 +158,3 @@ class RetryPolicy:
         if isinstance(exc, APIConnectionError):
             return before_response and self.retry_connection_errors
         return False
-
-
-class CallObserver(Protocol):
-    """Wraps each call, all its attempts and waits included (`anyapi_async.otel`).
-
-    It sends the call by calling ``retrier.send(..., observed=True)`` itself.
-    """
-
-    async def call(
-        self,
-        retrier: Retrier,
-        request: Request,
-        handle: Callable[[Response, AttemptInfo | int], Awaitable[Any]],
-        policy: RetryPolicy,
-        raise_for_status: Callable[[Response], Awaitable[None]],
-    ) -> Any: ...
-
-
-class Retrier:
-    """Sends a request through the transport, retrying what the policy allows.
-
-    ``handle`` turns a 2xx `Response` into the call's result (reading and decoding the
-    body, or opening a stream up to its first event) and gets the `AttemptInfo` when hooks
-    are configured, else the attempt number. It runs inside the loop, so an error object
-    received with status 200 is retried like the status it names, and a body cut (or a
-    stream broken) before ``handle`` returned is retried like any connection error.
-    """
-
-    __slots__ = ("hooks", "observer", "transport")
-
-    def __init__(self, transport: Transport, hooks: Sequence[Hooks] = ()) -> None:
-        self.transport = transport
-        self.hooks = tuple(hooks)
-        #: Set by `anyapi_async.otel.instrument`; one check per call when unset.
-        self.observer: CallObserver | None = None
-
-    async def send(
-        self,
-        request: Request,
-        handle: Callable[[Response, AttemptInfo | int], Awaitable[T]],
-        policy: RetryPolicy,
-        raise_for_status: Callable[[Response], Awaitable[None]],
-        *,
-        observed: bool = False,
-    ) -> T:
-        if self.observer is not None and not observed:
-            result: T = await self.observer.call(self, request, handle, policy, raise_for_status)
-            return result
-        attempt = 0
-        hooks = self.hooks
-        loop = asyncio.get_running_loop()
-        while True:
-            attempt += 1
-            if attempt > 1:
-                request.headers["X-Retry-Count"] = str(attempt - 1)
-            info = None
-            if hooks:
-                info = AttemptInfo(request.method, request.url, attempt, request.stream)
-                for hook in hooks:
-                    hook.on_request(info)
-            request.attempt_started = loop.time()
-            try:
-                response = await self.transport.send(request)
-                if info is not None:
-                    for hook in hooks:
-                        hook.on_response(info, response.status, response.headers)
-                if not 200 <= response.status < 300:
-                    await raise_for_status(response)
-                return await handle(response, info or attempt)
-            except APIError as exc:
-                exc.attempts = attempt
-                delay = None
-                if attempt <= policy.max_retries and policy.should_retry(exc, before_response=True):
-                    headers = exc.headers if isinstance(exc, APIStatusError) else None
-                    delay = policy.delay(attempt, headers)
-                    after = exc.retry_after if isinstance(exc, APIStatusError) else None
-                    if after is not None and after > policy.max_retry_after:
-                        # The server asked not to be called again for that long: tell the
-                        # caller at once (exc.retry_after) instead of asking anyway.
-                        logger.info(
-                            "Not retrying %s %s after %s: the server asked to wait %.2fs, "
-                            "more than max_retry_after (%.2fs)",
-                            request.method,
-                            redact_url(request.url),
-                            error_kind(exc),
-                            after,
-                            policy.max_retry_after,
-                        )
-                        delay = None
-                    elif request.deadline is not None and loop.time() + delay >= request.deadline:
-                        logger.info(
-                            "Not retrying %s %s after %s: a wait of %.2fs would pass the "
-                            "total timeout",
-                            request.method,
-                            redact_url(request.url),
-                            error_kind(exc),
-                            delay,
-                        )
-                        delay = None
-                if delay is None:
-                    if info is not None:
-                        for hook in hooks:
-                            hook.on_error(info, exc)
-                    raise
-                logger.info(
-                    "Retrying %s %s in %.2fs (retry %d of %d) after %s",
-                    request.method,
-                    redact_url(request.url),
-                    delay,
-                    attempt,
-                    policy.max_retries,
-                    error_kind(exc),
-                )
-                if info is not None:
-                    for hook in hooks:
-                        hook.on_retry(info, delay, exc)
-                await _sleep(delay)

@@ -20,7 +20,9 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "SECRET_HEADERS",
+    "build_headers",
     "check_base_url",
+    "check_bounds",
     "check_header",
     "check_query",
     "is_loopback",
@@ -148,3 +150,52 @@ def pool_limits(
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
         return limits
     return Limits(**given)
+
+
+def check_bounds(
+    max_concurrency: object, max_response_size: object, max_event_size: object
+) -> None:
+    """Refuse a ``max_concurrency`` that is not an int >= 1 (or None) and size limits that
+    are not ints >= 1 (bools and floats included)."""
+    if max_concurrency is not None:
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError(
+                "max_concurrency must be an int >= 1 or None, "
+                f"not {type(max_concurrency).__name__}"
+            )
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
+    for size_name, size in (
+        ("max_response_size", max_response_size),
+        ("max_event_size", max_event_size),
+    ):
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"{size_name} must be an int, not {type(size).__name__}")
+        if size < 1:
+            raise ValueError(f"{size_name} must be >= 1")
+
+
+def build_headers(
+    key: str | None,
+    user_agent: str,
+    http_referer: str | None,
+    x_title: str | None,
+    default_headers: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Every request's headers: ours, the attribution ones, the caller's, then the key."""
+    headers = {
+        "User-Agent": user_agent,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    if http_referer is not None:
+        headers["HTTP-Referer"] = http_referer
+    if x_title is not None:
+        headers["X-Title"] = x_title
+    for name, value in (default_headers or {}).items():
+        headers[name] = value
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    for name, value in headers.items():
+        check_header(name, value)
+    return headers

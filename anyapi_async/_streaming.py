@@ -15,12 +15,13 @@ from ._decode import CHUNK_DECODER, JSON_DECODER, decode_lenient
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
+    APITimeoutError,
     error_from_payload,
     is_error_object,
 )
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._sse import SSEDecoder
-from ._transport import DEFAULT_MAX_RESPONSE_SIZE
+from ._transports.base import DEFAULT_MAX_RESPONSE_SIZE
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,8 +34,10 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._hooks import AttemptInfo, Hooks
-    from ._transport import Response, Watchdog
+    from asyncio import AbstractEventLoop
+
+    from ._observe import AttemptInfo, Hooks
+    from ._transports.base import Response
 
 __all__ = [
     "AsyncStream",
@@ -114,6 +117,68 @@ async def open_stream(
         await stream.close()
         raise
     return stream
+
+
+class Watchdog:
+    """Enforces the ``idle`` and ``first_event`` limits of a stream without per-event timers.
+
+    The stream sets `since` to the loop time when it starts waiting for an event and to
+    ``inf`` while the caller holds one; a single timer handle re-arms itself and fires only
+    if a wait has lasted too long. That costs two attribute stores per event instead of a
+    timer per event.
+    """
+
+    __slots__ = ("_first_by", "_handle", "_idle", "_loop", "_response", "fired", "since")
+
+    def __init__(
+        self,
+        response: Response,
+        loop: AbstractEventLoop,
+        idle: float | None,
+        first_event_by: float | None,
+    ) -> None:
+        self._response = response
+        self._loop = loop
+        self._idle = idle
+        self._first_by = first_event_by
+        self.since = loop.time()
+        self.fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(self._deadline())
+
+    def _deadline(self) -> float:
+        idle_by = self.since + self._idle if self._idle is not None else math.inf
+        if self._first_by is not None:
+            return min(idle_by, self._first_by)
+        return idle_by
+
+    def _arm(self, when: float) -> None:
+        if when == math.inf:
+            # Not waiting now: look again one idle period later.
+            when = self._loop.time() + (self._idle or 1.0)
+        self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        deadline = self._deadline()
+        if self._loop.time() < deadline:
+            self._arm(deadline)
+            return
+        first = self._first_by is not None and deadline == self._first_by
+        self.fired = "first_event" if first else "idle"
+        what = "the first stream event" if first else "the next stream event"
+        self._handle = None
+        self._response.abort(
+            APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
+        )
+
+    def first_event_seen(self) -> None:
+        """Lift the ``first_event`` limit once an event has arrived."""
+        self._first_by = None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class _Closed(Exception):
@@ -271,7 +336,8 @@ class AsyncStream(Generic[T]):
                 self._json_chunk = self._decode_slow(body)
                 keep_response(self._json_chunk, body)
             return
-        self._watchdog = response.watchdog(self._loop, self._idle, self._first_event_by)
+        if self._idle is not None or self._first_event_by is not None:
+            self._watchdog = Watchdog(response, self._loop, self._idle, self._first_event_by)
         if content_type != "text/event-stream":
             # A proxy's HTML page, plain text, or SSE under another content type: look.
             await self._sniff(content_type)

@@ -1,4 +1,5 @@
-"""The one wait behind retry and rate-limit pauses, and the switch that makes it instant.
+"""The one wait behind retry and rate-limit pauses, the switch that makes it instant, and
+``async with timeout_after(seconds):`` (asyncio.timeout, or async_timeout before 3.11).
 
 `anyapi_async.testing.instant_retries` flips the switch for users' tests; the retry loop
 (`_retry`) and the rate limiter (`_ratelimit`) wait through `sleep`, so nothing is patched.
@@ -7,8 +8,21 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
-__all__ = ["add_recorder", "is_instant", "remove_recorder", "set_instant", "sleep"]
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as timeout_after
+else:  # pragma: no cover - exercised on 3.10 only
+    from async_timeout import timeout as timeout_after
+
+__all__ = [
+    "add_recorder",
+    "is_instant",
+    "remove_recorder",
+    "set_instant",
+    "sleep",
+    "timeout_after",
+]
 
 _always = False
 # One list per active `instant_retries()` block; each records every wait asked for.

@@ -29,7 +29,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Union, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -47,9 +47,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _otel_content as content
 from ._accumulate import ChunkAccumulator
-from ._client import AsyncClient, call_observer, observe_calls
+from ._client import AsyncClient
 from ._exceptions import APIError, APIStatusError, RateLimitError, error_line
-from ._hooks import AttemptInfo, Hooks
+from ._observe import AttemptInfo, CallContext, Observer
 from ._streaming import AsyncStream, observe, yields_chunks
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from ._version import __version__
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
     from ._batch import BatchResult
-    from ._retry import Retrier, RetryPolicy
-    from ._transport import Request, Response
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -175,7 +173,6 @@ ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 EVENT_DETAILS: Final = "gen_ai.client.inference.operation.details"
 INSTRUMENTATION_NAME: Final = "anyapi_async"
 CHAT_PATH: Final = "/chat/completions"
-_USAGE_OPTION: Final = b',"stream_options":{"include_usage":true}}'
 
 CaptureContent = Union[bool, Literal["span", "event", "span_and_event"]]
 
@@ -208,8 +205,6 @@ class _RequestFields(msgspec.Struct):
     stream: Any = None
 
 
-_fields_decoder = msgspec.json.Decoder(_RequestFields)
-_body_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def _capture_modes(capture: CaptureContent) -> tuple[bool, bool]:
@@ -420,7 +415,7 @@ def error_type(error: BaseException) -> str:
     return type(error).__qualname__
 
 
-class _Telemetry(Hooks):
+class _Telemetry(Observer):
     """The instruments of one instrumented client; wraps each of its calls (see `instrument`)."""
 
     def __init__(
@@ -490,10 +485,10 @@ class _Telemetry(Hooks):
             else None
         )
         self.provider_name = provider_name
-        self.include_usage = include_usage
+        # Asks the chat body builder for a final usage chunk in streams (see Observer).
+        self.stream_usage = include_usage
         self.per_chunk_metrics = per_chunk_metrics
-        #: URL -> its endpoint, origin -> endpoint: computed once, not per call.
-        self._routes: dict[str, _Endpoint] = {}
+        #: origin -> endpoint: computed once, not per call.
         self._endpoints: dict[str, _Endpoint] = {}
         self.batch_endpoint = self._endpoint(client.base_url)
 
@@ -506,52 +501,25 @@ class _Telemetry(Hooks):
                 self._endpoints[origin] = endpoint
         return endpoint
 
-    def _route(self, url: str) -> _Endpoint | None:
-        """The endpoint of a chat-completions URL, else ``None`` (other paths get no span)."""
-        if not url.partition("?")[0].endswith(CHAT_PATH):
-            return None
-        endpoint = self._endpoint(url)
-        if len(self._routes) < _CACHE_SIZE:
-            self._routes[url] = endpoint
-        return endpoint
-
     # --- the call observer (see `Retrier.send`) -------------------------------------------
 
-    async def call(
-        self,
-        retrier: Retrier,
-        request: Request,
-        handle: Callable[[Response, AttemptInfo | int], Awaitable[T]],
-        policy: RetryPolicy,
-        raise_for_status: Callable[[Response], Awaitable[None]],
-    ) -> T:
-        endpoint = self._routes.get(request.url) or self._route(request.url)
-        if endpoint is None or request.method != "POST":
-            return await retrier.send(request, handle, policy, raise_for_status, observed=True)
+    async def call(self, context: CallContext, send: Callable[[], Awaitable[T]]) -> T:
+        if context.operation != OPERATION_CHAT or context.method != "POST":
+            return await send()  # other paths get no span
         item = _BATCH_ITEM.get()
         if item is not None:
-            send = retrier.send(request, handle, policy, raise_for_status, observed=True)
-            return await item.join(send)
-        body = request.body or b""
-        try:
-            # Only the few fields spans need are kept; the rest (messages...) is skipped.
-            fields = _fields_decoder.decode(body)
-        except msgspec.DecodeError:
-            fields = _RequestFields()
-        if request.stream and self.include_usage and b'"stream_options"' not in body:
-            stripped = body.rstrip()
-            if stripped.startswith(b"{") and stripped.endswith(b"}") and len(stripped) > 2:
-                # Usage arrives in a last chunk only when asked for; a caller's own
-                # stream_options (anywhere in the body) is left alone.
-                request.body = stripped[:-1] + _USAGE_OPTION
-        model = endpoint.model(fields.model)
+            return await item.join(send())
+        params = context.params or {}
+        # Only the few fields spans need are read; the rest (messages...) is left alone.
+        fields = _RequestFields(**{k: params.get(k) for k in _RequestFields.__struct_fields__})
+        model = self._endpoint(context.base_url).model(fields.model)
         call = _Call(self, model, _request_attributes(fields, model))
         if self.capture_span or self.capture_event:
-            call.capture_request(body)
+            call.capture_params(params)
         call_token = _CURRENT.set(call)
         context_token = call.enter()
         try:
-            result = await retrier.send(request, handle, policy, raise_for_status, observed=True)
+            result = await send()
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -574,9 +542,7 @@ class _Telemetry(Hooks):
 
     # --- batch and job requests ---------------------------------------------------------------
 
-    async def batch_item(
-        self, attempt: Awaitable[BatchResult], index: int, item: Mapping[str, Any]
-    ) -> BatchResult:
+    async def batch_item(self, run: Awaitable[T], index: int, item: Mapping[str, Any]) -> T:
         """One span around a batch request's whole run: limiter waits and 429 retries too."""
         params: Any = item.get("body") if isinstance(item, Mapping) else None
         if not isinstance(params, Mapping):
@@ -600,7 +566,7 @@ class _Telemetry(Hooks):
         # HTTP client's, say) are its children.
         context_token = call.enter()
         try:
-            result = await attempt
+            outcome = await run
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -616,6 +582,7 @@ class _Telemetry(Hooks):
             extra[ANYAPI_RATE_LIMITED] = state.rate_limited
             self.batch_rate_limited.add(state.rate_limited, metric_attrs)
         self.batch_rate_limit_wait.record(waited, metric_attrs)
+        result = cast("BatchResult", outcome)  # what a batch run hands its observers
         if result.error is None and result.completion is not None:
             call.succeed(result.completion, attempts=result.attempts, extra=extra)
             self.batch_requests.add(1, {**metric_attrs, ANYAPI_BATCH_OUTCOME: "ok"})
@@ -625,7 +592,7 @@ class _Telemetry(Hooks):
             self.batch_requests.add(
                 1, {**metric_attrs, ANYAPI_BATCH_OUTCOME: "error", ERROR_TYPE: error_type(error)}
             )
-        return result
+        return outcome
 
 
 class _BatchItem:
@@ -700,13 +667,6 @@ class _Call:
         return otel_context.attach(trace.set_span_in_context(span))
 
     # --- content (only when capture is on) -------------------------------------------------
-
-    def capture_request(self, body: bytes) -> None:
-        try:
-            params = _body_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return
-        self.capture_params(params)
 
     def capture_params(self, params: Mapping[str, Any]) -> None:
         captured: dict[str, Any] = {
@@ -1070,17 +1030,23 @@ def instrument(
         include_usage=include_usage,
         per_chunk_metrics=per_chunk_metrics,
     )
-    observe_calls(client, telemetry)
+    pipeline = client.pipeline
+    for observer in pipeline.observers:
+        if isinstance(observer, _Telemetry):
+            pipeline.remove_observer(observer)
+    pipeline.add_observer(telemetry)
     return client
 
 
 def uninstrument(client: ClientT) -> ClientT:
     """Stop tracing ``client`` (and its copies); spans of streams still open still end."""
-    if isinstance(call_observer(client), _Telemetry):
-        observe_calls(client, None)
+    pipeline = client.pipeline
+    for observer in pipeline.observers:
+        if isinstance(observer, _Telemetry):
+            pipeline.remove_observer(observer)
     return client
 
 
 def is_instrumented(client: AsyncClient) -> bool:
     """Whether `instrument` is in effect for ``client``."""
-    return isinstance(call_observer(client), _Telemetry)
+    return any(isinstance(observer, _Telemetry) for observer in client.pipeline.observers)

@@ -287,7 +287,7 @@ def test_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANYAPI_BASE_URL", raising=False)
     client = aa.AsyncClient()
     assert client.base_url == "https://api.anyapi.ai/v1"
-    assert client._headers["Authorization"] == "Bearer env-key"
+    assert client.pipeline.headers["Authorization"] == "Bearer env-key"
     monkeypatch.setenv("ANYAPI_BASE_URL", "https://gw.example/v1/")
     assert aa.AsyncClient().base_url == "https://gw.example/v1"
     monkeypatch.delenv("ANYAPI_API_KEY")

@@ -1,105 +1,46 @@
-"""The only module that knows aiohttp: one pooled session, timeouts and error translation."""
+"""The aiohttp transport: one pooled session, timeouts, redirects and error translation.
+
+The only module that imports aiohttp; it turns aiohttp's exceptions into the library's
+at one edge (`translate_error`) and offers the `Response` contract of `.base`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import ssl
-import sys
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ._config import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Timeout, transport_form
-from ._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
-from ._settings import SECRET_HEADERS
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout_after
-else:  # pragma: no cover - exercised on 3.10 only
-    from async_timeout import timeout as _timeout_after
+from .._config import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Timeout, transport_form
+from .._exceptions import APIConnectionError, APIError, APITimeoutError, ResponseTooLargeError
+from .._settings import SECRET_HEADERS
+from .._waits import timeout_after
+from .base import DEFAULT_MAX_RESPONSE_SIZE
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
 
-__all__ = [
-    "DEFAULT_KEEPALIVE_TIMEOUT",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_MAX_RESPONSE_SIZE",
-    "AiohttpTransport",
-    "Request",
-    "Response",
-    "Transport",
-    "Watchdog",
-    "timeout_after",
-]
+    from .base import Request
 
-#: ``async with timeout_after(seconds):`` (asyncio.timeout, or async_timeout before 3.11).
-timeout_after = _timeout_after
+__all__ = ["AiohttpResponse", "AiohttpTransport", "BodyIterator", "translate_error"]
 
 DEFAULT_DNS_CACHE_TTL: Final = 300
-#: Largest non-streaming (or error) body read into memory.
-DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
-
-
-class Request:
-    """One HTTP attempt, fully prepared: the retry layer sends the same object again."""
-
-    __slots__ = (
-        "attempt_started",
-        "body",
-        "deadline",
-        "headers",
-        "method",
-        "stream",
-        "timeout",
-        "url",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str],
-        body: bytes | None,
-        timeout: Timeout,
-        stream: bool = False,
-        deadline: float | None = None,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body
-        self.timeout = timeout
-        self.stream = stream
-        #: ``loop.time()`` by which the whole call must end (from ``Timeout.total``).
-        self.deadline = deadline
-        #: ``loop.time()`` when the current attempt started (set by the retry loop).
-        self.attempt_started = 0.0
-
-
-class Transport(Protocol):
-    """What the retry layer needs from a transport."""
-
-    async def send(self, request: Request) -> Response: ...
-
-    async def aclose(self) -> None: ...
 
 
 def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect, sock_read=timeout.read)
 
 
-class Response:
-    """An HTTP response whose body has not been read yet."""
+class AiohttpResponse:
+    """A `Response` over an `aiohttp.ClientResponse`."""
 
     __slots__ = ("_closed", "_read_limit", "_resp", "headers", "status", "url")
 
@@ -193,76 +134,6 @@ class Response:
         if not self._resp.content.is_eof():
             self._resp.content.set_exception(exc)
         self.close()
-
-    def watchdog(
-        self, loop: AbstractEventLoop, idle: float | None, first_event_by: float | None
-    ) -> Watchdog | None:
-        """A timer that aborts this response when stream events stop coming."""
-        if idle is None and first_event_by is None:
-            return None
-        return Watchdog(self, loop, idle, first_event_by)
-
-
-class Watchdog:
-    """Enforces the ``idle`` and ``first_event`` limits of a stream without per-event timers.
-
-    The stream sets `since` to the loop time when it starts waiting for an event and to
-    ``inf`` while the caller holds one; a single timer handle re-arms itself and fires only
-    if a wait has lasted too long. That costs two attribute stores per event instead of a
-    timer per event.
-    """
-
-    __slots__ = ("_first_by", "_handle", "_idle", "_loop", "_response", "fired", "since")
-
-    def __init__(
-        self,
-        response: Response,
-        loop: AbstractEventLoop,
-        idle: float | None,
-        first_event_by: float | None,
-    ) -> None:
-        self._response = response
-        self._loop = loop
-        self._idle = idle
-        self._first_by = first_event_by
-        self.since = loop.time()
-        self.fired: str | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._arm(self._deadline())
-
-    def _deadline(self) -> float:
-        idle_by = self.since + self._idle if self._idle is not None else math.inf
-        if self._first_by is not None:
-            return min(idle_by, self._first_by)
-        return idle_by
-
-    def _arm(self, when: float) -> None:
-        if when == math.inf:
-            # Not waiting now: look again one idle period later.
-            when = self._loop.time() + (self._idle or 1.0)
-        self._handle = self._loop.call_at(when, self._check)
-
-    def _check(self) -> None:
-        deadline = self._deadline()
-        if self._loop.time() < deadline:
-            self._arm(deadline)
-            return
-        first = self._first_by is not None and deadline == self._first_by
-        self.fired = "first_event" if first else "idle"
-        what = "the first stream event" if first else "the next stream event"
-        self._handle = None
-        self._response.abort(
-            APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
-        )
-
-    def first_event_seen(self) -> None:
-        """Lift the ``first_event`` limit once an event has arrived."""
-        self._first_by = None
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 def _too_large(limit: int) -> ResponseTooLargeError:
@@ -435,7 +306,7 @@ class AiohttpTransport:
             with contextlib.suppress(StopIteration, RuntimeError):
                 cast(Any, guard.aclose()).send(None)  # nothing left for it to close
 
-    async def send(self, request: Request) -> Response:
+    async def send(self, request: Request) -> AiohttpResponse:
         """Send ``request`` and return once the response headers are in."""
         session = self._get_session()
         timeout = request.timeout
@@ -466,7 +337,7 @@ class AiohttpTransport:
             except NETWORK_ERRORS as exc:
                 raise translate_error(exc) from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
-                return Response(resp, read_limit=timeout.read)
+                return AiohttpResponse(resp, read_limit=timeout.read)
             headers = self._redirect_headers(resp, headers)
             url = str(resp.url.join(URL(resp.headers["Location"])))
             resp.release()
@@ -477,7 +348,7 @@ class AiohttpTransport:
         pending: Awaitable[aiohttp.ClientResponse], limit: float
     ) -> aiohttp.ClientResponse:
         try:
-            async with _timeout_after(limit):
+            async with timeout_after(limit):
                 return await pending
         except asyncio.TimeoutError as exc:
             if isinstance(exc, aiohttp.ClientError):  # aiohttp's own connect/read limits

@@ -1,0 +1,1 @@
+"""Transports: the declared contract (`base`) and the aiohttp adapter (`aiohttp`)."""
