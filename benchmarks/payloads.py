@@ -79,6 +79,8 @@ ROUTES: dict[str, Route] = {
         Route("stream-paced-short", stream=True, chunks=100, pace_ms=2.0),
         Route("ttfc", stream=True, chunks=8, pace_ms=1.0),
         Route("stream-concurrent", stream=True, chunks=20, pace_ms=25.0),
+        # The shortest stream (role, finish and usage chunks): the fixed cost in callcount.py.
+        Route("stream-3", stream=True, chunks=3),
     )
 }
 
