@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from ._messages import CHAT_PATH, MessageInput, build_body
 from ._observe import CallContext
+from ._pipeline import Pipeline
 from ._response import APIResponse, StreamedResponseManager
 from ._types import (
     ChatCompletion,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from ._batch import BatchClient, BatchRun, ProgressCallback, Requests
     from ._chat_stream import ChatCompletionStreamManager
     from ._parsing import ParsedChatCompletion, ParsedChatCompletionStreamManager, ParseParams
-    from ._pipeline import Pipeline
     from ._ratelimit import RateLimiter
     from ._streaming import AsyncStream
     from ._tool_stream import ToolRunStream
@@ -64,13 +64,25 @@ def chat_context(
     )
 
 
-class Completions:
-    """``client.chat.completions``: chat completions through one request pipeline."""
+def _pipeline_of(source: Pipeline | BatchClient) -> Pipeline:
+    # Resources are built over a pipeline; a client (what they took before) still works.
+    return source if isinstance(source, Pipeline) else source.pipeline
 
-    def __init__(self, pipeline: Pipeline, client: BatchClient | None = None) -> None:
-        self._pipeline = pipeline
-        # The client batch() runs through (BatchRun.client); None for a bare pipeline.
-        self._client = client
+
+class Completions:
+    """``client.chat.completions``: chat completions through one request pipeline.
+
+    Built over a `Pipeline` (or a client, whose pipeline it uses); ``batch_client`` (by
+    default ``client`` when it is one) is what `batch` runs through (`BatchRun.client`).
+    """
+
+    def __init__(
+        self, client: Pipeline | BatchClient, batch_client: BatchClient | None = None
+    ) -> None:
+        self._pipeline = _pipeline_of(client)
+        if batch_client is None and not isinstance(client, Pipeline):
+            batch_client = client
+        self._client = batch_client
 
     @property
     def with_raw_response(self) -> CompletionsWithRawResponse:
@@ -402,15 +414,17 @@ class Completions:
 class Chat:
     """``client.chat``."""
 
-    def __init__(self, pipeline: Pipeline, client: BatchClient | None = None) -> None:
-        self.completions = Completions(pipeline, client)
+    def __init__(
+        self, client: Pipeline | BatchClient, batch_client: BatchClient | None = None
+    ) -> None:
+        self.completions = Completions(client, batch_client)
 
 
 class Models:
     """``client.models``: ``await client.models.list()``, ``await client.models.retrieve(id)``."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+    def __init__(self, client: Pipeline | BatchClient) -> None:
+        self._pipeline = _pipeline_of(client)
 
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
@@ -439,8 +453,8 @@ class Models:
 class CompletionsWithRawResponse:
     """``client.chat.completions.with_raw_response``: `create` returns an `APIResponse`."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+    def __init__(self, client: Pipeline | BatchClient) -> None:
+        self._pipeline = _pipeline_of(client)
 
     @overload
     async def create(
@@ -497,8 +511,8 @@ class CompletionsWithRawResponse:
 class CompletionsWithStreamingResponse:
     """``client.chat.completions.with_streaming_response``: `create` is an ``async with``."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+    def __init__(self, client: Pipeline | BatchClient) -> None:
+        self._pipeline = _pipeline_of(client)
 
     @overload
     def create(
