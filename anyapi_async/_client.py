@@ -348,7 +348,8 @@ class AsyncClient:
         path = check_path(path)
         item_decoder(cast_to)  # an unusable cast_to fails here, before any I/O
         pipeline = self._pipeline
-        context = pipeline.context("POST", path, body, stream) if pipeline.observers else None
+        observed = pipeline.shared.observers
+        context = pipeline.context("POST", path, body, stream) if observed else None
         if stream:
             return await pipeline.stream("POST", path, content, options, cast_to, context)
         return await pipeline.send("POST", path, content, options, cast_to, context)  # type: ignore[no-any-return]
@@ -403,7 +404,8 @@ class AsyncClient:
         path = check_path(path)
         item_decoder(cast_to)
         pipeline = self._pipeline
-        context = pipeline.context("GET", path, None, stream) if pipeline.observers else None
+        observed = pipeline.shared.observers
+        context = pipeline.context("GET", path, None, stream) if observed else None
         if stream:
             return await pipeline.stream("GET", path, None, options, cast_to, context)
         return await pipeline.send("GET", path, None, options, cast_to, context)  # type: ignore[no-any-return]

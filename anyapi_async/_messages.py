@@ -160,10 +160,12 @@ def build_body(
                 f"Unknown parameter(s) {', '.join(sorted(unknown))}; pass gateway-specific "
                 "fields in extra_body={...}"
             )
-        options = {k: params.pop(k) for k in CLIENT_OPTIONS & params.keys()}
+        given = CLIENT_OPTIONS & params.keys()
+        if given:
+            options = {k: params.pop(k) for k in given}
         check_params(params)
         payload.update(params)
-        extra_body = options.get("extra_body")
+        extra_body = options.get("extra_body") if options else None
         if extra_body:
             if not isinstance(extra_body, Mapping):
                 raise TypeError("extra_body must be a dict")

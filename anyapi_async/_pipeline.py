@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from ._observe import Hooks
     from ._transports.base import Response, Transport
 
-__all__ = ["MAX_ERROR_BODY", "Pipeline", "Slots", "item_decoder"]
+__all__ = ["MAX_ERROR_BODY", "Pipeline", "PipelineState", "Slots", "item_decoder"]
 
 T = TypeVar("T")
 
@@ -100,8 +100,11 @@ class Slots:
         return self._semaphore
 
 
-class _Shared:
-    """What a pipeline shares with its copies: observers and open streams."""
+class PipelineState:
+    """What a pipeline shares with its copies: observers (per level) and open streams.
+
+    Plain attributes, read on every call without a function call.
+    """
 
     __slots__ = ("batch_observers", "callers", "hooks", "observers", "stream_usage",
                  "stream_watchers", "streams")
@@ -217,8 +220,7 @@ class Pipeline:
     """
 
     __slots__ = (
-        "_shared",
-        "base_url",
+                "base_url",
         "closed",
         "headers",
         "idempotency_keys",
@@ -228,6 +230,7 @@ class Pipeline:
         "query",
         "query_string",
         "retry_policy",
+        "shared",
         "slots",
         "stream_headers",
         "timeout",
@@ -266,7 +269,9 @@ class Pipeline:
         self.max_event_size = max_event_size
         self.idempotency_keys = idempotency_keys
         self.closed = False
-        self._shared = _Shared(hooks)
+        #: Shared with copies: the observers by level (``shared.observers`` is empty when
+        #: nothing observes: the resources then build no `CallContext`).
+        self.shared = PipelineState(hooks)
 
     # --- settings ------------------------------------------------------------------------
 
@@ -292,27 +297,27 @@ class Pipeline:
     @property
     def observers(self) -> tuple[Hooks, ...]:
         """The hooks and observers of this pipeline and its copies, in order."""
-        return self._shared.observers
+        return self.shared.observers
 
     def add_observer(self, observer: Hooks) -> None:
         """Plug ``observer`` (a `Hooks` or an `Observer`) in, for this pipeline and its copies."""
-        shared = self._shared
+        shared = self.shared
         if observer not in shared.observers:
             shared.set((*shared.observers, observer))
 
     def remove_observer(self, observer: Hooks) -> None:
-        shared = self._shared
+        shared = self.shared
         shared.set(tuple(o for o in shared.observers if o is not observer))
 
     @property
     def stream_usage(self) -> bool:
         """Whether an observer asked chat streams for a final usage chunk."""
-        return self._shared.stream_usage
+        return self.shared.stream_usage
 
     @property
     def batch_observers(self) -> tuple[Observer, ...]:
         """The observers that wrap each batch and job item."""
-        return self._shared.batch_observers  # type: ignore[return-value]
+        return self.shared.batch_observers  # type: ignore[return-value]
 
     def context(
         self, method: str, path: str, body: object, stream: bool, operation: str = ""
@@ -334,7 +339,7 @@ class Pipeline:
 
     async def _observed(self, context: CallContext, send: Callable[[], Awaitable[T]]) -> T:
         context.base_url = self.base_url
-        callers = self._shared.callers
+        callers = self.shared.callers
         if len(callers) == 1:
             return await callers[0].call(context, send)  # type: ignore[attr-defined, no-any-return]
 
@@ -346,7 +351,7 @@ class Pipeline:
         return await through(0)
 
     def _opened(self, context: CallContext | None, stream: AsyncStream[Any]) -> None:
-        watchers = self._shared.stream_watchers
+        watchers = self.shared.stream_watchers
         if watchers and yields_chunks(stream):
             if context is None:
                 context = CallContext("chat", stream=True)
@@ -474,7 +479,7 @@ class Pipeline:
                     delay,
                 )
                 delay = None
-        hooks = self._shared.hooks
+        hooks = self.shared.hooks
         if delay is None:
             if info is not None:
                 for hook in hooks:
@@ -506,7 +511,7 @@ class Pipeline:
         received with status 200 is retried like the status it names, and a body cut (or
         a stream broken) before ``handle`` returned like any connection error."""
         attempt = 0
-        hooks = self._shared.hooks
+        hooks = self.shared.hooks
         loop = asyncio.get_running_loop()
         transport = self.transport
         while True:
@@ -556,7 +561,7 @@ class Pipeline:
         queued behind the cap hold no request objects (``Timeout.total`` counts the wait).
         The whole call, a first attempt that succeeds included, runs in this one frame.
         """
-        if self._shared.callers and not observed:
+        if self.shared.callers and not observed:
             if context is None:
                 context = self.context(method, path, None, False)
             return await self._observed(
@@ -571,10 +576,12 @@ class Pipeline:
             request = self._request(method, path, body, options, False, deadline)
             if self.key_provider is not None:
                 await self._authorize(request)
-            policy = self._policy(options)
+            policy = self.retry_policy
+            if options and "max_retries" in options:
+                policy = policy.with_max_retries(options["max_retries"])
             loop = asyncio.get_running_loop()
             timings = Timings(loop.time())
-            hooks = self._shared.hooks
+            hooks = self.shared.hooks
             max_size = self.max_response_size
             transport = self.transport
             attempt = 0
@@ -601,7 +608,18 @@ class Pipeline:
                     timings.headers = loop.time()
                     data = await response.read(max_size)
                     if cast_to is ChatCompletion:
-                        result: Any = _decode_completion(data, response)
+                        # The chat fast path of _decode_body: the same checks, inline.
+                        try:
+                            result: Any = COMPLETION_DECODER.decode(data)
+                        except (msgspec.ValidationError, msgspec.DecodeError):
+                            result = _decode_body(data, response, COMPLETION_DECODER)
+                        else:
+                            if (
+                                result.error is not None
+                                or result.object == "error"
+                                or (not result.choices and b'"choices"' not in data)
+                            ):
+                                result = _decode_body(data, response, COMPLETION_DECODER)
                     elif cast_to is bytes:
                         result = data
                     else:
@@ -642,7 +660,7 @@ class Pipeline:
         observed: bool = False,
     ) -> APIResponse[Any]:
         """`send`, keeping the response: status, headers, bytes and ``parse()``."""
-        if self._shared.callers and not observed:
+        if self.shared.callers and not observed:
             if context is None:
                 context = self.context(method, path, None, False)
             return await self._observed(
@@ -659,7 +677,7 @@ class Pipeline:
                 await self._authorize(request)
             loop = asyncio.get_running_loop()
             timings = Timings(loop.time())
-            hooks = self._shared.hooks
+            hooks = self.shared.hooks
             max_size = self.max_response_size
 
             async def handle(response: Response, attempt: AttemptInfo | int) -> APIResponse[Any]:
@@ -701,14 +719,14 @@ class Pipeline:
         With ``max_concurrency`` the slot is taken first (within ``Timeout.total``) and
         then held by the stream until it is closed.
         """
-        if self._shared.callers and not observed:
+        if self.shared.callers and not observed:
             if context is None:
                 context = self.context(method, path, None, True)
             return await self._observed(
                 context,
                 lambda: self.stream(method, path, body, options, cast_to, context, observed=True),
             )
-        decode_item = item_decoder(cast_to)
+        decode_item = None if cast_to is ChatCompletionChunk else item_decoder(cast_to)
         semaphore = None
         deadline = None
         if self.slots is not None:
@@ -717,38 +735,64 @@ class Pipeline:
             request = self._request(method, path, body, options, True, deadline)
             if self.key_provider is not None:
                 await self._authorize(request)
+            policy = self.retry_policy
+            if options and "max_retries" in options:
+                policy = policy.with_max_retries(options["max_retries"])
             loop = asyncio.get_running_loop()
             timings = Timings(loop.time())
             first_event = request.timeout.first_event
             idle = request.timeout.idle
-            hooks = self._shared.hooks
-            max_event_size = self.max_event_size
-            max_size = self.max_response_size
-
-            async def handle(response: Response, attempt: AttemptInfo | int) -> AsyncStream[Any]:
-                timings.headers = loop.time()
-                # first_event is per attempt: a retried attempt gets the whole limit again.
-                return await open_stream(
-                    response,
-                    attempt=attempt,
-                    timings=timings,
-                    max_event_size=max_event_size,
-                    idle=idle,
-                    first_event_by=request.attempt_started + first_event if first_event else None,
-                    hooks=hooks,
-                    item_decoder=decode_item,
-                    max_response_size=max_size,
-                )
-
-            opened = await self._attempts(request, self._policy(options), handle, context)
+            hooks = self.shared.hooks
+            transport = self.transport
+            attempt = 0
+            # The attempts loop of _attempts, inline: a stream's set-up is per call.
+            while True:
+                attempt += 1
+                info = None
+                if attempt > 1:
+                    request.headers["X-Retry-Count"] = str(attempt - 1)
+                if hooks:
+                    info = AttemptInfo(method, request.url, attempt, True)
+                    info.call = context
+                    for hook in hooks:
+                        hook.on_request(info)
+                if context is not None:
+                    context.attempt = attempt
+                request.attempt_started = started = loop.time()
+                try:
+                    response = await transport.send(request)
+                    if info is not None:
+                        for hook in hooks:
+                            hook.on_response(info, response.status, response.headers)
+                    if not 200 <= response.status < 300:
+                        await _raise_for_status(response)
+                    timings.headers = loop.time()
+                    # first_event is per attempt: a retry gets the whole limit again.
+                    opened = await open_stream(
+                        response,
+                        attempt=info or attempt,
+                        timings=timings,
+                        max_event_size=self.max_event_size,
+                        idle=idle,
+                        first_event_by=started + first_event if first_event else None,
+                        hooks=hooks,
+                        item_decoder=decode_item,
+                        max_response_size=self.max_response_size,
+                    )
+                    break
+                except APIError as exc:
+                    delay = self._retry_delay(exc, attempt, policy, request, info)
+                    if delay is None:
+                        raise
+                    await sleep(delay)
         except BaseException:
             if semaphore is not None:
                 semaphore.release()
             raise
         if semaphore is not None:
             hold_slot(opened, semaphore.release)
-        self._shared.streams.add(opened)
-        if self._shared.stream_watchers:
+        self.shared.streams.add(opened)
+        if self.shared.stream_watchers:
             self._opened(context, opened)
         return opened
 
@@ -770,7 +814,7 @@ class Pipeline:
         ``max_concurrency`` slot, which is held until then. ``parse()`` reads the body as
         ``cast_to`` (for ``stream``, an `AsyncStream` of ``cast_to`` items).
         """
-        if self._shared.callers and not observed:
+        if self.shared.callers and not observed:
             if context is None:
                 context = self.context(method, path, None, stream)
             return await self._observed(
@@ -806,7 +850,7 @@ class Pipeline:
         info = ResponseInfo(response.status, response.headers, n, timings)
         max_size = self.max_response_size
         max_event_size = self.max_event_size
-        hooks = self._shared.hooks
+        hooks = self.shared.hooks
 
         async def parse(response: Response) -> Any:
             if not stream:
@@ -825,7 +869,7 @@ class Pipeline:
                 item_decoder=item_decoder(cast_to),
                 max_response_size=max_size,
             )
-            if self._shared.stream_watchers:
+            if self.shared.stream_watchers:
                 self._opened(context, opened)
             return opened
 
@@ -849,20 +893,8 @@ class Pipeline:
         """Close the transport, and every stream still open (their readers raise)."""
         # Raises, closing nothing, from another loop while the pool's loop is open.
         await self.transport.aclose()
-        for opened in list(self._shared.streams):
+        for opened in list(self.shared.streams):
             abort_stream(
                 opened, APIConnectionError("The client was closed while the stream was open")
             )
 
-
-def _decode_completion(body: bytes, response: Response) -> ChatCompletion:
-    """The chat fast path of `_decode_body`: the same checks, inline for the common case."""
-    try:
-        result = COMPLETION_DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return _decode_body(body, response, COMPLETION_DECODER)
-    if result.error is not None or result.object == "error" or (
-        not result.choices and b'"choices"' not in body
-    ):
-        return _decode_body(body, response, COMPLETION_DECODER)
-    return result

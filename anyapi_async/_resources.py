@@ -168,11 +168,12 @@ class Completions:
         """
         pipeline = self._pipeline
         # **params is already this call's own dict: build_body may take options out of it.
+        shared = pipeline.shared
         body, options = build_body(
-            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
         )
         context = (
-            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+            chat_context(model, messages, stream, params, options) if shared.observers else None
         )
         if stream:
             return await pipeline.stream(
@@ -207,12 +208,11 @@ class Completions:
                 "create(..., stream=True) for a plain AsyncStream"
             )
         pipeline = self._pipeline
+        shared = pipeline.shared
         body, options = build_body(
-            model, messages, True, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+            model, messages, True, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
         )
-        context = (
-            chat_context(model, messages, True, params, options) if pipeline.observers else None
-        )
+        context = chat_context(model, messages, True, params, options) if shared.observers else None
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
             return await pipeline.stream(
@@ -429,7 +429,8 @@ class Models:
     async def list(self) -> ModelList:
         """The models the endpoint serves (``GET /models``)."""
         pipeline = self._pipeline
-        context = pipeline.context("GET", "/models", None, False) if pipeline.observers else None
+        observed = pipeline.shared.observers
+        context = pipeline.context("GET", "/models", None, False) if observed else None
         models: ModelList = await pipeline.send("GET", "/models", None, None, ModelList, context)
         return models
 
@@ -445,7 +446,8 @@ class Models:
             raise ValueError("model_id must not be empty")
         path = "/models/" + quote(model_id, safe="")
         pipeline = self._pipeline
-        context = pipeline.context("GET", path, None, False) if pipeline.observers else None
+        observed = pipeline.shared.observers
+        context = pipeline.context("GET", path, None, False) if observed else None
         model: Model = await pipeline.send("GET", path, None, None, Model, context)
         return model
 
@@ -491,11 +493,12 @@ class CompletionsWithRawResponse:
         ``content`` is not available (use ``with_streaming_response`` for a stream's bytes).
         """
         pipeline = self._pipeline
+        shared = pipeline.shared
         body, options = build_body(
-            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
         )
         context = (
-            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+            chat_context(model, messages, stream, params, options) if shared.observers else None
         )
         if stream:
             opened: AsyncStream[ChatCompletionChunk] = await pipeline.stream(
@@ -553,11 +556,12 @@ class CompletionsWithStreamingResponse:
         Leaving the block releases the connection and the ``max_concurrency`` slot.
         """
         pipeline = self._pipeline
+        shared = pipeline.shared
         body, options = build_body(
-            model, messages, stream, params, stream_usage=pipeline.stream_usage  # type: ignore[arg-type]
+            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
         )
         context = (
-            chat_context(model, messages, stream, params, options) if pipeline.observers else None
+            chat_context(model, messages, stream, params, options) if shared.observers else None
         )
         cast_to = ChatCompletionChunk if stream else ChatCompletion
 
