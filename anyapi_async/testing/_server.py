@@ -144,7 +144,7 @@ class LocalServer:
         )
         #: Whether requests need a Bearer key (any, or the one given as ``require_key``).
         self.require_key = require_key is not False
-        # Kept private so that the key never shows in a repr or a traceback's locals.
+        # The key itself has no public attribute, so nothing prints it by accident.
         self._key = require_key if isinstance(require_key, str) else None
         self.max_records = max_records
         self.max_record_body = max_record_body
