@@ -28,7 +28,7 @@ from ._script import (
     Scripted,
     SSEResponse,
 )
-from ._server import ANY_MODEL, DEFAULT_MODEL, LocalServer
+from ._server import ANY_MODEL, DEFAULT_MODEL, RESET_PATH, LocalServer
 
 __all__ = [
     "ANY_MODEL",
@@ -41,6 +41,7 @@ __all__ = [
     "Hang",
     "JSONResponse",
     "LocalServer",
+    "RESET_PATH",
     "RawResponse",
     "RecordedRequest",
     "Redirect",

@@ -12,9 +12,18 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._server import ANY_MODEL, DEFAULT_MODEL, LocalServer
+from ._server import (
+    ANY_MODEL,
+    DEFAULT_MAX_GENERATION,
+    DEFAULT_MAX_RECORD_BODY,
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_MODEL,
+    RESET_PATH,
+    LocalServer,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +44,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--any-model", action="store_true", help="serve every model id (no 404 model_not_found)"
     )
+    parser.add_argument(
+        "--require-key",
+        action="store_true",
+        help="answer 401 to a request without an 'Authorization: Bearer ...' key "
+        "(default: no key needed)",
+    )
+    parser.add_argument(
+        "--max-records",
+        type=_at_least(0),
+        default=DEFAULT_MAX_RECORDS,
+        metavar="N",
+        help=f"keep the last N requests in memory (default {DEFAULT_MAX_RECORDS:,}); "
+        f"POST {RESET_PATH} forgets them",
+    )
+    parser.add_argument(
+        "--max-record-body",
+        type=_at_least(0),
+        default=DEFAULT_MAX_RECORD_BODY,
+        metavar="BYTES",
+        help=f"keep at most BYTES of each recorded body (default {DEFAULT_MAX_RECORD_BODY:,})",
+    )
+    parser.add_argument(
+        "--max-generation",
+        type=_at_least(1),
+        default=DEFAULT_MAX_GENERATION,
+        metavar="N",
+        help="refuse with 400 a reply of more than N generated tokens, n x tokens x "
+        f"(1 + top_logprobs) (default {DEFAULT_MAX_GENERATION:,})",
+    )
     return parser
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 async def serve(
-    host: str, port: int, seed: int, model: str | Sequence[str], *, any_model: bool = False
+    host: str,
+    port: int,
+    seed: int,
+    model: str | Sequence[str],
+    *,
+    any_model: bool = False,
+    **options: Any,
 ) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM; ``options`` are more ``LocalServer`` arguments."""
     names = [model] if isinstance(model, str) else list(model) or [DEFAULT_MODEL]
     if any_model:
         names.append(ANY_MODEL)
@@ -50,7 +107,9 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
             loop.add_signal_handler(sig, stop.set)
-    server = LocalServer(host=host, port=port, seed=seed, model=names[0], models=names[1:])
+    server = LocalServer(
+        host=host, port=port, seed=seed, model=names[0], models=names[1:], **options
+    )
     async with server:
         print(server.base_url, flush=True)
         print("Serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
@@ -62,7 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         asyncio.run(
-            serve(args.host, args.port, args.seed, args.model or (), any_model=args.any_model)
+            serve(
+                args.host,
+                args.port,
+                args.seed,
+                args.model or (),
+                any_model=args.any_model,
+                require_key=args.require_key,
+                max_records=args.max_records,
+                max_record_body=args.max_record_body,
+                max_generation=args.max_generation,
+            )
         )
     except KeyboardInterrupt:
         pass  # where signal handlers are not supported, Ctrl-C ends the loop this way

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Final
 
@@ -32,22 +32,28 @@ async def deliver(
     *,
     status: int,
     headers: CIMultiDict[str],
-    events: Sequence[bytes],
+    events: Iterable[bytes],
     sse: bool,
     faults: Faults,
 ) -> web.StreamResponse:
-    """Send ``events`` as the body, misbehaving as ``faults`` say."""
+    """Send ``events`` as the body, misbehaving as ``faults`` say.
+
+    ``events`` is taken one at a time as the client reads (a generated stream is made as
+    it goes), except for a plain body, whose length is sent first.
+    """
     if faults.first_byte_delay:
         await asyncio.sleep(faults.first_byte_delay)
     resp = web.StreamResponse(status=status, headers=headers)
     if sse or faults.error_after is not None:
         resp.enable_chunked_encoding()
     else:
+        events = list(events)
         resp.content_length = sum(map(len, events))
     writer = _Writer(resp, faults)
+    pending = iter(events)
     try:
         await resp.prepare(request)
-        for i in range(len(events) + 1):
+        for i in itertools.count():
             if i == faults.cut_after:
                 _abort(request)
                 return resp
@@ -57,11 +63,12 @@ async def deliver(
                 break
             if i == faults.stall_after:
                 await writer.stall()
-            if i == len(events):
+            event = next(pending, None)
+            if event is None:
                 break
             if faults.pace and i:
                 await asyncio.sleep(faults.pace)
-            if not await writer.write(events[i]):
+            if not await writer.write(event):
                 _abort(request)  # cut_after_bytes reached
                 return resp
         await resp.write_eof()

@@ -2,14 +2,17 @@
 
 ``parse_request`` checks the fields the generator uses and raises ``RequestError`` (a 400)
 the way the OpenAI API words it. ``plan_answer`` decides each choice's tokens, tool calls
-and finish reason; ``completion_body`` and ``stream_chunks`` turn the plan into the JSON
-body or the list of ``chat.completion.chunk`` objects, so both forms carry the same reply.
+and finish reason, and refuses (``GenerationTooLarge``) a reply bigger than the server's
+``max_generation``; ``completion_body`` and ``stream_chunks`` turn the plan into the JSON
+body or the ``chat.completion.chunk`` objects, so both forms carry the same reply. Logprobs
+entries and chunks are made as they are needed, so a slow reader of a big stream does not
+hold them all.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -19,11 +22,25 @@ from ._generate import count_prompt_tokens, logprob_entry, reply_tokens, seed_fo
 from ._request import ChatRequest
 from ._schema import Budget, sample_schema
 
-__all__ = ["Answer", "completion_body", "plan_answer", "stream_chunks"]
+__all__ = ["Answer", "GenerationTooLarge", "completion_body", "plan_answer", "stream_chunks"]
 
 SYSTEM_FINGERPRINT: Final = "fp_local"
 _EMPTY_PARAMETERS: Final = {"type": "object", "properties": {}}
 _encode = msgspec.json.encode
+
+
+class GenerationTooLarge(Exception):
+    """The reply would carry ``size`` generated tokens, more than ``limit``."""
+
+    def __init__(self, size: int, limit: int, *, n: int, tokens: int, top_logprobs: int) -> None:
+        super().__init__(
+            f"Request too large for the local server: {n} choice(s) of {tokens:,} tokens in "
+            f"all, times (1 + top_logprobs {top_logprobs}), make {size:,} generated tokens, "
+            f"over its max_generation limit of {limit:,} (raise it with "
+            f"LocalServer(max_generation=...) or --max-generation)"
+        )
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(slots=True)
@@ -38,10 +55,26 @@ class ToolCallPlan:
 class ChoicePlan:
     index: int
     tokens: list[str]
-    logprobs: list[dict[str, Any]] | None
     finish_reason: str
     completion_tokens: int
     tool_calls: list[ToolCallPlan] = field(default_factory=list)
+    #: With logprobs: the choice's generator, positioned after its tokens were drawn.
+    rng: random.Random | None = None
+    top_logprobs: int = 0
+
+    def logprob_entries(self) -> Iterator[dict[str, Any]] | None:
+        """The ``logprobs.content`` entries, one per token, made on demand (None: not asked)."""
+        if self.rng is None:
+            return None
+        rng = random.Random()
+        rng.setstate(self.rng.getstate())  # a copy: every call yields the same entries
+        return (logprob_entry(token, rng, self.top_logprobs) for token in self.tokens)
+
+    @property
+    def size(self) -> int:
+        """Generated tokens, each top_logprobs alternative counted as one."""
+        per_token = 1 + self.top_logprobs if self.rng is not None else 1
+        return self.completion_tokens * per_token
 
 
 @dataclass(slots=True)
@@ -61,10 +94,18 @@ class Answer:
         }
 
 
-def plan_answer(req: ChatRequest, *, server_seed: int, text: str | None = None) -> Answer:
+def plan_answer(
+    req: ChatRequest,
+    *,
+    server_seed: int,
+    text: str | None = None,
+    max_generation: int | None = None,
+) -> Answer:
     """The reply to ``req``: a pure function of the request, the seeds and ``text``.
 
-    Raises `SchemaTooLarge` when a response schema or tool schema asks for too much.
+    Raises `SchemaTooLarge` when a response schema or tool schema asks for too much, and
+    `GenerationTooLarge` when the reply's tokens times ``1 + top_logprobs``, over all
+    choices, exceed ``max_generation`` (checked before any logprobs entry is made).
     """
     last = req.messages[-1]
     last_user: Mapping[str, Any] = next(
@@ -88,10 +129,20 @@ def plan_answer(req: ChatRequest, *, server_seed: int, text: str | None = None) 
         else:
             tokens = reply_tokens(rng)
         tokens, finish = _cut(tokens, req.stop, req.max_tokens)
-        entries = (
-            [logprob_entry(t, rng, req.top_logprobs) for t in tokens] if req.logprobs else None
-        )
-        choices.append(ChoicePlan(index, tokens, entries, finish, len(tokens)))
+        plan = ChoicePlan(index, tokens, finish, len(tokens))
+        if req.logprobs:
+            plan.rng, plan.top_logprobs = rng, req.top_logprobs
+        choices.append(plan)
+    if max_generation is not None:
+        size = sum(plan.size for plan in choices)
+        if size > max_generation:
+            raise GenerationTooLarge(
+                size,
+                max_generation,
+                n=req.n,
+                tokens=sum(plan.completion_tokens for plan in choices),
+                top_logprobs=req.top_logprobs if req.logprobs else 0,
+            )
     extra = [_encode(req.tools).decode()] if req.tools else []
     return Answer(req, choices, count_prompt_tokens(req.messages, extra))
 
@@ -138,7 +189,7 @@ def _tool_choice(
             )
         )
         used += len(tokenize(arguments)) + 4
-    return ChoicePlan(index, [], None, "tool_calls", used, calls)
+    return ChoicePlan(index, [], "tool_calls", used, calls)
 
 
 def _fragments(arguments: str, rng: random.Random) -> list[str]:
@@ -200,7 +251,7 @@ def completion_body(answer: Answer, *, id: str, created: int) -> dict[str, Any]:
             {
                 "index": plan.index,
                 "message": message,
-                "logprobs": _logprobs(plan.logprobs),
+                "logprobs": _logprobs(plan.logprob_entries()),
                 "finish_reason": _finish(plan, answer.request),
             }
         )
@@ -215,60 +266,64 @@ def completion_body(answer: Answer, *, id: str, created: int) -> dict[str, Any]:
     }
 
 
-def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    return None if entries is None else {"content": entries, "refusal": None}
+def _logprobs(entries: Iterator[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if entries is None else {"content": list(entries), "refusal": None}
 
 
-def stream_chunks(answer: Answer, *, id: str, created: int) -> list[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects of a streamed reply, choices interleaved."""
+def stream_chunks(answer: Answer, *, id: str, created: int) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a streamed reply, choices interleaved.
+
+    Made one at a time as they are taken, so a stream in progress holds one chunk.
+    """
     include_usage = answer.request.include_usage
-    per_choice = [_choice_deltas(plan, answer.request) for plan in answer.choices]
-    chunks: list[dict[str, Any]] = []
-    for step in range(max(len(d) for d in per_choice)):
-        for deltas in per_choice:
-            if step < len(deltas):
-                chunk = {
-                    "id": id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": answer.request.model,
-                    "system_fingerprint": SYSTEM_FINGERPRINT,
-                    "choices": [deltas[step]],
-                }
-                if include_usage:
-                    chunk["usage"] = None  # as OpenAI does, until the usage chunk
-                chunks.append(chunk)
-    if include_usage:
-        chunks.append(
-            {
+    pending = [_choice_deltas(plan, answer.request) for plan in answer.choices]
+    while pending:  # one delta of each unfinished choice per round, in index order
+        unfinished = []
+        for deltas in pending:
+            delta = next(deltas, None)
+            if delta is None:
+                continue
+            unfinished.append(deltas)
+            chunk = {
                 "id": id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": answer.request.model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": [],
-                "usage": answer.usage(),
+                "choices": [delta],
             }
-        )
-    return chunks
+            if include_usage:
+                chunk["usage"] = None  # as OpenAI does, until the usage chunk
+            yield chunk
+        pending = unfinished
+    if include_usage:
+        yield {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": answer.request.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [],
+            "usage": answer.usage(),
+        }
 
 
 def _finish(plan: ChoicePlan, req: ChatRequest) -> str:
     return "function_call" if plan.tool_calls and req.legacy_functions else plan.finish_reason
 
 
-def _choice_deltas(plan: ChoicePlan, req: ChatRequest) -> list[dict[str, Any]]:
+def _choice_deltas(plan: ChoicePlan, req: ChatRequest) -> Iterator[dict[str, Any]]:
     i = plan.index
-    out: list[dict[str, Any]] = []
     if plan.tool_calls and req.legacy_functions:
         call = plan.tool_calls[0]
         first = {"role": "assistant", "content": None, "refusal": None}
-        out.append(_entry(i, first))
-        out.append(_entry(i, {"function_call": {"name": call.name, "arguments": ""}}))
-        out.extend(_entry(i, {"function_call": {"arguments": p}}) for p in call.fragments)
+        yield _entry(i, first)
+        yield _entry(i, {"function_call": {"name": call.name, "arguments": ""}})
+        for piece in call.fragments:
+            yield _entry(i, {"function_call": {"arguments": piece}})
     elif plan.tool_calls:
         first = {"role": "assistant", "content": None, "refusal": None}
-        out.append({"index": i, "delta": first, "logprobs": None, "finish_reason": None})
+        yield {"index": i, "delta": first, "logprobs": None, "finish_reason": None}
         for k, call in enumerate(plan.tool_calls):
             head = {
                 "index": k,
@@ -276,27 +331,22 @@ def _choice_deltas(plan: ChoicePlan, req: ChatRequest) -> list[dict[str, Any]]:
                 "type": "function",
                 "function": {"name": call.name, "arguments": ""},
             }
-            out.append(_entry(i, {"tool_calls": [head]}))
+            yield _entry(i, {"tool_calls": [head]})
             for piece in call.fragments:
-                out.append(
-                    _entry(i, {"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
-                )
+                yield _entry(i, {"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
     else:
         first = {"role": "assistant", "content": "", "refusal": None}
-        out.append({"index": i, "delta": first, "logprobs": None, "finish_reason": None})
-        entries = plan.logprobs
-        for n, token in enumerate(plan.tokens):
-            logprobs = None if entries is None else {"content": [entries[n]], "refusal": None}
-            out.append(
-                {
-                    "index": i,
-                    "delta": {"content": token},
-                    "logprobs": logprobs,
-                    "finish_reason": None,
-                }
-            )
-    out.append({"index": i, "delta": {}, "logprobs": None, "finish_reason": _finish(plan, req)})
-    return out
+        yield {"index": i, "delta": first, "logprobs": None, "finish_reason": None}
+        entries = plan.logprob_entries()
+        for token in plan.tokens:
+            logprobs = None if entries is None else {"content": [next(entries)], "refusal": None}
+            yield {
+                "index": i,
+                "delta": {"content": token},
+                "logprobs": logprobs,
+                "finish_reason": None,
+            }
+    yield {"index": i, "delta": {}, "logprobs": None, "finish_reason": _finish(plan, req)}
 
 
 def _entry(index: int, delta: dict[str, Any]) -> dict[str, Any]:

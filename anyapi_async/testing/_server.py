@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import itertools
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from ssl import SSLContext
@@ -16,13 +19,21 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ._deliver import deliver
-from ._record import RecordedRequest, masked
-from ._reply import completion_body, plan_answer, stream_chunks
+from ._record import RecordedRequest, json_or_none, masked
+from ._reply import GenerationTooLarge, completion_body, plan_answer, stream_chunks
 from ._request import RequestError, parse_request
 from ._schema import SchemaTooLarge
 from ._script import DONE_EVENT, Faults, Generated, Hang, Scripted, sse_event
 
-__all__ = ["ANY_MODEL", "DEFAULT_MODEL", "LocalServer"]
+__all__ = [
+    "ANY_MODEL",
+    "DEFAULT_MAX_GENERATION",
+    "DEFAULT_MAX_RECORDS",
+    "DEFAULT_MAX_RECORD_BODY",
+    "DEFAULT_MODEL",
+    "RESET_PATH",
+    "LocalServer",
+]
 
 DEFAULT_MODEL: Final = "anyapi-local"
 #: ``LocalServer(models=ANY_MODEL)`` answers every model id, as before model checks existed.
@@ -33,6 +44,18 @@ SHUTDOWN_TIMEOUT: Final = 1.0
 #: A bigger body is refused with 413 (a 16 MB body of tiny JSON values decodes to a few
 #: hundred MB of Python objects, the most one request may cost).
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+#: Requests kept in ``LocalServer.requests``: the newest ones, so a long-lived server used by
+#: other processes stays small (a record is about 1 KB plus its body).
+DEFAULT_MAX_RECORDS: Final = 1_000
+#: Bytes of a body kept in its record; the rest is dropped (``RecordedRequest.truncated``).
+DEFAULT_MAX_RECORD_BODY: Final = 64 * 1024
+#: Generated tokens one reply may carry, each ``top_logprobs`` alternative counted as one
+#: (``n`` x tokens x (1 + ``top_logprobs``)); a bigger request is refused with 400. The
+#: biggest default replies (about 100 tokens) fit with ``n=128`` without logprobs, or
+#: ``n=32`` with ``top_logprobs=20``.
+DEFAULT_MAX_GENERATION: Final = 100_000
+#: ``POST`` here forgets queued responses, records and counters, like ``reset()``.
+RESET_PATH: Final = "/_anyapi/reset"
 RATE_LIMIT_REQUESTS: Final = 10_000
 RATE_LIMIT_TOKENS: Final = 2_000_000
 _NO_FAULTS: Final = Faults()
@@ -40,6 +63,8 @@ _MISSING_KEY: Final = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
+# OpenAI's words without the key itself: the key never appears in a response or a log.
+_WRONG_KEY: Final = "Incorrect API key provided."
 _NOT_JSON: Final = (
     "We could not parse the JSON body of your request. The API expects a JSON payload, "
     "but what was sent was not valid JSON."
@@ -51,12 +76,12 @@ class LocalServer:
     """An OpenAI-compatible chat-completions server on a free local port.
 
     It answers ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` with
-    deterministic replies derived from the request, accepts any Bearer key, can be scripted
-    with exact responses and faults, and records every request:
+    deterministic replies derived from the request, can be scripted with exact responses
+    and faults, and records the last ``max_records`` requests:
 
     ```python
     async with LocalServer() as server:
-        client = AsyncClient(api_key="sk-test", base_url=server.base_url)
+        client = AsyncClient(base_url=server.base_url)  # a loopback URL needs no key
         server.queue(ErrorResponse(429, headers={"Retry-After": "1"}))
         ...
         assert server.requests[-1].json["model"] == "gpt-4o"
@@ -65,6 +90,16 @@ class LocalServer:
     Like a real gateway it answers ``404 model_not_found`` to a model it does not serve:
     ``model`` (default ``"anyapi-local"``) and the ids in ``models``. ``models=ANY_MODEL``
     (``"*"``) serves every model id, which is what most tests of client code want.
+
+    No key is needed: requests with or without ``Authorization`` are answered. With
+    ``require_key=True`` a request without a Bearer key gets ``401``, as from a real API;
+    with ``require_key="sk-..."`` only that key is accepted.
+
+    What a long-lived server holds is bounded: ``max_records`` requests are kept (the oldest
+    are dropped), each body cut to ``max_record_body`` bytes in its record, and one reply
+    may carry at most ``max_generation`` generated tokens (``n`` x tokens x (1 +
+    ``top_logprobs``); more is refused with 400). None lifts a bound. ``POST
+    /_anyapi/reset`` (``RESET_PATH``) does what ``reset()`` does, for another process.
 
     With ``ssl`` (a server-side ``SSLContext``) it serves HTTPS, for certificate tests.
     """
@@ -78,7 +113,21 @@ class LocalServer:
         model: str = DEFAULT_MODEL,
         models: Iterable[str] | str = (),
         ssl: SSLContext | None = None,
+        require_key: bool | str = False,
+        max_records: int | None = DEFAULT_MAX_RECORDS,
+        max_record_body: int | None = DEFAULT_MAX_RECORD_BODY,
+        max_generation: int | None = DEFAULT_MAX_GENERATION,
     ) -> None:
+        if isinstance(require_key, str):
+            if not require_key.strip():
+                raise ValueError("require_key must be True, False or a non-empty key")
+        elif not isinstance(require_key, bool):
+            raise TypeError(
+                f"require_key must be a bool or a key string, got {type(require_key).__name__}"
+            )
+        _check_limit("max_records", max_records, 0)
+        _check_limit("max_record_body", max_record_body, 0)
+        _check_limit("max_generation", max_generation, 1)
         self.host = host
         self.ssl = ssl
         self.seed = seed
@@ -93,13 +142,25 @@ class LocalServer:
         self.models: tuple[str, ...] = tuple(
             dict.fromkeys([model, *(m for m in listed if m != ANY_MODEL)])
         )
+        #: Whether requests need a Bearer key (any, or the one given as ``require_key``).
+        self.require_key = require_key is not False
+        # The key itself has no public attribute, so nothing prints it by accident.
+        self._key = require_key if isinstance(require_key, str) else None
+        self.max_records = max_records
+        self.max_record_body = max_record_body
+        self.max_generation = max_generation
+        #: The last ``max_records`` requests received, oldest first.
         self.requests: list[RecordedRequest] = []
+        #: Records dropped from ``requests`` to keep ``max_records``, since start or reset.
+        self.dropped_requests = 0
         self._port = port
         self._runner: web.AppRunner | None = None
         self._queue: deque[Scripted] = deque()
         self._default: Scripted | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._connections: set[tuple[int, Any]] = set()
+        # Transports seen (weakly, so closed connections cost nothing) and how many.
+        self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._connections = 0
         self._in_flight = 0
         self._max_in_flight = 0
         self._count = 0
@@ -117,6 +178,7 @@ class LocalServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_post(RESET_PATH, self._reset)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(
             app,
@@ -219,19 +281,21 @@ class LocalServer:
     @property
     def connections(self) -> int:
         """Distinct TCP connections that carried requests since start or reset."""
-        return len(self._connections)
+        return self._connections
 
     def reset(self) -> None:
         """Forget queued responses, recorded requests and counters."""
         self._queue.clear()
         self.requests.clear()
-        self._connections.clear()
+        self.dropped_requests = 0
+        self._transports.clear()
+        self._connections = 0
         self._max_in_flight = self._in_flight
 
     # --- handlers ----------------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        record = await self._record(request)
+        record, body = await self._record(request)
         denied = self._check_auth(request, record)
         if denied is not None:
             return denied
@@ -242,19 +306,23 @@ class LocalServer:
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             scripted = self._queue.popleft() if self._queue else self._default
-            return await self._answer(request, record, scripted)
+            return await self._answer(request, record, body, scripted)
         finally:
             self._in_flight -= 1
             if task is not None:
                 self._tasks.discard(task)
 
     async def _answer(
-        self, request: web.Request, record: RecordedRequest, scripted: Scripted | None
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        body: bytes,
+        scripted: Scripted | None,
     ) -> web.StreamResponse:
         if isinstance(scripted, Hang):
             await asyncio.get_running_loop().create_future()  # until cancelled
         if scripted is None or isinstance(scripted, Generated):
-            return await self._generate(request, record, scripted)
+            return await self._generate(request, record, body, scripted)
         content_type, events, sse = scripted.render()
         headers = self._headers(record, content_type, scripted.headers)
         return await deliver(
@@ -267,9 +335,13 @@ class LocalServer:
         )
 
     async def _generate(
-        self, request: web.Request, record: RecordedRequest, scripted: Generated | None
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        body: bytes,
+        scripted: Generated | None,
     ) -> web.StreamResponse:
-        decoded = record.json
+        decoded = json_or_none(body)  # the whole body: the record may hold only its start
         if decoded is None:
             return self._error(record, 400, _NOT_JSON)
         try:
@@ -280,27 +352,33 @@ class LocalServer:
             return self._model_not_found(record, req.model)
         try:
             answer = plan_answer(
-                req, server_seed=self.seed, text=scripted.text if scripted is not None else None
+                req,
+                server_seed=self.seed,
+                text=scripted.text if scripted is not None else None,
+                max_generation=self.max_generation,
             )
         except SchemaTooLarge as exc:
             return self._error(
                 record, 400, f"Invalid schema: {exc}.", param=None, code="schema_too_large"
             )
+        except GenerationTooLarge as exc:
+            return self._error(record, 400, f"{exc}.", code="generation_too_large")
         cid = f"chatcmpl-{self._ids.getrandbits(120):030x}"
         created = int(time.time())
         extra = scripted.headers if scripted is not None else {}
         faults = scripted.faults if scripted is not None else _NO_FAULTS
         status = scripted.status if scripted is not None else 200
+        events: Iterable[bytes]
         if not req.stream:
-            body = _encode(completion_body(answer, id=cid, created=created))
+            reply = _encode(completion_body(answer, id=cid, created=created))
             headers = self._headers(record, "application/json", extra, answer.prompt_tokens)
             if faults is _NO_FAULTS:
-                return web.Response(status=status, body=body, headers=headers)
-            events, sse = [body], False
+                return web.Response(status=status, body=reply, headers=headers)
+            events, sse = [reply], False
         else:
+            # Encoded as sent, so a slow reader holds one chunk, not the whole reply.
             chunks = stream_chunks(answer, id=cid, created=created)
-            events = [sse_event(chunk) for chunk in chunks]
-            events.append(DONE_EVENT)
+            events = itertools.chain(map(sse_event, chunks), [DONE_EVENT])
             headers = self._headers(
                 record, "text/event-stream; charset=utf-8", extra, answer.prompt_tokens
             )
@@ -310,7 +388,7 @@ class LocalServer:
         )
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        record = await self._record(request)
+        record, _ = await self._record(request)
         denied = self._check_auth(request, record)
         if denied is not None:
             return denied
@@ -318,7 +396,7 @@ class LocalServer:
         return self._json(record, body)
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
-        record = await self._record(request)
+        record, _ = await self._record(request)
         denied = self._check_auth(request, record)
         if denied is not None:
             return denied
@@ -339,36 +417,60 @@ class LocalServer:
     def _model_object(self, model: str) -> dict[str, Any]:
         return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "anyapi"}
 
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        record, _ = await self._record(request)
+        denied = self._check_auth(request, record)
+        if denied is not None:
+            return denied
+        self.reset()  # the reset request's own record goes too
+        return self._json(record, {"object": "anyapi.reset", "reset": True})
+
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        record = await self._record(request)
+        record, _ = await self._record(request)
         message = f"Unknown request URL: {request.method} {request.path}."
         return self._error(record, 404, message, code="unknown_url")
 
     # --- helpers -----------------------------------------------------------------------
 
-    async def _record(self, request: web.Request) -> RecordedRequest:
+    async def _record(self, request: web.Request) -> tuple[RecordedRequest, bytes]:
+        """Record ``request`` (its body cut to ``max_record_body``); the record and whole body."""
         self._count += 1
         request_id = f"req_{self._tag}{self._count:016x}"
         transport = request.transport
-        if transport is not None:
-            self._connections.add((id(transport), transport.get_extra_info("peername")))
+        if transport is not None and transport not in self._transports:
+            self._transports.add(transport)
+            self._connections += 1
         body = await request.read()
+        cap = self.max_record_body
         record = RecordedRequest(
             request.method,
             request.path,
             dict(request.query),
             masked(request.headers.items()),
-            body,
+            body if cap is None or len(body) <= cap else body[:cap],
             request_id,
+            size=len(body),
         )
-        self.requests.append(record)
-        return record
+        records = self.requests
+        records.append(record)
+        if self.max_records is not None and len(records) > self.max_records:
+            # A list, not a deque, so that it slices and compares like one; deleting from
+            # the front of a 1,000-item list costs well under a microsecond.
+            excess = len(records) - self.max_records
+            del records[:excess]
+            self.dropped_requests += excess
+        return record, body
 
     def _check_auth(self, request: web.Request, record: RecordedRequest) -> web.Response | None:
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and key.strip():
+        if not self.require_key:
             return None
-        return self._error(record, 401, _MISSING_KEY)
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return self._error(record, 401, _MISSING_KEY)
+        if self._key is not None and not hmac.compare_digest(key.encode(), self._key.encode()):
+            return self._error(record, 401, _WRONG_KEY, code="invalid_api_key")
+        return None
 
     def _headers(
         self,
@@ -413,3 +515,12 @@ class LocalServer:
     ) -> web.Response:
         error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
         return self._json(record, {"error": error}, status)
+
+
+def _check_limit(name: str, value: int | None, low: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low} or None, got {value}")

@@ -13,6 +13,7 @@ import pytest
 
 import anyapi_async as aa
 from anyapi_async.testing import (
+    ANY_MODEL,
     ErrorResponse,
     Generated,
     JSONResponse,
@@ -477,9 +478,15 @@ async def test_loopback_needs_no_key(
     monkeypatch.delenv("ANYAPI_API_KEY", raising=False)
     base_url = server.base_url.replace("127.0.0.1", host)
     async with aa.AsyncClient(base_url=base_url, max_retries=0) as c:
-        with pytest.raises(aa.AuthenticationError):  # the local server wants a key
-            await ask(c)
+        reply = await ask(c)  # the local server needs no key either (unless require_key)
+    assert reply.choices[0].message.content
     assert "Authorization" not in server.requests[-1].headers
+    async with LocalServer(models=ANY_MODEL, require_key=True) as strict:
+        base_url = strict.base_url.replace("127.0.0.1", host)
+        async with aa.AsyncClient(base_url=base_url, max_retries=0) as c:
+            with pytest.raises(aa.AuthenticationError):  # a server that wants a key
+                await ask(c)
+    assert "Authorization" not in strict.requests[-1].headers
 
 
 def test_remote_base_url_still_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -237,9 +237,10 @@ async def test_redirect_to_other_host_drops_authorization(
 ) -> None:
     """A redirect to 127.0.0.2 is followed without the Authorization header.
 
-    The other host, like any real API, then refuses the unauthenticated request.
+    The other host, like any real API (a LocalServer requiring a key), then refuses the
+    unauthenticated request.
     """
-    async with LocalServer(host="127.0.0.2", models=ANY_MODEL) as other:
+    async with LocalServer(host="127.0.0.2", models=ANY_MODEL, require_key=True) as other:
         server.queue(Redirect(other.base_url + "/chat/completions", status=307))
         with pytest.raises(aa.AuthenticationError):
             await client.chat.completions.create(model="m", messages=MSGS, max_retries=0)

@@ -44,19 +44,22 @@ async def test_models_list_shape(anyapi_server: LocalServer, http: aiohttp.Clien
         assert (await resp.json())["id"] == "gpt-x"
 
 
-async def test_missing_key_is_401(anyapi_server: LocalServer) -> None:
-    """No Authorization header: 401 with an OpenAI-shaped error; any Bearer key is fine."""
-    async with aiohttp.ClientSession() as bare:
-        url = anyapi_server.base_url + "/chat/completions"
+async def test_missing_key_is_401_when_required() -> None:
+    """With require_key=True, no Bearer key: 401 with an OpenAI-shaped error; any key is fine."""
+    async with (
+        LocalServer(require_key=True, models=ANY_MODEL) as server,
+        aiohttp.ClientSession() as bare,
+    ):
+        url = server.base_url + "/chat/completions"
         async with bare.post(url, json={"model": "m", "messages": USER}) as resp:
             assert resp.status == 401
             error = (await resp.json())["error"]
         async with bare.get(
-            anyapi_server.base_url + "/models", headers={"Authorization": "Basic abc"}
+            server.base_url + "/models", headers={"Authorization": "Basic abc"}
         ) as resp:
             assert resp.status == 401
         async with bare.get(
-            anyapi_server.base_url + "/models", headers={"Authorization": "Bearer anything"}
+            server.base_url + "/models", headers={"Authorization": "Bearer anything"}
         ) as resp:
             assert resp.status == 200
     assert set(error) == {"message", "type", "code", "param"}

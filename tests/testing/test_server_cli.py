@@ -10,7 +10,8 @@ import sys
 import aiohttp
 import pytest
 
-from anyapi_async.testing import ANY_MODEL, LocalServer
+from anyapi_async.testing import ANY_MODEL, RESET_PATH, LocalServer
+from anyapi_async.testing.__main__ import main
 
 from .conftest import chat
 
@@ -69,6 +70,52 @@ async def test_cli_port_in_use_fails_with_one_line() -> None:
         out, err = await asyncio.wait_for(proc.communicate(), STARTUP_TIMEOUT)
     assert proc.returncode == 1 and out == b""
     assert err.decode().startswith(f"error: cannot serve on 127.0.0.1:{port}")
+
+
+async def test_cli_bounds_and_reset() -> None:
+    """--max-generation and the record bounds reach the server; POST /_anyapi/reset works."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "anyapi_async.testing",
+        "--any-model",
+        "--max-generation",
+        "10",
+        "--max-records",
+        "2",
+        "--max-record-body",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
+        remote = _At(line.decode().strip())
+        async with aiohttp.ClientSession() as http:
+            status, body = await chat(http, remote)
+            assert status == 400 and "max_generation limit of 10 " in body["error"]["message"]
+            assert (await chat(http, remote, max_tokens=10))[0] == 200
+            root = remote.base_url.removesuffix("/v1")
+            async with http.post(root + RESET_PATH) as resp:
+                assert resp.status == 200 and (await resp.json())["reset"] is True
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), STARTUP_TIMEOUT)
+    assert proc.returncode == 0, err.decode()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--max-records", "-1"], ["--max-record-body", "x"], ["--max-generation", "0"]],
+)
+def test_cli_refuses_bad_bounds(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A negative, zero or non-integer bound is a usage error naming the option."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert f"argument {argv[0]}: expected an integer" in capsys.readouterr().err
 
 
 class _At:
