@@ -8,11 +8,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._settings import DEFAULT_BASE_URL
 from .common import Output, make_client
 from .errors import EXIT_ERROR, CLIError
 from .parser import DEFAULT_MODEL, ENV_MODEL
 
 if TYPE_CHECKING:
+    from .._client import AsyncClient
     from .._types import ChatCompletion, ChatCompletionTokenLogprob
 
 __all__ = ["run"]
@@ -77,12 +79,44 @@ def _usage_line(completion: ChatCompletion) -> str:
     return "[" + " · ".join(parts) + "]"
 
 
+async def _choose_model(client: AsyncClient, given: str | None) -> tuple[str, bool]:
+    """The model to ask for, and whether it was taken from the endpoint's list.
+
+    ``DEFAULT_MODEL`` is the default endpoint's; another endpoint (a local server, a
+    gateway) may not serve it, so its ``GET /models`` decides: the default model when it is
+    listed, else the first one listed.
+    """
+    if given:
+        return given, False
+    if client.base_url == DEFAULT_BASE_URL:
+        return DEFAULT_MODEL, False
+    from .._exceptions import APIResponseValidationError, APIStatusError
+
+    try:
+        listed = await client.models.list()
+    except (APIStatusError, APIResponseValidationError):
+        return DEFAULT_MODEL, False  # no list to read: the chat request says what is wrong
+    ids = [model.id for model in listed.data]
+    if not ids or DEFAULT_MODEL in ids:
+        return DEFAULT_MODEL, False
+    return ids[0], True
+
+
+def _model_note(final: ChatCompletion, model: str) -> None:
+    """Say on stderr which model answered when the CLI chose it from the endpoint's list."""
+    print(
+        f"anyapi: note: no --model given: {final.model or model} answered, the first model "
+        "the endpoint lists (anyapi models lists them all)",
+        file=sys.stderr,
+    )
+
+
 async def run(args: argparse.Namespace, out: Output) -> int:
     """Send the prompt, print the reply; the exit status."""
     import msgspec
 
     prompt = _read_prompt(args.prompt)
-    model = args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+    given = args.model or os.environ.get(ENV_MODEL)
     messages: list[Any] = []
     if args.system:
         messages.append({"role": "system", "content": _check_text("--system", args.system)})
@@ -103,11 +137,16 @@ async def run(args: argparse.Namespace, out: Output) -> int:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     async with make_client(args) as client:
+        model, picked = await _choose_model(client, given)
         completions = client.chat.completions
         if args.json or args.no_stream:
             final = await completions.create(model=model, messages=messages, **params)
             if args.json:
-                out.write(msgspec.json.format(msgspec.json.encode(final)).decode() + "\n")
+                # The body as received: the named fields and the ones the Structs leave out.
+                document = msgspec.json.encode(final.to_dict())
+                out.write(msgspec.json.format(document).decode() + "\n")
+                if picked:
+                    _model_note(final, model)
                 return 0
             if final.choices:
                 out.write(final.choices[0].message.content or "")
@@ -123,6 +162,8 @@ async def run(args: argparse.Namespace, out: Output) -> int:
                     out.write(text)
                 final = await stream.get_final_completion()
         out.end_line()
+        if picked:
+            _model_note(final, model)
         choice = final.choices[0] if final.choices else None
         if choice is not None and choice.message.refusal:
             out.write(f"(refused: {choice.message.refusal})\n")

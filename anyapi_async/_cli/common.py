@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from typing import TYPE_CHECKING, Final, TextIO
 
 from .._settings import DEFAULT_BASE_URL, ENV_BASE_URL
@@ -17,6 +18,9 @@ __all__ = ["Output", "endpoint", "make_client", "one_line", "redacted", "url_hin
 
 #: Key sent to a loopback server when none is set: local servers accept any key.
 LOCAL_API_KEY: Final = "anyapi-local"
+#: The start of `check_base_url`'s warning about http:// to a non-loopback host: `endpoint`
+#: shows it, so the client's own check of the same URL must not show it again.
+_PLAIN_HTTP_WARNING: Final = r"base_url .* uses plain HTTP"
 
 
 def _base_url(args: argparse.Namespace) -> str | None:
@@ -44,12 +48,12 @@ def endpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     from .._settings import check_base_url
 
     base_url = _base_url(args)
-    key = _api_key(args.api_key_env, base_url)
-    if base_url is not None:
+    if base_url is not None:  # first: a bad URL is the mistake to report, key or no key
         try:
             check_base_url(base_url)
         except ValueError as exc:
             raise CLIError(redacted(str(exc), base_url)) from None
+    key = _api_key(args.api_key_env, base_url)
     return base_url, LOCAL_API_KEY if key is None else key
 
 
@@ -59,9 +63,11 @@ def make_client(args: argparse.Namespace) -> AsyncClient:
 
     base_url, key = endpoint(args)
     try:
-        return AsyncClient(
-            api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _PLAIN_HTTP_WARNING, UserWarning)
+            return AsyncClient(
+                api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
+            )
     except ValueError as exc:  # a bad timeout...
         raise CLIError(redacted(str(exc), base_url)) from None
 
