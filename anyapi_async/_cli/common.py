@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Output", "endpoint", "make_client", "one_line", "redacted", "url_hint"]
 
-#: Key sent to a loopback server when none is set: local servers accept any key.
-LOCAL_API_KEY: Final = "anyapi-local"
 #: The start of `check_base_url`'s warning about http:// to a non-loopback host: `endpoint`
 #: shows it, so the client's own check of the same URL must not show it again.
 _PLAIN_HTTP_WARNING: Final = r"base_url .* uses plain HTTP"
@@ -43,8 +41,12 @@ def _api_key(name: str, base_url: str | None) -> str | None:
         raise CLIError(str(exc)) from None
 
 
-def endpoint(args: argparse.Namespace) -> tuple[str | None, str]:
-    """The base URL (None: the default) and key the options and environment give, checked."""
+def endpoint(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The base URL (None: the default) and key the options and environment give, checked.
+
+    The key is None for a loopback server with no key set: the client then sends no
+    ``Authorization`` header at all (local servers need none).
+    """
     from .._settings import check_base_url
 
     base_url = _base_url(args)
@@ -53,8 +55,7 @@ def endpoint(args: argparse.Namespace) -> tuple[str | None, str]:
             check_base_url(base_url)
         except ValueError as exc:
             raise CLIError(redacted(str(exc), base_url)) from None
-    key = _api_key(args.api_key_env, base_url)
-    return base_url, LOCAL_API_KEY if key is None else key
+    return base_url, _api_key(args.api_key_env, base_url)
 
 
 def make_client(args: argparse.Namespace) -> AsyncClient:

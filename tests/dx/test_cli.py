@@ -204,8 +204,8 @@ async def test_chat_streams_token_by_token(
         {"role": "system", "content": "Be nice."},
         {"role": "user", "content": "Tell me a story"},
     ]
-    # A loopback server needs no key: the CLI sent its placeholder.
-    assert anyapi_server.requests[0].headers["authorization"].startswith("Bearer ")
+    # A loopback server needs no key: none was set, and the CLI invented none.
+    assert all("authorization" not in r.headers for r in anyapi_server.requests)
 
 
 async def test_chat_prompt_from_stdin_with_usage(
