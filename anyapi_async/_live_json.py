@@ -25,9 +25,13 @@ from ._schema import clean_schema_name, decode_fenced
 if TYPE_CHECKING:
     from ._chat_stream import ChatCompletionStream
 
-__all__ = ["LiveView", "load_response_format", "show_json"]
+__all__ = ["LiveView", "ReplyNotJSON", "load_response_format", "show_json"]
 
 ELLIPSIS: Final = "…"
+
+
+class ReplyNotJSON(ValueError):
+    """The reply is not the JSON document the schema asked for (the message says why)."""
 
 
 def load_response_format(path: str) -> dict[str, Any]:
@@ -129,9 +133,10 @@ async def show_json(
     live: bool,
     size: Callable[[], os.terminal_size] = shutil.get_terminal_size,
 ) -> None:
-    """Read ``stream``; with ``live``, redraw the partial object; then write the document."""
-    from ._cli import EXIT_ERROR, CLIError
+    """Read ``stream``; with ``live``, redraw the partial object; then write the document.
 
+    A reply that is not JSON (or was cut before its JSON ended) raises `ReplyNotJSON`.
+    """
     parser = None
     if live:
         try:
@@ -165,5 +170,5 @@ async def show_json(
         why = f"is not JSON: {exc}"
         if cut:
             why = "was cut at --max-tokens before its JSON was complete"
-        raise CLIError(f"the reply {why}", status=EXIT_ERROR) from None
+        raise ReplyNotJSON(f"the reply {why}") from None
     write(_render(value) + "\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anyapi_async import AsyncClient, ChatCompletion
-from anyapi_async.testing import ErrorResponse, Generated, LocalServer, RawResponse
+from anyapi_async.testing import ErrorResponse, Generated, JSONResponse, LocalServer, RawResponse
 
 SCRIPT = Path(sys.executable).with_name("anyapi")
 
@@ -204,8 +204,8 @@ async def test_chat_streams_token_by_token(
         {"role": "system", "content": "Be nice."},
         {"role": "user", "content": "Tell me a story"},
     ]
-    # A loopback server needs no key: the CLI sent its placeholder.
-    assert anyapi_server.requests[0].headers["authorization"].startswith("Bearer ")
+    # A loopback server needs no key: none was set, and the CLI invented none.
+    assert all("authorization" not in r.headers for r in anyapi_server.requests)
 
 
 async def test_chat_prompt_from_stdin_with_usage(
@@ -416,3 +416,116 @@ async def test_404_from_a_base_url_without_v1_says_what_to_try(anyapi_server: Lo
     status, _, err = await arun("models", "--base-url", wrong)
     assert status == 1 and err.count("\n") == 1
     assert f"must stop before /chat/completions: try --base-url {anyapi_server.base_url}" in err
+
+
+# --- issue 20: the body as received, URL before key, one warning, the local server's model ----
+
+
+async def test_chat_json_prints_the_completion_as_received(anyapi_server: LocalServer) -> None:
+    """--json prints every field of the body, the ones the Structs leave out and nulls too."""
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "m",
+        "provider": "acme",
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi!", "annotations": []},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": 0.25},
+    }
+    anyapi_server.queue(JSONResponse(body))
+    status, out, err = await arun(
+        "chat", "hi", "--json", "--model", "m", "--base-url", anyapi_server.base_url
+    )
+    assert status == 0, err
+    assert json.loads(out) == body
+
+
+@pytest.mark.parametrize("command", [("chat", "hi"), ("models",)])
+def test_bad_base_url_is_reported_even_without_a_key(command: tuple[str, ...]) -> None:
+    """With no key set, an invalid --base-url is still the error named (status 2)."""
+    result = run(*command, "--base-url", "ftp://example.invalid/v1")
+    line = assert_one_line_error(result, 2)
+    assert "base_url must be an http:// or https:// URL, got 'ftp://example.invalid/v1'" in line
+    bad_env = run(*command, ANYAPI_BASE_URL="example.invalid/v1")
+    assert "must be an http:// or https:// URL" in assert_one_line_error(bad_env, 2)
+
+
+@pytest.mark.parametrize("command", [("chat", "hi"), ("models",)])
+def test_plain_http_warning_is_shown_once(command: tuple[str, ...]) -> None:
+    """http:// to a non-loopback host: one warning line, though the CLI and the client both
+    check the URL (no request is sent: the client then refuses --max-retries -1)."""
+    url = "http://api.example.invalid/v1"
+    result = run(*command, "--base-url", url, "--max-retries", "-1", ANYAPI_API_KEY="k")
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert warning == (
+        f"anyapi: warning: base_url '{url}' uses plain HTTP to a non-loopback host: the API "
+        "key would travel unencrypted. Use https://."
+    )
+    assert error.startswith("anyapi: error: max_retries must be an int >= 0")
+
+
+async def test_chat_without_model_uses_what_a_local_server_serves() -> None:
+    """No --model: a server that does not list the default gets its own model, named on stderr."""
+    async with LocalServer() as server:  # serves anyapi-local only, 404 for other models
+        status, out, err = await arun(
+            "chat", "hi", "--max-tokens", "3", "--base-url", server.base_url
+        )
+        assert status == 0, err
+        assert out.strip()
+        assert err == (
+            "anyapi: note: no --model given: anyapi-local answered, the first model the "
+            "endpoint lists (anyapi models lists them all)\n"
+        )
+        assert [r.json["model"] for r in server.requests_for("/chat/completions")] == [
+            "anyapi-local"
+        ]
+        status, out, err = await arun(
+            "chat", "hi", "--json", "--max-tokens", "3", "--base-url", server.base_url
+        )
+        assert status == 0 and json.loads(out)["model"] == "anyapi-local"
+        assert "anyapi-local answered" in err
+
+
+async def test_chat_without_model_keeps_the_default_where_it_is_served() -> None:
+    """A server listing the default model gets it; --model or ANYAPI_MODEL skip the list."""
+    async with LocalServer(model="other", models=["gpt-4o-mini"]) as server:
+        status, _, err = await arun(
+            "chat", "hi", "--max-tokens", "2", "--base-url", server.base_url
+        )
+        assert status == 0 and err == ""
+        assert server.requests_for("/chat/completions")[-1].json["model"] == "gpt-4o-mini"
+        server.reset()
+        status, _, err = await arun(
+            "chat", "hi", "--max-tokens", "2", "--base-url", server.base_url, ANYAPI_MODEL="other"
+        )
+        assert status == 0 and err == ""
+        assert server.requests_for("/models") == []
+        assert server.requests_for("/chat/completions")[-1].json["model"] == "other"
+
+
+async def test_chat_against_the_local_server_command() -> None:
+    """`python -m anyapi_async.testing`, then `anyapi chat hi --base-url URL`: a reply, no key."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "anyapi_async.testing", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean_env(),
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        base_url = (await asyncio.wait_for(server.stdout.readline(), 30)).decode().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        status, out, err = await arun("chat", "hi", "--max-tokens", "4", "--base-url", base_url)
+        assert status == 0, err
+        assert out.strip() and "anyapi-local answered" in err
+    finally:
+        if server.returncode is None:
+            server.terminate()
+        await asyncio.wait_for(server.communicate(), 30)

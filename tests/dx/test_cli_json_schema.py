@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from anyapi_async import AsyncClient
-from anyapi_async._live_json import LiveView, fit, load_response_format, show_json
+from anyapi_async._live_json import (
+    LiveView,
+    ReplyNotJSON,
+    fit,
+    load_response_format,
+    show_json,
+)
 from anyapi_async.testing import Generated, LocalServer
 
 from ._grow import grows
@@ -158,7 +164,7 @@ async def test_pipe_gets_one_final_document(
     anyapi_server.reset()
     anyapi_server.set_default(Generated(split_seed=5))
     status, out, err = await arun(
-        "chat", PROMPT, "--json-schema", path, "--base-url", anyapi_server.base_url
+        "chat", PROMPT, "--json-schema", path, "--model", "m", "--base-url", anyapi_server.base_url
     )
     assert status == 0, err
     assert "\x1b" not in out and err == ""
@@ -180,7 +186,7 @@ async def test_terminal_gets_a_live_view(
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "anyapi_async", "chat", PROMPT, "--json-schema", path,
-        "--base-url", anyapi_server.base_url,
+        "--model", "m", "--base-url", anyapi_server.base_url,
         stdout=slave, stderr=asyncio.subprocess.PIPE, env=clean_env(),
     )  # fmt: skip
     os.close(slave)
@@ -279,3 +285,20 @@ async def test_terminal_without_jiter_still_prints_the_document(
         "anyapi: note: to see the object grow, live partial objects need jiter: "
         "pip install 'anyapi-async[partial]'\n"
     )
+
+
+async def test_show_json_raises_its_own_error_without_the_cli(
+    tmp_path: Path, anyapi_server: LocalServer, anyapi_client: AsyncClient
+) -> None:
+    """A prose reply raises ReplyNotJSON (a ValueError), and the CLI stays unloaded."""
+    anyapi_server.queue(Generated(text="I would rather not."))
+    loaded = {m for m in sys.modules if m.startswith("anyapi_async._cli")}
+    response_format: Any = load_response_format(write_schema(tmp_path))
+    written: list[str] = []
+    async with anyapi_client.chat.completions.stream(
+        model="m", messages=[{"role": "user", "content": PROMPT}], response_format=response_format
+    ) as stream:
+        with pytest.raises(ReplyNotJSON, match=r"^the reply is not JSON: "):
+            await show_json(stream, written.append, live=False)
+    assert written == [""]  # nothing but the (empty) clearing of a view never drawn
+    assert {m for m in sys.modules if m.startswith("anyapi_async._cli")} == loaded
