@@ -10,7 +10,7 @@ objects on the way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -31,7 +31,6 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._resources import Completions
     from ._streaming import AsyncStream
 
 __all__ = [
@@ -49,6 +48,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Sends one request and returns its completion: ``client.chat.completions.create``.
+Create = Callable[..., Awaitable[ChatCompletion]]
+#: Starts one streamed request: ``client.chat.completions.stream``.
+OpenStream = Callable[..., ChatCompletionStreamManager]
 
 
 # --- results ------------------------------------------------------------------------------
@@ -142,15 +146,15 @@ class ParseParams(CommonParams, total=False):
 
 
 async def parse(
-    completions: Completions,
+    create: Create,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
     response_format: type[T],
     params: ParseParams,
 ) -> ParsedChatCompletion[T]:
-    """What ``client.chat.completions.parse()`` does."""
+    """What ``client.chat.completions.parse()`` does, sending through ``create``."""
     schema = response_schema(response_format)
-    completion = await completions.create(
+    completion = await create(
         model=model, messages=messages, response_format=schema.response_format(), **params
     )
     return parse_completion(completion, schema)
@@ -250,15 +254,15 @@ class ParsedChatCompletionStreamManager(Generic[T]):
 
 
 def stream_parse(
-    completions: Completions,
+    stream: OpenStream,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
     response_format: type[T],
     params: ParseParams,
 ) -> ParsedChatCompletionStreamManager[T]:
-    """What ``client.chat.completions.stream_parse()`` does."""
+    """What ``client.chat.completions.stream_parse()`` does, streaming through ``stream``."""
     schema = response_schema(response_format)
-    manager = completions.stream(
+    manager = stream(
         model=model, messages=messages, response_format=schema.response_format(), **params
     )
     return ParsedChatCompletionStreamManager(manager, schema)

@@ -54,8 +54,6 @@ from ._types import (
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
 
-    from ._resources import Completions
-
     P = ParamSpec("P")
 else:
     P = TypeVar("P")  # only a placeholder at run time: Generic needs some TypeVar
@@ -73,6 +71,9 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+
+#: Sends one request and returns its completion: ``client.chat.completions.create``.
+Create = Callable[..., Awaitable[ChatCompletion]]
 
 #: Model requests a run may make before `ToolRoundsExceededError`.
 DEFAULT_MAX_TOOL_ROUNDS: Final = 10
@@ -502,7 +503,7 @@ class ToolRun:
 
 
 async def run_tools(
-    completions: Completions,
+    create: Create,
     *,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
@@ -512,7 +513,7 @@ async def run_tools(
     on_tool_result: Callable[[ToolCallResult], Awaitable[None] | None] | None = None,
     params: ToolRunParams,
 ) -> ToolRunResult:
-    """What ``client.chat.completions.run_tools()`` does."""
+    """What ``client.chat.completions.run_tools()`` does, sending through ``create``."""
     run = ToolRun(
         messages=messages,
         tools=tools,
@@ -521,9 +522,9 @@ async def run_tools(
         params=params,
     )
     for round_ in range(1, max_rounds + 1):
-        completion = await completions.create(
+        completion = await create(
             model=model,
-            messages=run.history,  # type: ignore[arg-type]
+            messages=run.history,
             **run.request(round_),
         )
         calls = run.answer(completion, round_)
