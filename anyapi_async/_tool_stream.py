@@ -194,40 +194,43 @@ class ToolRunStream:
     async def _generate(self) -> AsyncGenerator[ToolRunEvent, None]:
         run = self._run
         stream = self._stream
-        for round_ in range(1, run.max_rounds + 1):
-            request = run.request(round_)
-            async with stream(model=self._model, messages=run.history, **request) as s:
-                async for chunk in s:
-                    for choice in chunk.choices:
-                        if choice.index == 0 and choice.delta.content:
-                            yield ToolRunTextDeltaEvent(round_, choice.delta.content)
-                completion = await s.get_final_completion()
-            yield ToolRunRoundEvent(round_, completion)
-            calls = run.answer(completion, round_)  # raises past max_rounds
-            if not calls:
-                self._result = run.result(completion, round_)
-                yield ToolRunDoneEvent(self._result)
-                return
-            for call_id, call in calls:
-                yield ToolCallStartEvent(
-                    round_, call_id, call.function.name, call.function.arguments
-                )
-            tasks = [asyncio.ensure_future(run.execute(i, c, round_)) for i, c in calls]
-            try:
-                for finished in asyncio.as_completed(tasks):
-                    result = await finished
-                    if result.ok:
-                        yield ToolCallResultEvent(round_, result)
-                    else:
-                        yield ToolCallErrorEvent(round_, result)
-            finally:
-                # A break or cancellation mid-round: no tool keeps running unobserved.
+        try:
+            for round_ in range(1, run.max_rounds + 1):
+                request = run.request(round_)
+                async with stream(model=self._model, messages=run.history, **request) as s:
+                    async for chunk in s:
+                        for choice in chunk.choices:
+                            if choice.index == 0 and choice.delta.content:
+                                yield ToolRunTextDeltaEvent(round_, choice.delta.content)
+                    completion = await s.get_final_completion()
+                yield ToolRunRoundEvent(round_, completion)
+                calls = run.answer(completion, round_)  # raises past max_rounds
+                if not calls:
+                    self._result = run.result(completion, round_)
+                    yield ToolRunDoneEvent(self._result)
+                    return
+                for call_id, call in calls:
+                    yield ToolCallStartEvent(
+                        round_, call_id, call.function.name, call.function.arguments
+                    )
+                tasks = [asyncio.ensure_future(run.execute(i, c, round_)) for i, c in calls]
+                try:
+                    for finished in asyncio.as_completed(tasks):
+                        result = await finished
+                        if result.ok:
+                            yield ToolCallResultEvent(round_, result)
+                        else:
+                            yield ToolCallErrorEvent(round_, result)
+                finally:
+                    # A break or cancellation mid-round: no tool keeps running unobserved.
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
                 for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for task in tasks:
-                run.add_result(task.result())
+                    run.add_result(task.result())
 
+        finally:
+            run.close()  # the run's tool threads go; a stuck one is not waited for
 
 def stream_tools(
     stream: OpenStream,

@@ -230,3 +230,33 @@ async def test_execute_encodes_results() -> None:
     assert ok.ok and ok.value == {"city": "Rome", "unit": "C", "days": 1}
     assert msgspec.json.decode(ok.output) == ok.value
     assert ok.id == "c1" and ok.duration >= 0
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+async def test_a_tools_own_timeout_error_is_not_the_run_timeout(timeout: float | None) -> None:
+    """A TimeoutError the tool raises is reported as such, not as ``timed out after None s``."""
+
+    async def fetch() -> str:
+        raise TimeoutError("upstream did not answer in 5 s")
+
+    result = await _execute(FunctionTool(fetch), call("fetch", "{}"), "c1", 1, timeout, [])
+    assert result.output == "Error: fetch raised TimeoutError: upstream did not answer in 5 s"
+    assert not result.ok
+
+
+async def test_a_return_value_that_does_not_encode_is_named() -> None:
+    """The model hears that the return value could not be encoded, and why."""
+
+    class Opaque:
+        pass
+
+    def make() -> object:
+        return Opaque()
+
+    result = await _execute(FunctionTool(make), call("make", "{}"), "c1", 1, None, [])
+    assert result.output.startswith(
+        "Error: the return value of make could not be encoded as JSON: "
+    )
+    assert "Opaque" in result.output  # msgspec's reason names the type
+    assert "raised" not in result.output and isinstance(result.value, Opaque)
+    assert not result.ok
