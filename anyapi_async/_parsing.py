@@ -95,8 +95,12 @@ def _parse_choice(
     if content is not None and message.refusal is None:
         try:
             parsed = schema.decode(content)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if choice.finish_reason == "length":
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                # msgspec decodes nested arrays and objects by recursion: a reply nested
+                # thousands deep is bad output like any other, not a crash of the caller.
+                why = "is nested too deeply to decode"
+            elif choice.finish_reason == "length":
                 why = (
                     "was cut at the token limit (finish_reason 'length') before its JSON "
                     "was complete; raise max_tokens"
@@ -195,6 +199,8 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         does (raising `ContentValidationError` if it does not decode), and the last
         snapshot is the whole reply's data. Snapshots are taken at most every
         1/32 of growth or every 50 ms, so a long reply is not re-parsed on every chunk.
+        A reply nested deeper than the partial parser reads (200 levels) gives no
+        snapshots past that depth, only the final data.
 
         Raises `ImportError` at once when jiter is missing
         (``pip install 'anyapi-async[partial]'``).
@@ -234,7 +240,11 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         if message is None or message.parsed is None:
             return  # a refusal or no content: nothing more to show
         whole = parser.complete()
-        if whole != last:
+        try:
+            changed = whole != last
+        except RecursionError:  # deeper than Python compares: then it is the new one
+            changed = True
+        if changed:
             yield whole
 
 

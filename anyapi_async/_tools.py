@@ -216,7 +216,10 @@ class FunctionTool(Generic[P, R]):
     def decode_arguments(self, arguments: str | bytes) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments from the model's JSON; raises msgspec errors."""
         # Some providers send "" for a call without arguments.
-        args = self._decoder.decode(arguments or b"{}")
+        try:
+            args = self._decoder.decode(arguments or b"{}")
+        except RecursionError:  # the model's bad arguments, not a failure of the tool
+            raise msgspec.DecodeError("JSON is nested too deeply to decode") from None
         kwargs = {name: getattr(args, name) for name in args.__struct_fields__}
         return [kwargs.pop(name) for name in self._positional], kwargs
 

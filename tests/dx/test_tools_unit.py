@@ -260,3 +260,14 @@ async def test_a_return_value_that_does_not_encode_is_named() -> None:
     assert "Opaque" in result.output  # msgspec's reason names the type
     assert "raised" not in result.output and isinstance(result.value, Opaque)
     assert not result.ok
+
+
+async def test_arguments_nested_too_deeply_are_invalid_arguments() -> None:
+    """A RecursionError from decoding the model's arguments is the model's mistake."""
+
+    def take(x: Any) -> str:
+        return "took it"
+
+    deep = '{"x": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    result = await _execute(FunctionTool(take), call("take", deep), "c1", 1, None, [])
+    assert result.output == "Error: invalid arguments for take: JSON is nested too deeply to decode"
