@@ -14,8 +14,9 @@ from anyapi_async._tools import (
     _execute,
     function_tool,
     parse_docstring,
+    run_tools,
 )
-from anyapi_async._types import ChatCompletionMessageToolCall, FunctionCall
+from anyapi_async._types import ChatCompletion, ChatCompletionMessageToolCall, FunctionCall
 
 
 @function_tool
@@ -271,3 +272,22 @@ async def test_arguments_nested_too_deeply_are_invalid_arguments() -> None:
     deep = '{"x": ' + "[" * 10_000 + "]" * 10_000 + "}"
     result = await _execute(FunctionTool(take), call("take", deep), "c1", 1, None, [])
     assert result.output == "Error: invalid arguments for take: JSON is nested too deeply to decode"
+
+
+async def test_run_tools_sends_through_the_create_it_is_given() -> None:
+    """The runner needs no client: each round goes to the ``create`` callable."""
+    asked = {"id": "c1", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+    replies: list[dict[str, Any]] = [{"tool_calls": [asked]}, {"content": "3"}]
+    sent: list[dict[str, Any]] = []
+
+    async def create(**request: Any) -> ChatCompletion:
+        sent.append({**request, "messages": list(request["messages"])})  # as sent then
+        message = {"role": "assistant", **replies[len(sent) - 1]}
+        return msgspec.convert({"choices": [{"index": 0, "message": message}]}, ChatCompletion)
+
+    result = await run_tools(
+        create, model="m", messages=[{"role": "user", "content": "1+2?"}], tools=[add], params={}
+    )
+    assert result.content == "3" and result.rounds == 2
+    assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "tool"]
+    assert sent[1]["messages"][2]["content"] == "3"
