@@ -239,7 +239,10 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         message = final.choices[0].message if final.choices else None
         if message is None or message.parsed is None:
             return  # a refusal or no content: nothing more to show
-        whole = parser.complete()
+        try:
+            whole = parser.complete()
+        except ValueError:  # pragma: no cover - parse() read it; only the stack could differ
+            return
         try:
             changed = whole != last
         except RecursionError:  # deeper than Python compares: then it is the new one
