@@ -10,6 +10,9 @@ id and name repeated in every fragment (a repeated name is not appended again).
 from __future__ import annotations
 
 from collections import deque
+from typing import Any, Final
+
+import msgspec
 
 from ._types import (
     ChatCompletion,
@@ -23,9 +26,19 @@ from ._types import (
     ChoiceLogprobs,
     CompletionUsage,
     FunctionCall,
+    keep_response,
+    kept_body,
 )
 
 __all__ = ["ChunkAccumulator", "ToolCallState", "log_tool_calls", "tool_calls"]
+
+# A chunk's top-level members, each kept as its bytes: reading the few chunks whose extras
+# the final completion keeps costs a scan of them, not a decode of every value.
+_MEMBERS: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+# Top-level names the accumulator rebuilds itself; any other member of a chunk is an extra.
+_NAMED: Final = frozenset(ChatCompletion.__struct_fields__) | frozenset(
+    ChatCompletionChunk.__struct_fields__
+)
 
 
 def _merge_name(current: str | None, piece: str | None) -> str | None:
@@ -147,6 +160,58 @@ class _ChoiceState:
         )
 
 
+def _logprob_entries(entries: list[ChatCompletionTokenLogprob] | None) -> Any:
+    if entries is None:
+        return None
+    return [
+        {
+            "token": e.token,
+            "logprob": e.logprob,
+            "bytes": e.bytes,
+            "top_logprobs": [
+                {"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in e.top_logprobs
+            ],
+        }
+        for e in entries
+    ]
+
+
+def _choice_body(choice: Choice) -> dict[str, Any]:
+    """``choice`` as a non-streamed body has it: every named field, nulls included."""
+    m = choice.message
+    message: dict[str, Any] = {"role": m.role, "content": m.content, "refusal": m.refusal}
+    if m.tool_calls is not None:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": c.type,
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
+            for c in m.tool_calls
+        ]
+    if m.function_call is not None:
+        message["function_call"] = {
+            "name": m.function_call.name,
+            "arguments": m.function_call.arguments,
+        }
+    if m.reasoning_content is not None:
+        message["reasoning_content"] = m.reasoning_content
+    if m.reasoning is not None:
+        message["reasoning"] = m.reasoning
+    logprobs = choice.logprobs
+    return {
+        "index": choice.index,
+        "message": message,
+        "logprobs": None
+        if logprobs is None
+        else {
+            "content": _logprob_entries(logprobs.content),
+            "refusal": _logprob_entries(logprobs.refusal),
+        },
+        "finish_reason": choice.finish_reason,
+    }
+
+
 class ChunkAccumulator:
     """Builds the final `ChatCompletion` of a stream from its chunks.
 
@@ -163,6 +228,10 @@ class ChunkAccumulator:
     __slots__ = (
         "_call_log",
         "_choices",
+        "_first",
+        "_last",
+        "_marked",
+        "_usage_chunk",
         "created",
         "id",
         "model",
@@ -174,6 +243,13 @@ class ChunkAccumulator:
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
         self._call_log: deque[ToolCallState] | None = None
+        # The chunks whose extras the completion's to_dict() keeps (a gateway's
+        # ``provider``, ``citations``...): the first, those ending a choice, the last that
+        # brought usage, and the last; kept as references, read only by completion().
+        self._first: ChatCompletionChunk | None = None
+        self._last: ChatCompletionChunk | None = None
+        self._marked: dict[int, ChatCompletionChunk] = {}
+        self._usage_chunk: ChatCompletionChunk | None = None
         self.id = ""
         self.model = ""
         self.created = 0
@@ -185,6 +261,9 @@ class ChunkAccumulator:
         """Fold one chunk in."""
         # Once per chunk in every stream helper: the steps that come on (nearly) every chunk
         # stay inline, the rarer ones are calls (one more call per chunk costs ~8% of a fold).
+        if self._first is None:
+            self._first = chunk
+        self._last = chunk
         if not self.id:
             self.id = chunk.id
             self.created = chunk.created
@@ -197,6 +276,7 @@ class ChunkAccumulator:
         if chunk.usage is not None:
             # Some providers repeat a running total on every chunk; the last one wins.
             self.usage = chunk.usage
+            self._usage_chunk = chunk
         states = self._choices
         for choice in chunk.choices:
             state = states.get(choice.index)
@@ -233,6 +313,7 @@ class ChunkAccumulator:
                     state.refusal_logprobs.extend(logprobs.refusal)
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
+                self._marked[choice.index] = chunk  # one per choice, however many end it
 
     def text(self, index: int = 0) -> str:
         """The content of choice ``index`` so far."""
@@ -240,8 +321,16 @@ class ChunkAccumulator:
         return "".join(state.content) if state is not None else ""
 
     def completion(self) -> ChatCompletion:
-        """A snapshot of everything folded in so far, as a ``chat.completion``."""
-        return ChatCompletion(
+        """A snapshot of everything folded in so far, as a ``chat.completion``.
+
+        Its ``to_dict()`` is the body a non-streamed request would have received, as well
+        as the chunks tell it: every named field (``choices[i].index``, a null ``refusal``
+        or ``logprobs``), ``usage`` as the chunk that brought it had it, and the top-level
+        members the library does not name (a gateway's ``provider``) from the first chunk,
+        the chunks that end a choice, the last one with usage and the last one (later
+        ones win).
+        """
+        completion = ChatCompletion(
             id=self.id,
             object="chat.completion",
             created=self.created,
@@ -251,6 +340,48 @@ class ChunkAccumulator:
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
         )
+        keep_response(completion, self._body(completion))
+        return completion
+
+    def _body(self, completion: ChatCompletion) -> bytes:
+        """The JSON `completion` stands for: its fields, and what the chunks added."""
+        extras: dict[str, msgspec.Raw] = {}
+        present: set[str] = set()
+        usage: Any = completion.usage
+        samples = [self._first, *self._marked.values(), self._usage_chunk, self._last]
+        seen: set[int] = set()
+        for chunk in samples:
+            if chunk is None or id(chunk) in seen:
+                continue
+            seen.add(id(chunk))
+            raw = kept_body(chunk)
+            if raw is None:
+                continue  # built by hand: only its fields are known
+            try:
+                members = _MEMBERS.decode(raw)
+            except msgspec.DecodeError:  # pragma: no cover - it was decoded from these bytes
+                continue
+            present.update(members)
+            for name, value in members.items():
+                if name not in _NAMED:
+                    extras[name] = value
+            if chunk is self._usage_chunk and "usage" in members:
+                usage = members["usage"]  # as received: its extras (``cost``...) included
+        body: dict[str, Any] = {
+            "id": completion.id,
+            "object": completion.object,
+            "created": completion.created,
+            "model": completion.model,
+            "choices": [_choice_body(c) for c in completion.choices],
+        }
+        if usage is not None:
+            body["usage"] = usage
+        for name in ("system_fingerprint", "service_tier"):
+            value = getattr(completion, name)
+            if value is not None or name in present:
+                body[name] = value
+        body.update(extras)
+        return msgspec.json.encode(body)
 
 
 def log_tool_calls(acc: ChunkAccumulator) -> deque[ToolCallState]:

@@ -10,7 +10,7 @@ objects on the way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -31,7 +31,6 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._resources import Completions
     from ._streaming import AsyncStream
 
 __all__ = [
@@ -49,6 +48,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Sends one request and returns its completion: ``client.chat.completions.create``.
+Create = Callable[..., Awaitable[ChatCompletion]]
+#: Starts one streamed request: ``client.chat.completions.stream``.
+OpenStream = Callable[..., ChatCompletionStreamManager]
 
 
 # --- results ------------------------------------------------------------------------------
@@ -91,8 +95,12 @@ def _parse_choice(
     if content is not None and message.refusal is None:
         try:
             parsed = schema.decode(content)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if choice.finish_reason == "length":
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                # msgspec decodes nested arrays and objects by recursion: a reply nested
+                # thousands deep is bad output like any other, not a crash of the caller.
+                why = "is nested too deeply to decode"
+            elif choice.finish_reason == "length":
                 why = (
                     "was cut at the token limit (finish_reason 'length') before its JSON "
                     "was complete; raise max_tokens"
@@ -142,15 +150,15 @@ class ParseParams(CommonParams, total=False):
 
 
 async def parse(
-    completions: Completions,
+    create: Create,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
     response_format: type[T],
     params: ParseParams,
 ) -> ParsedChatCompletion[T]:
-    """What ``client.chat.completions.parse()`` does."""
+    """What ``client.chat.completions.parse()`` does, sending through ``create``."""
     schema = response_schema(response_format)
-    completion = await completions.create(
+    completion = await create(
         model=model, messages=messages, response_format=schema.response_format(), **params
     )
     return parse_completion(completion, schema)
@@ -191,6 +199,8 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         does (raising `ContentValidationError` if it does not decode), and the last
         snapshot is the whole reply's data. Snapshots are taken at most every
         1/32 of growth or every 50 ms, so a long reply is not re-parsed on every chunk.
+        A reply nested deeper than the partial parser reads (200 levels) gives no
+        snapshots past that depth, only the final data.
 
         Raises `ImportError` at once when jiter is missing
         (``pip install 'anyapi-async[partial]'``).
@@ -229,8 +239,15 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
         message = final.choices[0].message if final.choices else None
         if message is None or message.parsed is None:
             return  # a refusal or no content: nothing more to show
-        whole = parser.complete()
-        if whole != last:
+        try:
+            whole = parser.complete()
+        except ValueError:  # pragma: no cover - parse() read it; only the stack could differ
+            return
+        try:
+            changed = whole != last
+        except RecursionError:  # deeper than Python compares: then it is the new one
+            changed = True
+        if changed:
             yield whole
 
 
@@ -250,15 +267,15 @@ class ParsedChatCompletionStreamManager(Generic[T]):
 
 
 def stream_parse(
-    completions: Completions,
+    stream: OpenStream,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
     response_format: type[T],
     params: ParseParams,
 ) -> ParsedChatCompletionStreamManager[T]:
-    """What ``client.chat.completions.stream_parse()`` does."""
+    """What ``client.chat.completions.stream_parse()`` does, streaming through ``stream``."""
     schema = response_schema(response_format)
-    manager = completions.stream(
+    manager = stream(
         model=model, messages=messages, response_format=schema.response_format(), **params
     )
     return ParsedChatCompletionStreamManager(manager, schema)

@@ -25,7 +25,9 @@ import re
 import time
 from typing import Any, Final
 
-__all__ = ["GROWTH_DIVISOR", "MAX_DELAY", "NOTHING", "PartialJSON", "require_jiter"]
+import msgspec
+
+__all__ = ["GROWTH_DIVISOR", "MAX_DELAY", "MAX_DEPTH", "NOTHING", "PartialJSON", "require_jiter"]
 
 #: A snapshot is due once the text grew by at least len(text) / GROWTH_DIVISOR characters.
 GROWTH_DIVISOR: Final = 32
@@ -33,6 +35,8 @@ GROWTH_DIVISOR: Final = 32
 MAX_DELAY: Final = 0.05
 #: The throttle's clock (tests replace it).
 clock = time.monotonic
+#: How deep jiter reads arrays and objects; a snapshot of a deeper text raises `ValueError`.
+MAX_DEPTH: Final = 200
 JITER_HINT: Final = "live partial objects need jiter: pip install 'anyapi-async[partial]'"
 
 
@@ -51,6 +55,7 @@ _IN_STRING: Final = re.compile(r'["\\]')
 # What a number, true, false or null still being written at the very end is made of.
 _SCALAR_CHARS: Final = "-+.0123456789eEabcdefghijklmnopqrstuvwxyz"
 _FENCE_START: Final = re.compile(r"\s*```[a-zA-Z0-9_-]*[ \t]*(?:\n|\Z)")
+_JSON: Final = msgspec.json.Decoder()
 
 
 def require_jiter() -> Any:
@@ -199,6 +204,17 @@ class PartialJSON:
             raise
 
     def complete(self) -> Any:
-        """The whole document, once all of it arrived; raises `ValueError` if it is not JSON."""
-        text = self._body(self.text, in_string=False)
-        return self._from_json(text.encode())
+        """The whole document, once all of it arrived; raises `ValueError` if it is not JSON.
+
+        A document nested deeper than jiter reads (`MAX_DEPTH`) is read by msgspec, which
+        goes as deep as Python's recursion limit allows (a `ValueError` beyond that).
+        """
+        text = self._body(self.text, in_string=False).encode()
+        try:
+            return self._from_json(text)
+        except ValueError:
+            pass  # not JSON, or too deep for jiter: msgspec tells which
+        try:
+            return _JSON.decode(text)
+        except RecursionError:
+            raise ValueError("the JSON document is nested too deeply to read") from None

@@ -253,7 +253,7 @@ class Completions:
         """
         from . import _parsing  # loaded on first use: plain requests never need it
 
-        return await _parsing.parse(self, model, messages, response_format, params)
+        return await _parsing.parse(self.create, model, messages, response_format, params)
 
     def stream_parse(
         self,
@@ -278,7 +278,7 @@ class Completions:
         """
         from . import _parsing
 
-        return _parsing.stream_parse(self, model, messages, response_format, params)
+        return _parsing.stream_parse(self.stream, model, messages, response_format, params)
 
     async def run_tools(
         self,
@@ -310,7 +310,7 @@ class Completions:
         from . import _tools
 
         return await _tools.run_tools(
-            self,
+            self.create,
             model=model,
             messages=messages,
             tools=tools,
@@ -353,7 +353,7 @@ class Completions:
         from . import _tool_stream, _tools
 
         return _tool_stream.stream_tools(
-            self,
+            self.stream,
             model=model,
             messages=messages,
             tools=tools,

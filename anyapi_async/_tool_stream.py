@@ -33,7 +33,10 @@ from ._tools import (
 from ._types import ChatCompletion, ChatCompletionMessageParam
 
 if TYPE_CHECKING:
-    from ._resources import Completions
+    from ._chat_stream import ChatCompletionStreamManager
+
+#: Starts one streamed request: ``client.chat.completions.stream``.
+OpenStream = Callable[..., "ChatCompletionStreamManager"]
 
 __all__ = [
     "ToolCallErrorEvent",
@@ -155,8 +158,8 @@ class ToolRunStream:
     ``max_rounds`` requests, and the API's errors as they happen.
     """
 
-    def __init__(self, completions: Completions, model: str, run: ToolRun) -> None:
-        self._completions = completions
+    def __init__(self, stream: OpenStream, model: str, run: ToolRun) -> None:
+        self._stream = stream
         self._model = model
         self._run = run
         self._result: ToolRunResult | None = None
@@ -190,44 +193,47 @@ class ToolRunStream:
 
     async def _generate(self) -> AsyncGenerator[ToolRunEvent, None]:
         run = self._run
-        stream = self._completions.stream
-        for round_ in range(1, run.max_rounds + 1):
-            request = run.request(round_)
-            async with stream(model=self._model, messages=run.history, **request) as s:  # type: ignore[arg-type]
-                async for chunk in s:
-                    for choice in chunk.choices:
-                        if choice.index == 0 and choice.delta.content:
-                            yield ToolRunTextDeltaEvent(round_, choice.delta.content)
-                completion = await s.get_final_completion()
-            yield ToolRunRoundEvent(round_, completion)
-            calls = run.answer(completion, round_)  # raises past max_rounds
-            if not calls:
-                self._result = run.result(completion, round_)
-                yield ToolRunDoneEvent(self._result)
-                return
-            for call_id, call in calls:
-                yield ToolCallStartEvent(
-                    round_, call_id, call.function.name, call.function.arguments
-                )
-            tasks = [asyncio.ensure_future(run.execute(i, c, round_)) for i, c in calls]
-            try:
-                for finished in asyncio.as_completed(tasks):
-                    result = await finished
-                    if result.ok:
-                        yield ToolCallResultEvent(round_, result)
-                    else:
-                        yield ToolCallErrorEvent(round_, result)
-            finally:
-                # A break or cancellation mid-round: no tool keeps running unobserved.
+        stream = self._stream
+        try:
+            for round_ in range(1, run.max_rounds + 1):
+                request = run.request(round_)
+                async with stream(model=self._model, messages=run.history, **request) as s:
+                    async for chunk in s:
+                        for choice in chunk.choices:
+                            if choice.index == 0 and choice.delta.content:
+                                yield ToolRunTextDeltaEvent(round_, choice.delta.content)
+                    completion = await s.get_final_completion()
+                yield ToolRunRoundEvent(round_, completion)
+                calls = run.answer(completion, round_)  # raises past max_rounds
+                if not calls:
+                    self._result = run.result(completion, round_)
+                    yield ToolRunDoneEvent(self._result)
+                    return
+                for call_id, call in calls:
+                    yield ToolCallStartEvent(
+                        round_, call_id, call.function.name, call.function.arguments
+                    )
+                tasks = [asyncio.ensure_future(run.execute(i, c, round_)) for i, c in calls]
+                try:
+                    for finished in asyncio.as_completed(tasks):
+                        result = await finished
+                        if result.ok:
+                            yield ToolCallResultEvent(round_, result)
+                        else:
+                            yield ToolCallErrorEvent(round_, result)
+                finally:
+                    # A break or cancellation mid-round: no tool keeps running unobserved.
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
                 for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for task in tasks:
-                run.add_result(task.result())
+                    run.add_result(task.result())
 
+        finally:
+            run.close()  # the run's tool threads go; a stuck one is not waited for
 
 def stream_tools(
-    completions: Completions,
+    stream: OpenStream,
     *,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
@@ -236,7 +242,8 @@ def stream_tools(
     tool_timeout: float | None,
     params: ToolRunParams,
 ) -> ToolRunStream:
-    """What ``client.chat.completions.stream_tools()`` does: checks now, requests later."""
+    """What ``client.chat.completions.stream_tools()`` does: checks now, requests later
+    (each round through ``stream``)."""
     params.setdefault("stream_options", {"include_usage": True})
     run = ToolRun(
         messages=messages,
@@ -248,4 +255,4 @@ def stream_tools(
     # The first request's body, built and dropped: a bad model or parameter fails here,
     # before any I/O, rather than on the first iteration.
     build_body(model, run.history, True, run.request(1))
-    return ToolRunStream(completions, model, run)
+    return ToolRunStream(stream, model, run)

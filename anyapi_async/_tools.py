@@ -16,12 +16,14 @@ never ends the run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -54,8 +56,6 @@ from ._types import (
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
 
-    from ._resources import Completions
-
     P = ParamSpec("P")
 else:
     P = TypeVar("P")  # only a placeholder at run time: Generic needs some TypeVar
@@ -74,8 +74,13 @@ __all__ = [
 
 R = TypeVar("R")
 
+#: Sends one request and returns its completion: ``client.chat.completions.create``.
+Create = Callable[..., Awaitable[ChatCompletion]]
+
 #: Model requests a run may make before `ToolRoundsExceededError`.
 DEFAULT_MAX_TOOL_ROUNDS: Final = 10
+#: Threads of a run's own executor for sync tools (a run's tools share them).
+TOOL_THREADS: Final = 8
 _TOOL_NAME: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SECTION: Final = re.compile(r"^(\w[\w ]*):\s*$")
 _ARGS_SECTIONS: Final = frozenset(("args", "arguments", "parameters", "params"))
@@ -211,13 +216,17 @@ class FunctionTool(Generic[P, R]):
     def decode_arguments(self, arguments: str | bytes) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments from the model's JSON; raises msgspec errors."""
         # Some providers send "" for a call without arguments.
-        args = self._decoder.decode(arguments or b"{}")
+        try:
+            args = self._decoder.decode(arguments or b"{}")
+        except RecursionError:  # the model's bad arguments, not a failure of the tool
+            raise msgspec.DecodeError("JSON is nested too deeply to decode") from None
         kwargs = {name: getattr(args, name) for name in args.__struct_fields__}
         return [kwargs.pop(name) for name in self._positional], kwargs
 
-    async def invoke(self, arguments: str | bytes) -> Any:
+    async def invoke(self, arguments: str | bytes, *, executor: Executor | None = None) -> Any:
         """Decode ``arguments``, validate them and run the function (sync ones in a thread).
 
+        A sync function runs in ``executor`` when given, else in the loop's default one.
         Raises `msgspec.ValidationError`/`msgspec.DecodeError` for bad arguments, and
         whatever the function raises.
         """
@@ -225,7 +234,12 @@ class FunctionTool(Generic[P, R]):
         if self._is_async:
             return await self.fn(*args, **kwargs)  # type: ignore[misc]
         # A sync tool may block (files, requests): keep the loop and the other tools going.
-        result = await asyncio.to_thread(self.fn, *args, **kwargs)
+        if executor is None:
+            result = await asyncio.to_thread(self.fn, *args, **kwargs)
+        else:
+            # What to_thread does (the caller's context variables go along), in ``executor``.
+            call = functools.partial(contextvars.copy_context().run, self.fn, *args, **kwargs)
+            result = await asyncio.get_running_loop().run_in_executor(executor, call)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -352,6 +366,32 @@ def _output(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+class _TimedOut(Exception):
+    """The run's ``tool_timeout`` expired (not a TimeoutError the tool raised itself)."""
+
+
+async def _invoke(
+    tool: FunctionTool[Any, Any],
+    arguments: str,
+    timeout: float | None,
+    executor: Executor | None,
+) -> Any:
+    if timeout is None:
+        return await tool.invoke(arguments, executor=executor)
+    # Not wait_for: its TimeoutError and one the tool raises look alike, and the model
+    # must hear which one happened.
+    task = asyncio.ensure_future(tool.invoke(arguments, executor=executor))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    finally:
+        if not task.done():  # the timeout, or this call cancelled: the tool stops too
+            task.cancel()
+            await asyncio.wait((task,))
+    if not done:
+        raise _TimedOut
+    return task.result()
+
+
 async def _execute(
     tool: FunctionTool[Any, Any] | None,
     call: ChatCompletionMessageToolCall,
@@ -359,27 +399,32 @@ async def _execute(
     round_: int,
     timeout: float | None,
     available: Sequence[str],
+    executor: Executor | None = None,
 ) -> ToolCallResult:
     name = call.function.name
     arguments = call.function.arguments
     started = time.perf_counter()
     value: Any = None
     output = ""
+    error: str | None = None
     if tool is None:
         error = f"unknown tool {name!r}; available tools: {', '.join(available)}"
     else:
         try:
-            value = await asyncio.wait_for(tool.invoke(arguments), timeout)
-            output = _output(value)
-            error = None
+            value = await _invoke(tool, arguments, timeout, executor)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             error = f"invalid arguments for {name}: {exc}"
-        except asyncio.TimeoutError:
+        except _TimedOut:
             error = f"{name} timed out after {timeout} s"
         except Exception as exc:
             # The whole point: a failing tool is news for the model, not the end of the run.
             logger.debug("Tool %s raised", name, exc_info=True)
             error = f"{name} raised {type(exc).__name__}: {exc}"
+        else:
+            try:
+                output = _output(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                error = f"the return value of {name} could not be encoded as JSON: {exc}"
     duration = time.perf_counter() - started
     if error is not None:
         output = f"Error: {error}"
@@ -435,6 +480,10 @@ class ToolRun:
         self.tool_timeout = tool_timeout
         self.executed: list[ToolCallResult] = []
         self.usage = CompletionUsage()
+        # Sync tools run in threads of the run's own, started on first use: a tool stuck
+        # past its timeout holds one of these, never a thread of the loop's default
+        # executor (asyncio.to_thread, and DNS lookups for new connections, wait there).
+        self._executor: ThreadPoolExecutor | None = None
 
     def request(self, round_: int) -> dict[str, Any]:
         """The parameters of round ``round_``'s request, beside model and messages."""
@@ -490,7 +539,22 @@ class ToolRun:
     ) -> Awaitable[ToolCallResult]:
         """Run one call (never raises but for cancellation)."""
         tool = self.by_name.get(call.function.name)
-        return _execute(tool, call, call_id, round_, self.tool_timeout, list(self.by_name))
+        executor = None
+        if tool is not None and not tool._is_async:
+            executor = self._executor
+            if executor is None:
+                executor = self._executor = ThreadPoolExecutor(
+                    TOOL_THREADS, thread_name_prefix="anyapi-tool"
+                )
+        return _execute(
+            tool, call, call_id, round_, self.tool_timeout, list(self.by_name), executor
+        )
+
+    def close(self) -> None:
+        """Let the run's tool threads go (idempotent); never waits for a stuck tool."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def add_result(self, result: ToolCallResult) -> None:
         """Record a call's result and the ``tool`` message the model will see."""
@@ -502,7 +566,7 @@ class ToolRun:
 
 
 async def run_tools(
-    completions: Completions,
+    create: Create,
     *,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],
@@ -512,7 +576,7 @@ async def run_tools(
     on_tool_result: Callable[[ToolCallResult], Awaitable[None] | None] | None = None,
     params: ToolRunParams,
 ) -> ToolRunResult:
-    """What ``client.chat.completions.run_tools()`` does."""
+    """What ``client.chat.completions.run_tools()`` does, sending through ``create``."""
     run = ToolRun(
         messages=messages,
         tools=tools,
@@ -520,20 +584,23 @@ async def run_tools(
         tool_timeout=tool_timeout,
         params=params,
     )
-    for round_ in range(1, max_rounds + 1):
-        completion = await completions.create(
-            model=model,
-            messages=run.history,  # type: ignore[arg-type]
-            **run.request(round_),
-        )
-        calls = run.answer(completion, round_)
-        if not calls:
-            return run.result(completion, round_)
-        results = await asyncio.gather(*(run.execute(i, c, round_) for i, c in calls))
-        for result in results:
-            run.add_result(result)
-            if on_tool_result is not None:
-                pending = on_tool_result(result)
-                if pending is not None:
-                    await pending
+    try:
+        for round_ in range(1, max_rounds + 1):
+            completion = await create(
+                model=model,
+                messages=run.history,
+                **run.request(round_),
+            )
+            calls = run.answer(completion, round_)
+            if not calls:
+                return run.result(completion, round_)
+            results = await asyncio.gather(*(run.execute(i, c, round_) for i, c in calls))
+            for result in results:
+                run.add_result(result)
+                if on_tool_result is not None:
+                    pending = on_tool_result(result)
+                    if pending is not None:
+                        await pending
+    finally:
+        run.close()
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -67,9 +67,10 @@ class KeepsBody:
         """The whole JSON object as the server sent it, unknown fields included at every depth.
 
         Decoded from the kept body on each call (a new dict every time, so changing it
-        changes nothing else). For an object that was not decoded from a body (built by
-        hand, or folded from a stream's chunks by ``get_final_completion()``) it is
-        ``msgspec.to_builtins(self)``: the named fields that differ from their defaults.
+        changes nothing else); a completion folded from a stream's chunks by
+        ``get_final_completion()`` keeps the body they add up to. For an object built by
+        hand it is ``msgspec.to_builtins(self)``: the named fields that differ from their
+        defaults.
         """
         raw: bytes | None = getattr(self, "_raw", None)
         if raw is None:

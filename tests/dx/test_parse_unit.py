@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
@@ -9,6 +11,7 @@ from anyapi_async import APIResponseValidationError, ChatCompletion
 from anyapi_async._parsing import (
     ContentValidationError,
     ParsedChatCompletion,
+    parse,
     parse_completion,
 )
 from anyapi_async._schema import response_schema
@@ -100,3 +103,17 @@ def test_parsed_completion_encodes() -> None:
     parsed = parse_completion(completion(choice('{"name": "Ada", "age": 36}')), PERSON)
     data = msgspec.json.decode(msgspec.json.encode(parsed))
     assert data["choices"][0]["message"]["parsed"] == {"name": "Ada", "age": 36}
+
+
+async def test_parse_sends_through_the_create_it_is_given() -> None:
+    """The helper needs no client: any ``create`` callable will do."""
+    sent: list[dict[str, Any]] = []
+
+    async def create(**request: Any) -> ChatCompletion:
+        sent.append(request)
+        return completion(choice('{"name": "Ada", "age": 36}'))
+
+    c = await parse(create, "m", [{"role": "user", "content": "hi"}], Person, {"seed": 1})
+    assert c.choices[0].message.parsed == Person("Ada", 36)
+    assert sent[0]["model"] == "m" and sent[0]["seed"] == 1
+    assert sent[0]["response_format"]["json_schema"]["name"] == "Person"

@@ -153,3 +153,22 @@ def test_long_numbers_appear_whole() -> None:
     big = 10**80 + 12345
     taken, whole = snapshots(list(json.dumps({"n": big, "s": "x"})))
     assert {s.get("n") for s in taken} == {None, big} and whole == {"n": big, "s": "x"}
+
+
+def test_deeper_than_jiter_reads() -> None:
+    """Past MAX_DEPTH snapshots raise ValueError, complete() still reads the document, and
+    one deeper than Python can recurse is a ValueError too, never a RecursionError."""
+    depth = _partial.MAX_DEPTH + 100
+    parser = PartialJSON()
+    parser.feed("[" * depth + "]" * depth)
+    with pytest.raises(ValueError, match="recursion limit"):
+        parser.snapshot()
+    whole = parser.complete()
+    for _ in range(depth - 1):
+        assert isinstance(whole, list) and len(whole) == 1
+        whole = whole[0]
+    assert whole == []
+    too_deep = PartialJSON()
+    too_deep.feed("[" * 10_000 + "]" * 10_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        too_deep.complete()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pytest
@@ -221,3 +223,51 @@ async def test_mistakes_fail_before_io(
             model=MODEL, messages=[{"role": "user", "content": "x"}], **params
         )
     assert chat_bodies(anyapi_server) == []
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_stuck_sync_tools_do_not_starve_the_loops_executor(
+    anyapi_client: AsyncClient, anyapi_server: LocalServer, streamed: bool
+) -> None:
+    """Eight sync tools stuck past tool_timeout hold none of the default executor's threads.
+
+    The loop's default executor gets eight threads (what a small machine has), so tools
+    run there would hold all of them: asyncio.to_thread and the DNS lookup of a new
+    connection (aiohttp resolves through that executor) would wait for the tools.
+    """
+    release = threading.Event()
+    started: list[str] = []
+
+    def block(n: int) -> str:
+        """Wait until released."""
+        started.append(threading.current_thread().name)
+        release.wait()
+        return "released"
+
+    loop = asyncio.get_running_loop()
+    default = ThreadPoolExecutor(8)
+    loop.set_default_executor(default)
+    try:
+        calls = [("block", json.dumps({"n": n})) for n in range(8)]
+        anyapi_server.queue(tool_call_reply(*calls))
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "go"}]
+        if streamed:
+            async with anyapi_client.chat.completions.stream_tools(
+                model=MODEL, messages=messages, tools=[block], tool_timeout=0.3
+            ) as run:
+                result = await run.get_final_result()
+        else:
+            result = await anyapi_client.chat.completions.run_tools(
+                model=MODEL, messages=messages, tools=[block], tool_timeout=0.3
+            )
+        assert [c.error for c in result.tool_calls] == ["block timed out after 0.3 s"] * 8
+        assert all(name.startswith("anyapi-tool") for name in started)  # the run's threads
+        # Both would wait until release.set() below if the tools held the default executor.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 30) == "free"
+        local = anyapi_server.url.replace("127.0.0.1", "localhost") + "/v1"
+        async with AsyncClient(api_key="sk-test", base_url=local, max_retries=0) as fresh:
+            models = await asyncio.wait_for(fresh.models.list(), 30)
+        assert models.data
+    finally:
+        release.set()
+        default.shutdown(wait=True)

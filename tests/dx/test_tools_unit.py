@@ -14,8 +14,9 @@ from anyapi_async._tools import (
     _execute,
     function_tool,
     parse_docstring,
+    run_tools,
 )
-from anyapi_async._types import ChatCompletionMessageToolCall, FunctionCall
+from anyapi_async._types import ChatCompletion, ChatCompletionMessageToolCall, FunctionCall
 
 
 @function_tool
@@ -230,3 +231,63 @@ async def test_execute_encodes_results() -> None:
     assert ok.ok and ok.value == {"city": "Rome", "unit": "C", "days": 1}
     assert msgspec.json.decode(ok.output) == ok.value
     assert ok.id == "c1" and ok.duration >= 0
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+async def test_a_tools_own_timeout_error_is_not_the_run_timeout(timeout: float | None) -> None:
+    """A TimeoutError the tool raises is reported as such, not as ``timed out after None s``."""
+
+    async def fetch() -> str:
+        raise TimeoutError("upstream did not answer in 5 s")
+
+    result = await _execute(FunctionTool(fetch), call("fetch", "{}"), "c1", 1, timeout, [])
+    assert result.output == "Error: fetch raised TimeoutError: upstream did not answer in 5 s"
+    assert not result.ok
+
+
+async def test_a_return_value_that_does_not_encode_is_named() -> None:
+    """The model hears that the return value could not be encoded, and why."""
+
+    class Opaque:
+        pass
+
+    def make() -> object:
+        return Opaque()
+
+    result = await _execute(FunctionTool(make), call("make", "{}"), "c1", 1, None, [])
+    assert result.output.startswith(
+        "Error: the return value of make could not be encoded as JSON: "
+    )
+    assert "Opaque" in result.output  # msgspec's reason names the type
+    assert "raised" not in result.output and isinstance(result.value, Opaque)
+    assert not result.ok
+
+
+async def test_arguments_nested_too_deeply_are_invalid_arguments() -> None:
+    """A RecursionError from decoding the model's arguments is the model's mistake."""
+
+    def take(x: Any) -> str:
+        return "took it"
+
+    deep = '{"x": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    result = await _execute(FunctionTool(take), call("take", deep), "c1", 1, None, [])
+    assert result.output == "Error: invalid arguments for take: JSON is nested too deeply to decode"
+
+
+async def test_run_tools_sends_through_the_create_it_is_given() -> None:
+    """The runner needs no client: each round goes to the ``create`` callable."""
+    asked = {"id": "c1", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+    replies: list[dict[str, Any]] = [{"tool_calls": [asked]}, {"content": "3"}]
+    sent: list[dict[str, Any]] = []
+
+    async def create(**request: Any) -> ChatCompletion:
+        sent.append({**request, "messages": list(request["messages"])})  # as sent then
+        message = {"role": "assistant", **replies[len(sent) - 1]}
+        return msgspec.convert({"choices": [{"index": 0, "message": message}]}, ChatCompletion)
+
+    result = await run_tools(
+        create, model="m", messages=[{"role": "user", "content": "1+2?"}], tools=[add], params={}
+    )
+    assert result.content == "3" and result.rounds == 2
+    assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "tool"]
+    assert sent[1]["messages"][2]["content"] == "3"

@@ -6,7 +6,14 @@ from typing import Any
 
 import msgspec
 
-from anyapi_async import ChatCompletionChunk, ChoiceDelta, ChunkAccumulator, ChunkChoice
+from anyapi_async import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChoiceDelta,
+    ChunkAccumulator,
+    ChunkChoice,
+)
+from anyapi_async._types import keep_response
 
 
 def chunk(choices: list[dict[str, Any]], **extra: Any) -> ChatCompletionChunk:
@@ -254,3 +261,121 @@ def test_accumulation_does_not_concatenate_per_delta() -> None:
     assert final.choices[0].message.reasoning_content == "r" * n
     assert _CountedStr.joins == 0
     assert "a" + _CountedStr("b") == "ab" and _CountedStr.joins == 1  # the counter works
+
+
+def received(body: dict[str, Any]) -> ChatCompletionChunk:
+    """A chunk decoded from its event's bytes, which it keeps, as a stream's chunks do."""
+    raw = msgspec.json.encode(body)
+    decoded = msgspec.json.decode(raw, type=ChatCompletionChunk)
+    keep_response(decoded, raw)
+    return decoded
+
+
+def event(choices: list[dict[str, Any]], **extra: Any) -> ChatCompletionChunk:
+    return received(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 5,
+            "model": "m",
+            "system_fingerprint": None,
+            "provider": "Groq",
+            "choices": choices,
+            **extra,
+        }
+    )
+
+
+def test_final_to_dict_is_the_whole_body() -> None:
+    """Every named field (index 0, null refusal and logprobs), usage as sent with its
+    extras, and the gateway's top-level extras from the chunks, later ones winning."""
+    top = [{"token": "A", "logprob": -0.5, "bytes": [65]}]
+    entry = {"token": "A", "logprob": -0.1, "bytes": [65], "top_logprobs": top}
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    more = {"index": 0, "function": {"arguments": "{}"}}
+    final = fold(
+        [
+            event([{"index": 0, "delta": {"role": "assistant", "content": ""}}]),
+            event([{"index": 0, "delta": {"content": "A"}, "logprobs": {"content": [entry]}}]),
+            event([{"index": 1, "delta": {"tool_calls": [{**call, "function": {"name": "f"}}]}}]),
+            event([{"index": 1, "delta": {"tool_calls": [more]}}]),
+            event([{"index": 1, "delta": {}, "finish_reason": "tool_calls"}]),
+            event([{"index": 0, "delta": {}, "finish_reason": "stop"}], region="eu"),
+            event(
+                [],
+                usage={
+                    "prompt_tokens": 3,
+                    "completion_tokens": 2,
+                    "total_tokens": 5,
+                    "cost": 0.25,
+                    "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 1},
+                },
+                citations=["https://example.org"],
+                provider="Groq-2",
+            ),
+        ]
+    )
+    assert final.to_dict() == {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 5,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "A", "refusal": None},
+                "logprobs": {"content": [entry], "refusal": None},
+                "finish_reason": "stop",
+            },
+            {
+                "index": 1,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            },
+        ],
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "total_tokens": 5,
+            "cost": 0.25,
+            "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 1},
+        },
+        "system_fingerprint": None,
+        "provider": "Groq-2",
+        "region": "eu",
+        "citations": ["https://example.org"],
+    }
+    # It says no more than the completion's fields where they overlap.
+    again = msgspec.json.decode(msgspec.json.encode(final.to_dict()), type=ChatCompletion)
+    assert again == final
+
+
+def test_final_to_dict_of_chunks_built_by_hand() -> None:
+    """Without kept bodies the named fields are all there is, defaults and nulls included."""
+    final = fold([chunk([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}])])
+    assert final.to_dict() == {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 5,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+    }
