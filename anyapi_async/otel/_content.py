@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ._types import ChatCompletion
+from .._types import ChatCompletion
 
 __all__ = [
     "input_messages",
