@@ -192,7 +192,7 @@ def instrument(
     logger_provider: LoggerProvider | None = None,
     capture_content: CaptureContent = False,
     provider_name: str | None = None,
-    include_usage: bool = True,
+    include_usage: bool = False,
     per_chunk_metrics: bool = False,
 ) -> ClientT:
     """Trace ``client``'s chat completions and record their metrics; returns ``client``.
@@ -212,8 +212,11 @@ def instrument(
             both. ``False`` leaves it to ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         provider_name: ``gen_ai.provider.name``; default: the conventions' value for a
             well-known host, else ``"anyapi"``.
-        include_usage: ask streams for a final usage chunk
-            (``stream_options.include_usage``) unless the request sets ``stream_options``.
+        include_usage: change what is sent: add ``"stream_options": {"include_usage":
+            true}`` to streamed request bodies that do not mention ``stream_options``, so
+            that the server sends a final usage chunk and streamed spans get token usage.
+            Off by default: instrumenting never changes the bytes sent (a server refusing
+            unknown fields would answer every stream with a 400).
         per_chunk_metrics: record ``gen_ai.client.operation.time_per_output_chunk`` for
             every chunk as the conventions define it, instead of once per stream with the
             stream's mean (cheaper; see docs/observability.md).
