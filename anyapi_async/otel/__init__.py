@@ -8,13 +8,14 @@ client = instrument(AsyncClient())      # global providers, or pass tracer_provi
 ```
 
 Follows the OpenTelemetry GenAI semantic conventions (Development status, now kept in the
-``semantic-conventions-genai`` repository), latest names only: one ``CLIENT`` span
+``semantic-conventions-genai`` repository): one ``CLIENT`` span
 ``chat {gen_ai.request.model}`` per call, covering its retries and their waits; the
-``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage`` histograms (and for
-streams ``gen_ai.client.operation.time_to_first_chunk`` and
-``gen_ai.client.operation.time_per_output_chunk``) with the advised bucket boundaries; and,
-when content capture is on, the ``gen_ai.client.inference.operation.details`` event. The
-attribute names are constants of this module rather than those of
+duration, token and streaming metrics with the advised bucket boundaries; and, when content
+capture is on, the ``gen_ai.client.inference.operation.details`` event. By default the
+names are those of semantic-conventions v1.41.0 (``gen_ai.client.operation.duration``,
+``gen_ai.client.token.usage``...); ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``
+switches to the latest release's (``gen_ai.client.inference.*``), as the conventions' own
+transition plan asks. The names are constants of this package rather than those of
 ``opentelemetry-semantic-conventions``, whose GenAI names are deprecated there.
 
 This module needs ``opentelemetry-api`` (``pip install 'anyapi-async[otel]'``); nothing

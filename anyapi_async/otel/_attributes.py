@@ -32,6 +32,7 @@ from ._semconv import (
     GEN_AI_REQUEST_TOP_P,
     GEN_AI_RESPONSE_ID,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TOKEN_MODALITY,
     GEN_AI_TOKEN_TYPE,
     GEN_AI_USAGE_AUDIO_INPUT_TOKENS,
     GEN_AI_USAGE_AUDIO_OUTPUT_TOKENS,
@@ -137,9 +138,11 @@ def error_type(error: BaseException) -> str:
 class Endpoint:
     """Per-endpoint constants: what every call to it starts with, and its per-model entries."""
 
-    __slots__ = ("base", "models", "openai")
+    __slots__ = ("base", "latest", "models", "openai")
 
-    def __init__(self, url: str, provider: str | None) -> None:
+    def __init__(self, url: str, provider: str | None, latest: bool = False) -> None:
+        #: The latest conventions (``OTEL_SEMCONV_STABILITY_OPT_IN``), not the default ones.
+        self.latest = latest
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
@@ -210,7 +213,7 @@ class Outcome:
     here changes them once built.
     """
 
-    __slots__ = ("duration", "input", "metric", "output")
+    __slots__ = ("duration", "input", "metric", "modalities", "output")
 
     def __init__(self, metric: dict[str, Any], response_model: object, error: str | None) -> None:
         if response_model:
@@ -219,6 +222,14 @@ class Outcome:
         self.duration = metric if error is None else {**metric, ERROR_TYPE: error}
         self.input = {**metric, GEN_AI_TOKEN_TYPE: "input"}
         self.output = {**metric, GEN_AI_TOKEN_TYPE: "output"}
+        self.modalities: dict[str, dict[str, Any]] = {}
+
+    def tokens(self, modality: str) -> dict[str, Any]:
+        """The latest conventions' token counters' attributes: by ``gen_ai.token.modality``."""
+        attrs = self.modalities.get(modality)
+        if attrs is None:  # a few fixed values (audio, unknown): no bound needed
+            attrs = self.modalities[modality] = {**self.metric, GEN_AI_TOKEN_MODALITY: modality}
+        return attrs
 
 
 def request_attributes(fields: RequestFields, model: Model) -> dict[str, Any]:
@@ -238,7 +249,10 @@ def request_attributes(fields: RequestFields, model: Model) -> dict[str, Any]:
         attrs[GEN_AI_REQUEST_TOP_P] = value
     value = fields.top_k
     if value is not None and type(value) in _NUMBERS:
-        attrs[GEN_AI_REQUEST_TOP_K] = value
+        if not model.endpoint.latest:
+            attrs[GEN_AI_REQUEST_TOP_K] = value
+        elif type(value) is int or value.is_integer():  # an int in the latest conventions
+            attrs[GEN_AI_REQUEST_TOP_K] = int(value)
     value = fields.seed
     if value is not None and type(value) in _NUMBERS:
         attrs[GEN_AI_REQUEST_SEED] = value

@@ -29,8 +29,18 @@ __all__ = [
     "CaptureContent",
     "DURATION_BUCKETS",
     "ENV_CAPTURE_CONTENT",
+    "ENV_SEMCONV_OPT_IN",
     "ERROR_TYPE",
     "EVENT_DETAILS",
+    "GEN_AI_CLIENT_INFERENCE_DURATION",
+    "GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_TIME_PER_OUTPUT_CHUNK",
+    "GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS",
     "GEN_AI_CLIENT_OPERATION_DURATION",
     "GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK",
     "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
@@ -56,6 +66,7 @@ __all__ = [
     "GEN_AI_RESPONSE_MODEL",
     "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK",
     "GEN_AI_SYSTEM_INSTRUCTIONS",
+    "GEN_AI_TOKEN_MODALITY",
     "GEN_AI_TOKEN_TYPE",
     "GEN_AI_TOOL_DEFINITIONS",
     "GEN_AI_USAGE_AUDIO_INPUT_TOKENS",
@@ -66,18 +77,22 @@ __all__ = [
     "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS",
     "INSTRUMENTATION_NAME",
     "KNOWN_PROVIDERS",
+    "MODALITY_AUDIO",
+    "MODALITY_UNKNOWN",
     "OPENAI_API_TYPE",
     "OPENAI_REQUEST_SERVICE_TIER",
     "OPENAI_RESPONSE_SERVICE_TIER",
     "OPENAI_RESPONSE_SYSTEM_FINGERPRINT",
     "OPERATION_CHAT",
+    "OPT_IN_GEN_AI_LATEST",
     "PROVIDER_ANYAPI",
     "SERVER_ADDRESS",
     "SERVER_PORT",
     "TOKEN_BUCKETS",
+    "latest_experimental",
 ]
 
-# --- attributes (the GenAI conventions as of semantic-conventions v1.41.0) -----------------
+# --- attributes (GenAI conventions of semantic-conventions v1.41.0; most stay in the latest) ---
 
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
@@ -176,6 +191,37 @@ TOKEN_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
 
+# --- the latest release (semantic-conventions-genai v0.1.0), behind the opt-in -----------
+
+#: The conventions' stability switch: a comma-separated list of category values.
+ENV_SEMCONV_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
+#: Its GenAI value: emit the latest experimental conventions, and not the previous ones.
+OPT_IN_GEN_AI_LATEST: Final = "gen_ai_latest_experimental"
+
+GEN_AI_CLIENT_INFERENCE_DURATION: Final = "gen_ai.client.inference.duration"
+GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.inference.time_to_first_chunk"
+GEN_AI_CLIENT_INFERENCE_TIME_PER_OUTPUT_CHUNK: Final = (
+    "gen_ai.client.inference.time_per_output_chunk"
+)
+GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS: Final = "gen_ai.client.inference.usage.input_tokens"
+GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS: Final = "gen_ai.client.inference.usage.output_tokens"
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS: Final = (
+    "gen_ai.client.inference.usage.cache_read.input_tokens"
+)
+GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS: Final = (
+    "gen_ai.client.inference.usage.reasoning.output_tokens"
+)
+GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS: Final = (
+    "gen_ai.client.inference.operation.input_tokens"
+)
+GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS: Final = (
+    "gen_ai.client.inference.operation.output_tokens"
+)
+GEN_AI_TOKEN_MODALITY: Final = "gen_ai.token.modality"
+MODALITY_AUDIO: Final = "audio"
+#: Chat Completions breaks usage down by modality only for audio: the rest is "unknown".
+MODALITY_UNKNOWN: Final = "unknown"
+
 # --- content capture and the rest ----------------------------------------------------------
 
 #: The conventional switch for content capture (``true``/``span_only``, ``event_only``,
@@ -187,3 +233,13 @@ CHAT_PATH: Final = "/chat/completions"
 
 CaptureContent = Union[bool, Literal["span", "event", "span_and_event"]]
 
+
+def latest_experimental(value: str | None) -> bool:
+    """Whether an ``OTEL_SEMCONV_STABILITY_OPT_IN`` value opts in to the latest GenAI names.
+
+    The value is a comma-separated list; ``gen_ai_latest_experimental`` must be one of its
+    items (as OpenTelemetry's own instrumentations read it: exact, spaces trimmed).
+    """
+    if not value:
+        return False
+    return OPT_IN_GEN_AI_LATEST in (item.strip() for item in value.split(","))

@@ -9,6 +9,7 @@ adds up what the calls of one batch request did. How they hook into the client i
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +29,7 @@ from ._attributes import (
     CACHE_SIZE,
     Endpoint,
     Model,
+    Outcome,
     body_decoder,
     capture_modes,
     error_type,
@@ -45,8 +47,18 @@ from ._semconv import (
     ANYAPI_RETRY_WAIT,
     CHAT_PATH,
     DURATION_BUCKETS,
+    ENV_SEMCONV_OPT_IN,
     ERROR_TYPE,
     EVENT_DETAILS,
+    GEN_AI_CLIENT_INFERENCE_DURATION,
+    GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_TIME_PER_OUTPUT_CHUNK,
+    GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK,
+    GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
     GEN_AI_CLIENT_OPERATION_DURATION,
     GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
     GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
@@ -58,8 +70,11 @@ from ._semconv import (
     GEN_AI_SYSTEM_INSTRUCTIONS,
     GEN_AI_TOOL_DEFINITIONS,
     INSTRUMENTATION_NAME,
+    MODALITY_AUDIO,
+    MODALITY_UNKNOWN,
     TOKEN_BUCKETS,
     CaptureContent,
+    latest_experimental,
 )
 
 if TYPE_CHECKING:
@@ -67,12 +82,12 @@ if TYPE_CHECKING:
 
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.context import Context
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
     from .._client import AsyncClient
 
-__all__ = ["BatchItem", "Call", "Telemetry"]
+__all__ = ["BatchItem", "Call", "LatestTokens", "Telemetry"]
 
 T = TypeVar("T")
 
@@ -97,26 +112,38 @@ class Telemetry:
             INSTRUMENTATION_NAME, version, tracer_provider=tracer_provider
         )
         meter = get_meter(INSTRUMENTATION_NAME, version, meter_provider=meter_provider)
+        #: ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``: the latest names
+        #: instead of the ones emitted by default (read once, as instrumentations do).
+        self.latest = latest_experimental(os.environ.get(ENV_SEMCONV_OPT_IN))
         self.duration = meter.create_histogram(
-            GEN_AI_CLIENT_OPERATION_DURATION,
+            GEN_AI_CLIENT_INFERENCE_DURATION if self.latest else GEN_AI_CLIENT_OPERATION_DURATION,
             unit="s",
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.token_usage = meter.create_histogram(
-            GEN_AI_CLIENT_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
+        self.token_usage: Histogram | None = None
+        self.tokens: LatestTokens | None = None
+        if self.latest:
+            self.tokens = LatestTokens(meter)
+        else:
+            self.token_usage = meter.create_histogram(
+                GEN_AI_CLIENT_TOKEN_USAGE,
+                unit="{token}",
+                description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            )
         self.time_to_first_chunk = meter.create_histogram(
-            GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK
+            if self.latest
+            else GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
             unit="s",
             description="Time to receive the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.time_per_output_chunk = meter.create_histogram(
-            GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
+            GEN_AI_CLIENT_INFERENCE_TIME_PER_OUTPUT_CHUNK
+            if self.latest
+            else GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
             unit="s",
             description="Time per output chunk after the first one of a streamed response.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
@@ -158,7 +185,7 @@ class Telemetry:
         origin = url[: url.find("/", url.find("//") + 2)] if "//" in url else url
         endpoint = self.endpoints.get(origin)
         if endpoint is None:
-            endpoint = Endpoint(url, self.provider_name)
+            endpoint = Endpoint(url, self.provider_name, self.latest)
             if len(self.endpoints) < CACHE_SIZE:
                 self.endpoints[origin] = endpoint
         return endpoint
@@ -171,6 +198,88 @@ class Telemetry:
         if len(self.routes) < CACHE_SIZE:
             self.routes[url] = endpoint
         return endpoint
+
+
+class LatestTokens:
+    """The latest conventions' token instruments, in place of ``gen_ai.client.token.usage``.
+
+    Counters of tokens spent (by ``gen_ai.token.modality``) and per-operation histograms;
+    recorded for every operation, failed ones and streams without usage too (with ``0``
+    under the ``unknown`` modality), as the conventions ask.
+    """
+
+    __slots__ = (
+        "cache_read",
+        "input",
+        "operation_input",
+        "operation_output",
+        "output",
+        "reasoning",
+    )
+
+    def __init__(self, meter: Meter) -> None:
+        self.input = meter.create_counter(
+            GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS,
+            unit="{token}",
+            description="The number of input (prompt) tokens used, including cached tokens.",
+        )
+        self.output = meter.create_counter(
+            GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS,
+            unit="{token}",
+            description="The number of output (completion) tokens used, including reasoning.",
+        )
+        self.cache_read = meter.create_counter(
+            GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+            unit="{token}",
+            description="The number of input tokens served from a provider-managed cache.",
+        )
+        self.reasoning = meter.create_counter(
+            GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
+            unit="{token}",
+            description="The number of output tokens used for reasoning.",
+        )
+        self.operation_input = meter.create_histogram(
+            GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+            unit="{token}",
+            description="The number of input (prompt) tokens used per inference operation.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.operation_output = meter.create_histogram(
+            GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+            unit="{token}",
+            description="The number of output (completion) tokens used per inference operation.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+
+    def record(self, usage: CompletionUsage | None, outcome: Outcome) -> None:
+        unknown = outcome.tokens(MODALITY_UNKNOWN)
+        if usage is None:
+            self.input.add(0, unknown)
+            self.output.add(0, unknown)
+            self.operation_input.record(0, outcome.duration)
+            self.operation_output.record(0, outcome.duration)
+            return
+        prompt = usage.prompt_tokens_details
+        completion = usage.completion_tokens_details
+        audio_in = None if prompt is None else prompt.audio_tokens
+        audio_out = None if completion is None else completion.audio_tokens
+        _by_modality(self.input, usage.prompt_tokens, audio_in, outcome)
+        _by_modality(self.output, usage.completion_tokens, audio_out, outcome)
+        if prompt is not None and prompt.cached_tokens is not None:
+            self.cache_read.add(prompt.cached_tokens, unknown)
+        if completion is not None and completion.reasoning_tokens is not None:
+            self.reasoning.add(completion.reasoning_tokens, unknown)
+        self.operation_input.record(usage.prompt_tokens, outcome.duration)
+        self.operation_output.record(usage.completion_tokens, outcome.duration)
+
+
+def _by_modality(counter: Counter, total: int, audio: int | None, outcome: Outcome) -> None:
+    # Chat Completions reports audio tokens apart; the rest may be text or images: unknown.
+    if audio:
+        counter.add(audio, outcome.tokens(MODALITY_AUDIO))
+    rest = total - (audio or 0)
+    if rest > 0 or not audio:
+        counter.add(max(rest, 0), outcome.tokens(MODALITY_UNKNOWN))
 
 
 class BatchItem:
@@ -258,6 +367,8 @@ class Call:
             GEN_AI_INPUT_MESSAGES: content.input_messages(params.get("messages"))
         }
         instructions = content.system_instructions(params)
+        if instructions and self.t.latest:  # text parts only, in the latest conventions
+            instructions = [part for part in instructions if part.get("type") == "text"]
         if instructions:
             captured[GEN_AI_SYSTEM_INSTRUCTIONS] = instructions
         tools = content.tool_definitions(params.get("tools"))
@@ -316,7 +427,7 @@ class Call:
                 if request_id:
                     attrs[ANYAPI_REQUEST_ID] = request_id
             if self.captured_input is not None:
-                output = content.output_messages(completion)
+                output = content.output_messages(completion, finish_reason=not self.t.latest)
         if attempts is not None:
             attrs[ANYAPI_ATTEMPTS] = attempts
         self.end(attrs, usage, None, self.clock(), output, response_model)
@@ -365,9 +476,13 @@ class Call:
             t.time_per_output_chunk.record(per_chunk, outcome.metric)
         duration = max(0.0, at - self.started)
         t.duration.record(duration, outcome.duration)
-        if usage is not None:
-            t.token_usage.record(usage.prompt_tokens, outcome.input)
-            t.token_usage.record(usage.completion_tokens, outcome.output)
+        token_usage = t.token_usage
+        if token_usage is not None:
+            if usage is not None:
+                token_usage.record(usage.prompt_tokens, outcome.input)
+                token_usage.record(usage.completion_tokens, outcome.output)
+        elif t.tokens is not None:
+            t.tokens.record(usage, outcome)
         end_ns = self.wall_ns + int(duration * 1e9)
         span = self.span
         if attrs is not None:

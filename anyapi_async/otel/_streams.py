@@ -157,7 +157,7 @@ class StreamWatcher:
             per_chunk = (finished - first) / (self.chunks - 1)
         output = None
         if self.acc is not None:
-            output = content.output_messages(self.acc.completion())
+            output = content.output_messages(self.acc.completion(), finish_reason=not call.t.latest)
         at = finished if finished is not None else call.clock()
         call.end(
             attrs,
