@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -52,6 +53,8 @@ LOG_FORMAT: Final = "[%(asctime)s - %(name)s:%(lineno)d - %(levelname)s] %(messa
 SECRET_QUERY_WORDS: Final = ("key", "token", "secret", "signature", "sig", "password")
 
 logger = logging.getLogger(LOGGER_NAME)
+#: Values of ``ANYAPI_LOG`` already warned about: one warning per value and process.
+_warned: set[str] = set()
 
 
 class SwitchHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -61,13 +64,22 @@ class SwitchHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def setup_logging(value: str | None = None) -> bool:
     """Apply ``ANYAPI_LOG`` (or ``value``): a stderr handler and the level; idempotent.
 
-    Returns whether logging was switched on. Other values than ``debug`` and ``info``
-    (any case) are ignored.
+    Returns whether logging was switched on. Another non-empty value than ``debug`` or
+    ``info`` (any case) switches nothing on and warns once (a ``RuntimeWarning``), so that
+    ``ANYAPI_LOG=verbose`` does not fail silently.
     """
     if value is None:
         value = os.environ.get(ENV_LOG)
     level = LEVELS.get((value or "").strip().lower())
     if level is None:
+        if value and value.strip() and value not in _warned:
+            _warned.add(value)
+            warnings.warn(
+                f"{ENV_LOG}={value!r} is not a log level and is ignored: "
+                f"use {ENV_LOG}=debug or {ENV_LOG}=info",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return False
     if not any(isinstance(h, SwitchHandler) for h in logger.handlers):
         handler = SwitchHandler(sys.stderr)

@@ -80,6 +80,12 @@ def attrs_of(item: Any) -> dict[str, Any]:
     return dict(item.attributes or {})
 
 
+@pytest.fixture(autouse=True)
+def default_semconv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with the default names (tests of the opt-in set it themselves)."""
+    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+
+
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     t = Telemetry()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +43,8 @@ def test_switch_sets_level_and_one_handler() -> None:
     added = LOGGER.handlers[before:]
     assert len(added) == 1 and isinstance(added[0], _logging.SwitchHandler)
     assert added[0].stream is sys.stderr
-    assert _logging.setup_logging("verbose") is False
+    with pytest.warns(RuntimeWarning, match="ANYAPI_LOG='chatty' is not a log level"):
+        assert _logging.setup_logging("chatty") is False
     assert LOGGER.level == logging.INFO
 
 
@@ -132,6 +134,44 @@ def test_env_switch_in_a_fresh_process() -> None:
     assert "-> 200 (attempt 1," in err
     assert "complete (attempt 1, tokens:" in err
     assert API_KEY not in err
+
+
+def test_unknown_env_value_warns_once_in_a_fresh_process() -> None:
+    """ANYAPI_LOG=verbose switches nothing on and says so once, naming the accepted values."""
+    code = textwrap.dedent(
+        """
+        import anyapi_async
+        from anyapi_async import _logging
+
+        anyapi_async.AsyncClient  # loads the client module, which reads the switch
+        assert _logging.setup_logging() is False  # read again: no second warning
+        print("handlers:", len(_logging.logger.handlers))
+        """
+    )
+    env = {**os.environ, "ANYAPI_LOG": "verbose"}
+    env.pop("PYTHONWARNINGS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    lines = [line for line in out.stderr.splitlines() if "is not a log level" in line]
+    assert len(lines) == 1, out.stderr
+    assert "RuntimeWarning" in lines[0]
+    assert "ANYAPI_LOG='verbose'" in lines[0]
+    assert "ANYAPI_LOG=debug" in lines[0] and "ANYAPI_LOG=info" in lines[0]
+    assert "handlers: 0" in out.stdout
+
+
+def test_empty_env_value_is_silent() -> None:
+    """An empty ANYAPI_LOG is the same as none: no warning, no handler."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _logging.setup_logging("") is False
+        assert _logging.setup_logging("  ") is False
 
 
 async def test_cancelled_attempts_leave_nothing_in_the_hook(

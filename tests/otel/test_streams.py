@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,11 +27,20 @@ async def _drain(client: aa.AsyncClient, **params: Any) -> list[aa.ChatCompletio
         return [chunk async for chunk in stream]
 
 
+@pytest.fixture
+async def usage_client(
+    server: LocalServer, no_backoff: list[float], telemetry: Telemetry
+) -> AsyncIterator[aa.AsyncClient]:
+    """An instrumented client that asks streams for usage (include_usage=True)."""
+    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
+        yield otel.instrument(c, **telemetry.providers(), include_usage=True)
+
+
 async def test_streamed_span_has_finish_reasons_and_usage(
-    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+    usage_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
 ) -> None:
     """A whole stream: one span, ended with the stream, with finish reasons and usage."""
-    stream = await otel_client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    stream = await usage_client.chat.completions.create(model="m", messages=MSGS, stream=True)
     assert telemetry.spans() == []  # open while the stream is
     async with stream:
         chunks = [chunk async for chunk in stream]
@@ -43,7 +53,7 @@ async def test_streamed_span_has_finish_reasons_and_usage(
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
     assert attrs["gen_ai.response.id"] == chunks[0].id
     usage = chunks[-1].usage
-    assert usage is not None  # asked for by the instrumentation
+    assert usage is not None  # asked for by the instrumentation (include_usage=True)
     assert attrs["gen_ai.usage.input_tokens"] == usage.prompt_tokens
     assert attrs["gen_ai.usage.output_tokens"] == usage.completion_tokens
     assert attrs["gen_ai.response.time_to_first_chunk"] > 0
@@ -57,10 +67,10 @@ async def test_streamed_span_has_finish_reasons_and_usage(
 
 
 async def test_callers_stream_options_are_left_alone(
-    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+    usage_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
 ) -> None:
     """A caller who set stream_options keeps them: no usage chunk, no usage attributes."""
-    await _drain(otel_client, stream_options={"include_usage": False})
+    await _drain(usage_client, stream_options={"include_usage": False})
     sent = server.requests[-1].json
     assert sent is not None and sent["stream_options"] == {"include_usage": False}
     attrs = attrs_of(telemetry.span())
@@ -68,15 +78,25 @@ async def test_callers_stream_options_are_left_alone(
     assert telemetry.histogram("gen_ai.client.token.usage") == []
 
 
-async def test_include_usage_can_be_switched_off(
-    server: LocalServer, telemetry: Telemetry, no_backoff: list[float]
+async def test_streams_are_sent_as_written_by_default(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
 ) -> None:
-    """instrument(include_usage=False) sends the request as the caller wrote it."""
-    async with aa.AsyncClient(api_key=API_KEY, base_url=server.base_url) as c:
-        otel.instrument(c, **telemetry.providers(), include_usage=False)
-        await _drain(c)
+    """instrument() without include_usage sends the request as the caller wrote it."""
+    chunks = await _drain(otel_client)
     sent = server.requests[-1].json
     assert sent is not None and "stream_options" not in sent
+    assert all(chunk.usage is None for chunk in chunks)
+    assert "gen_ai.usage.input_tokens" not in attrs_of(telemetry.span())
+
+
+async def test_callers_own_stream_options_give_usage(
+    otel_client: aa.AsyncClient, telemetry: Telemetry, server: LocalServer
+) -> None:
+    """Without include_usage, a caller asking for usage themselves still gets it on the span."""
+    chunks = await _drain(otel_client, stream_options={"include_usage": True})
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert attrs_of(telemetry.span())["gen_ai.usage.input_tokens"] == usage.prompt_tokens
 
 
 async def test_per_chunk_metrics_record_every_chunk(

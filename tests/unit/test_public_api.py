@@ -261,8 +261,59 @@ def surface(module_name: str) -> dict[str, Record]:
     return found
 
 
+def _parameters(signature: str) -> ast.arguments | None:
+    try:
+        tree = ast.parse(f"def f{signature}: pass")
+    except SyntaxError:
+        return None
+    function = tree.body[0]
+    assert isinstance(function, ast.FunctionDef)
+    return function.args
+
+
+def _params(args: list[ast.arg], defaults: list[ast.expr | None]) -> list[tuple[str, str, str]]:
+    return [
+        (a.arg, ast.unparse(a.annotation) if a.annotation else "", ast.unparse(d) if d else "")
+        for a, d in zip(args, defaults, strict=True)
+    ]
+
+
+def compatible(old: str, new: str) -> bool:
+    """Whether a call that worked with signature ``old`` still works with ``new``: every
+    old parameter kept (same kind, position, annotation, default) and each added one
+    optional. Anything that cannot be parsed must be equal."""
+    if old == new:
+        return True
+    before, after = _parameters(old.split(" -> ")[0]), _parameters(new.split(" -> ")[0])
+    if before is None or after is None or old.partition(" -> ")[2] != new.partition(" -> ")[2]:
+        return False
+
+    def positional(args: ast.arguments) -> list[tuple[str, str, str]]:
+        listed = [*args.posonlyargs, *args.args]
+        defaults: list[ast.expr | None] = [None] * (len(listed) - len(args.defaults))
+        return _params(listed, [*defaults, *args.defaults])
+
+    was, now = positional(before), positional(after)
+    if now[: len(was)] != was or any(not default for _, _, default in now[len(was) :]):
+        return False
+    for star in ("vararg", "kwarg"):
+        old_star, new_star = getattr(before, star), getattr(after, star)
+        if old_star is not None and (new_star is None or old_star.arg != new_star.arg):
+            return False
+    was_kw = dict(
+        (name, rest) for name, *rest in _params(before.kwonlyargs, list(before.kw_defaults))
+    )
+    now_kw = dict(
+        (name, rest) for name, *rest in _params(after.kwonlyargs, list(after.kw_defaults))
+    )
+    if any(now_kw.get(name) != rest for name, rest in was_kw.items()):
+        return False
+    return all(rest[1] for name, rest in now_kw.items() if name not in was_kw)
+
+
 def differences(pinned: dict[str, Record], live: dict[str, Record]) -> list[str]:
-    """What the live surface dropped or changed (additions are fine)."""
+    """What the live surface dropped or changed (additions, optional parameters among
+    them, are fine)."""
     problems: list[str] = []
     for name, want in pinned.items():
         got = live.get(name)
@@ -270,8 +321,17 @@ def differences(pinned: dict[str, Record], live: dict[str, Record]) -> list[str]
             problems.append(f"{name}: dropped")
             continue
         for key in ("kind", "signature", "overloads") if HAS_OVERLOADS else ("kind", "signature"):
-            if want.get(key) != got.get(key):
-                problems.append(f"{name}: {key} {want.get(key)!r} is now {got.get(key)!r}")
+            if want.get(key) == got.get(key):
+                continue
+            old_sig, new_sig = want.get(key), got.get(key)
+            if (
+                key == "signature"
+                and isinstance(old_sig, str)
+                and isinstance(new_sig, str)
+                and compatible(old_sig, new_sig)
+            ):
+                continue
+            problems.append(f"{name}: {key} {want.get(key)!r} is now {got.get(key)!r}")
         # A base may gain a parent in between, but every pinned base stays an ancestor.
         ancestors: list[str] = got.get("ancestors") or got.get("bases") or []
         bases: list[str] = want.get("bases") or []
@@ -283,7 +343,13 @@ def differences(pinned: dict[str, Record], live: dict[str, Record]) -> list[str]
                 wanted = {k: v for k, v in wanted.items() if k != "overloads"}
             if has is None:
                 problems.append(f"{name}.{member}: dropped")
-            elif has != wanted:
+            elif has != wanted and not (
+                has.get("kind") == wanted.get("kind")
+                and has.get("overloads") == wanted.get("overloads")
+                and isinstance(wanted.get("signature"), str)
+                and isinstance(has.get("signature"), str)
+                and compatible(wanted["signature"], has["signature"])
+            ):
                 problems.append(f"{name}.{member}: {wanted!r} is now {has!r}")
     return problems
 
@@ -389,6 +455,19 @@ def test_a_dropped_or_changed_name_is_reported() -> None:
     assert "gone: dropped" in problems
     assert not any("added" in p or "new" in p for p in problems)
     assert differences(pinned, {**pinned, **live, **pinned}) == []
+
+
+def test_optional_parameters_may_be_added() -> None:
+    """Adding an optional parameter keeps old calls working; anything else is a change."""
+    old = "(a: int, *, b: str = 'x') -> None"
+    assert compatible(old, "(a: int, c: int = 1, *, b: str = 'x', d: bool = False) -> None")
+    assert not compatible(old, "(a: int, c: int, *, b: str = 'x') -> None")  # required
+    assert not compatible(old, "(c: int, a: int, *, b: str = 'x') -> None")  # moved
+    assert not compatible(old, "(a: int, *, b: str = 'y') -> None")  # default changed
+    assert not compatible(old, "(a: str, *, b: str = 'x') -> None")  # annotation changed
+    assert not compatible(old, "(a: int) -> None")  # dropped
+    assert not compatible(old, "(a: int, *, b: str = 'x', e: int) -> None")  # required kw
+    assert not compatible(old, "(a: int, *, b: str = 'x') -> int")  # return changed
 
 
 def test_signatures_render_stably() -> None:

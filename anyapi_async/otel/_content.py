@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ._types import ChatCompletion
+from .._types import ChatCompletion
 
 __all__ = [
     "input_messages",
@@ -200,8 +200,11 @@ def tool_definitions(tools: object) -> list[dict[str, Any]] | None:
     return out
 
 
-def output_messages(completion: ChatCompletion) -> list[dict[str, Any]]:
-    """One output message per choice, with its finish reason."""
+def output_messages(
+    completion: ChatCompletion, *, finish_reason: bool = True
+) -> list[dict[str, Any]]:
+    """One output message per choice, with its finish reason unless ``finish_reason=False``
+    (the latest conventions deprecate it there for ``gen_ai.response.finish_reasons``)."""
     out: list[dict[str, Any]] = []
     for choice in completion.choices:
         message = choice.message
@@ -230,11 +233,8 @@ def output_messages(completion: ChatCompletion) -> list[dict[str, Any]]:
                     "arguments": _arguments(message.function_call.arguments),
                 }
             )
-        out.append(
-            {
-                "role": message.role or "assistant",
-                "parts": parts,
-                "finish_reason": choice.finish_reason or "error",
-            }
-        )
+        entry: dict[str, Any] = {"role": message.role or "assistant", "parts": parts}
+        if finish_reason:
+            entry["finish_reason"] = choice.finish_reason or "error"
+        out.append(entry)
     return out
