@@ -210,25 +210,22 @@ async def test_relay_in_a_real_browser(
     assert body["stream"] is True
 
 
-def load_web_relay(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """examples/web_relay.py as a module (it imports its sibling ``_common``)."""
+def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/NAME.py as a module (the examples import their sibling ``_common``)."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location("web_relay", EXAMPLES / "web_relay.py")
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered, as `python examples/NAME.py` has it: msgspec resolves the annotations of
+    # its Structs through sys.modules.
+    monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
     return module
 
 
-async def test_relay_is_quiet_when_the_browser_leaves(
-    anyapi_server: LocalServer,
-    anyapi_client: AsyncClient,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A browser closing mid-stream ends the handler normally: no traceback in the log."""
-    anyapi_server.set_default(Generated(pace=PACE))
-    app = load_web_relay(monkeypatch).create_app(anyapi_client, "m")
+async def leave_mid_stream(app: web.Application, path: str, params: dict[str, str]) -> None:
+    """Serve ``app``, read one SSE line of ``path`` and close the connection, as a browser
+    leaving does; the handler must then end normally (aiohttp logs a traceback otherwise)."""
     outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     @web.middleware
@@ -250,14 +247,24 @@ async def test_relay_is_quiet_when_the_browser_leaves(
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        with caplog.at_level(logging.ERROR):
-            async with aiohttp.ClientSession() as http:
-                response = await http.get(
-                    f"http://127.0.0.1:{port}/chat", params={"prompt": PROMPT}
-                )
-                assert (await response.content.readline()).startswith(b"data: ")
-                response.close()  # the browser leaves mid-stream
-            assert await asyncio.wait_for(outcome, 30) is None
+        async with aiohttp.ClientSession() as http:
+            response = await http.get(f"http://127.0.0.1:{port}{path}", params=params)
+            assert (await response.content.readline()).startswith((b"data: ", b"event: "))
+            response.close()  # the browser leaves mid-stream
+        assert await asyncio.wait_for(outcome, 30) is None
     finally:
         await runner.cleanup()
+
+
+async def test_relay_is_quiet_when_the_browser_leaves(
+    anyapi_server: LocalServer,
+    anyapi_client: AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A browser closing mid-stream ends the handler normally: no traceback in the log."""
+    anyapi_server.set_default(Generated(pace=PACE))
+    app = load_example("web_relay", monkeypatch).create_app(anyapi_client, "m")
+    with caplog.at_level(logging.ERROR):
+        await leave_mid_stream(app, "/chat", {"prompt": PROMPT})
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
