@@ -116,6 +116,18 @@ def test_the_pages_have_blocks() -> None:
     assert any(b.fragment for blocks in BLOCKS.values() for b in blocks)
 
 
+def test_python_blocks_say_python() -> None:
+    """A block fenced as ``py``, ``python3`` or ``pycon`` would escape these tests."""
+    other = re.compile(r"^\s*```\s*(py|python3|pycon|python\s+\S.*)\s*$")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in PAGES
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if other.match(line)
+    ]
+    assert found == [], "fence these blocks as ```python"
+
+
 @pytest.mark.parametrize("block", [b for bs in BLOCKS.values() for b in bs if b.fragment])
 def test_fragments_are_valid_python(block: Block) -> None:
     """A fragment cannot run here, but it must still be valid Python."""
