@@ -178,10 +178,17 @@ async def index(request: web.Request) -> web.Response:
 async def extract(request: web.Request) -> web.StreamResponse:
     text = query(request, "text")
     response = await open_sse(request)
-    client = request.app[CLIENT]
+    # A browser going away raises ConnectionResetError at the next write: leaving `async
+    # with` closed the upstream stream, and no one is left to tell (no error to log).
+    with contextlib.suppress(ConnectionResetError):
+        await relay_extract(request.app, text, response)
+    return response
+
+
+async def relay_extract(app: web.Application, text: str, response: web.StreamResponse) -> None:
     try:
-        async with client.chat.completions.stream_parse(
-            model=request.app[MODEL],
+        async with app[CLIENT].chat.completions.stream_parse(
+            model=app[MODEL],
             messages=[
                 {"role": "system", "content": "Extract the contact from the message."},
                 {"role": "user", "content": text},
@@ -194,18 +201,22 @@ async def extract(request: web.Request) -> web.StreamResponse:
             contact = await stream.get_final_parsed()
     except APIError as exc:  # ContentValidationError too: a reply that does not decode
         await response.write(sse("apierror", {"message": str(exc)}))
-        return response
+        return
     await response.write(sse("done", msgspec.to_builtins(contact)))
-    return response
 
 
 async def agent(request: web.Request) -> web.StreamResponse:
     prompt = query(request, "prompt")
     response = await open_sse(request)
-    client = request.app[CLIENT]
+    with contextlib.suppress(ConnectionResetError):  # the browser left: as in extract()
+        await relay_agent(request.app, prompt, response)
+    return response
+
+
+async def relay_agent(app: web.Application, prompt: str, response: web.StreamResponse) -> None:
     try:
-        async with client.chat.completions.stream_tools(
-            model=request.app[MODEL],
+        async with app[CLIENT].chat.completions.stream_tools(
+            model=app[MODEL],
             messages=[{"role": "user", "content": prompt}],
             tools=[get_weather],
             max_rounds=4,
@@ -225,7 +236,6 @@ async def agent(request: web.Request) -> web.StreamResponse:
                     await response.write(sse("done", {"rounds": event.result.rounds}))
     except APIError as exc:
         await response.write(sse("apierror", {"message": str(exc)}))
-    return response
 
 
 def create_app(client: AsyncClient, model: str) -> web.Application:

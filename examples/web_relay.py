@@ -110,10 +110,21 @@ async def chat(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    client = request.app[CLIENT]
+    # The browser going away raises ConnectionResetError (aiohttp's ClientConnectionResetError)
+    # at a write: leaving `async with` in relay() closed the upstream stream, and there is no
+    # one left to tell, so it is no error to log.
+    with contextlib.suppress(ConnectionResetError):
+        await relay(request.app[CLIENT], request.app[MODEL], prompt, response)
+    return response
+
+
+async def relay(
+    client: AsyncClient, model: str, prompt: str, response: web.StreamResponse
+) -> None:
+    """Stream the completion of ``prompt`` into ``response`` as SSE events."""
     try:
         async with client.chat.completions.stream(
-            model=request.app[MODEL],
+            model=model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=300,
             stream_options={"include_usage": True},
@@ -123,7 +134,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             final = await stream.get_final_completion()
     except APIError as exc:
         await response.write(sse({"message": str(exc)}, event="apierror"))
-        return response
+        return
     usage = final.usage
     await response.write(
         sse(
@@ -134,7 +145,6 @@ async def chat(request: web.Request) -> web.StreamResponse:
             event="done",
         )
     )
-    return response
 
 
 def create_app(client: AsyncClient, model: str) -> web.Application:

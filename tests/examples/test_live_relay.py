@@ -6,6 +6,7 @@ Uses the same headless Chromium set-up as the web relay's test (``chromium`` fix
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator
 from itertools import pairwise
@@ -16,11 +17,19 @@ import aiohttp
 import msgspec
 import pytest
 
+from anyapi_async import AsyncClient
 from anyapi_async.testing import ErrorResponse, Generated, LocalServer
 
 from ..dx._grow import grows
 from ._run import EXAMPLES, example_env
-from .test_web_relay import CHROMIUM_ARGS, chromium, read_sse, stop  # noqa: F401
+from .test_web_relay import (  # noqa: F401
+    CHROMIUM_ARGS,
+    chromium,
+    leave_mid_stream,
+    load_example,
+    read_sse,
+    stop,
+)
 
 PACE = 0.005
 TEXT = "Ada Lovelace, ada@engines.example: call me about the Bernoulli program."
@@ -160,3 +169,22 @@ async def test_live_objects_and_tool_events_in_a_real_browser(
     text = "".join(data for kind, data in log if kind == "text")
     assert text and answer.strip() == text.strip()
     assert "get_weather(" in tools and "get_weather result:" in tools
+
+
+@pytest.mark.parametrize(
+    ("path", "params"), [("/extract", {"text": TEXT}), ("/agent", {"prompt": AGENT_PROMPT})]
+)
+async def test_live_relay_is_quiet_when_the_browser_leaves(
+    path: str,
+    params: dict[str, str],
+    anyapi_server: LocalServer,
+    anyapi_client: AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Both streams end their handler normally when the browser closes mid-stream."""
+    anyapi_server.set_default(Generated(pace=PACE))
+    app = load_example("live_relay", monkeypatch).create_app(anyapi_client, "m")
+    with caplog.at_level(logging.ERROR):
+        await leave_mid_stream(app, path, params)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

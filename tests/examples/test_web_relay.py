@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from anyapi_async import AsyncClient
 from anyapi_async.testing import ANY_MODEL, ErrorResponse, Generated, LocalServer
@@ -205,3 +208,63 @@ async def test_relay_in_a_real_browser(
     body = anyapi_server.requests_for("/chat/completions")[-1].json
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
     assert body["stream"] is True
+
+
+def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/NAME.py as a module (the examples import their sibling ``_common``)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered, as `python examples/NAME.py` has it: msgspec resolves the annotations of
+    # its Structs through sys.modules.
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def leave_mid_stream(app: web.Application, path: str, params: dict[str, str]) -> None:
+    """Serve ``app``, read one SSE line of ``path`` and close the connection, as a browser
+    leaving does; the handler must then end normally (aiohttp logs a traceback otherwise)."""
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    @web.middleware
+    async def watch(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except BaseException as exc:
+            outcome.set_result(exc)
+            raise
+        outcome.set_result(None)
+        return response
+
+    app.middlewares.append(watch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as http:
+            response = await http.get(f"http://127.0.0.1:{port}{path}", params=params)
+            assert (await response.content.readline()).startswith((b"data: ", b"event: "))
+            response.close()  # the browser leaves mid-stream
+        assert await asyncio.wait_for(outcome, 30) is None
+    finally:
+        await runner.cleanup()
+
+
+async def test_relay_is_quiet_when_the_browser_leaves(
+    anyapi_server: LocalServer,
+    anyapi_client: AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A browser closing mid-stream ends the handler normally: no traceback in the log."""
+    anyapi_server.set_default(Generated(pace=PACE))
+    app = load_example("web_relay", monkeypatch).create_app(anyapi_client, "m")
+    with caplog.at_level(logging.ERROR):
+        await leave_mid_stream(app, "/chat", {"prompt": PROMPT})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
