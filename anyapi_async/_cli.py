@@ -39,7 +39,7 @@ LOCAL_API_KEY: Final = "anyapi-local"
 DEFAULT_BASE_URL: Final = "https://api.anyapi.ai/v1"
 #: ``anyapi batch --concurrency`` default (the job's own, anyapi_async._jobs).
 DEFAULT_BATCH_CONCURRENCY: Final = 64
-#: ``anyapi batch --engine ray --workers`` default (anyapi_async._rayjob's).
+#: ``anyapi batch --engine ray --workers`` default (anyapi_async._jobs.on_ray).
 DEFAULT_RAY_WORKERS: Final = 2
 #: Invalid input lines ``anyapi batch`` lists one by one on stderr before only counting them.
 MAX_LISTED_INVALID: Final = 20
@@ -529,7 +529,7 @@ async def _batch_on_ray(
     on_invalid_line: Callable[[int, str], object],
 ) -> JobSummary:
     try:
-        from ._rayjob import run_jsonl_job_on_ray
+        from ._jobs.on_ray import run_jsonl_job_on_ray
     except ImportError as exc:  # no ray: the extra is not installed
         raise CLIError(f"--engine ray needs Ray ({exc}): pip install 'anyapi-async[ray]'") from None
     base_url, key = _endpoint(args)  # timeout and retries: checked by the engine (no I/O)

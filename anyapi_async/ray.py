@@ -44,8 +44,8 @@ import ray
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
 from ._client import AsyncClient
 from ._decode import JSON_DECODER
-from ._jobfiles import INVALID_TYPE, check_body, result_record
-from ._jobs import send_body
+from ._jobs.files import INVALID_TYPE, check_body, result_record
+from ._jobs.plan import send_body
 from ._ratelimit import (
     DEFAULT_BURST_SECONDS,
     DEFAULT_COMPLETION_TOKENS,

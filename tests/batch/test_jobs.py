@@ -14,8 +14,8 @@ import pytest
 
 from anyapi_async._batch import BatchStats
 from anyapi_async._cli import build_parser
-from anyapi_async._jobfiles import count_lines
 from anyapi_async._jobs import JobError, JobSummary, run_jsonl_job
+from anyapi_async._jobs.files import count_lines
 from anyapi_async.testing import ErrorResponse, Generated, Hang, LocalServer
 
 from ..conftest import API_KEY

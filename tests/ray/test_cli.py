@@ -17,7 +17,7 @@ import ray
 
 from anyapi_async import JobStopped
 from anyapi_async._batch import BatchStats
-from anyapi_async._rayjob import run_jsonl_job_on_ray, split_concurrency
+from anyapi_async._jobs.on_ray import run_jsonl_job_on_ray, split_concurrency
 from anyapi_async.ray import BUDGET_NAMESPACE
 from anyapi_async.testing import ErrorResponse, Generated
 
@@ -224,12 +224,12 @@ async def test_a_ray_failure_stops_the_job_naming_ray(
     ray.init against a closed port retries for minutes, and "auto" finds the session's own
     Ray, so the failure is injected where ray.init raises it.
     """
-    from anyapi_async import _rayjob
+    from anyapi_async._jobs import on_ray
 
     def fail(address: str | None, workers: int) -> bool:
         raise error
 
-    monkeypatch.setattr(_rayjob, "_start_ray", fail)
+    monkeypatch.setattr(on_ray, "_start_ray", fail)
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"custom_id": "a", **body(0)}) + "\n")
     out = tmp_path / "out.jsonl"

@@ -1,7 +1,7 @@
 """``anyapi batch --engine ray``: the resumable JSONL job, its requests sent by Ray actors.
 
 The driver does with the files exactly what the local engine does, with the same code
-(`anyapi_async._jobs.open_job`): it locks the output, repairs a torn last line, skips the
+(`.plan.open_job`): it locks the output, repairs a torn last line, skips the
 requests already answered (or, with ``retry_failed``, those that succeeded), writes the
 invalid lines, and appends every result as one whole line. Only the sending moves: the
 pending requests go to ``workers`` actors in batches, each actor running them through one
@@ -31,18 +31,14 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
-from ._batch import BatchStats, ProgressCallback
-from ._exceptions import JobStopped, error_line
-from ._jobfiles import InputItem, count_lines, result_record
-from ._jobs import (
-    DEFAULT_JOB_CONCURRENCY,
-    Breaker,
-    JobFiles,
-    JobSummary,
-    failure_kind,
-    open_job,
-)
-from .ray import ChatCompletions, RateBudget  # and Ray: this module is loaded only for --engine ray
+from .._batch import BatchStats, ProgressCallback
+from .._exceptions import JobStopped
+from .._records import JobSummary
+
+# Ray too: this module is loaded only for --engine ray.
+from ..ray import ChatCompletions, RateBudget
+from .files import InputItem, count_lines
+from .plan import DEFAULT_JOB_CONCURRENCY, Breaker, JobFiles, Line, answer_line, open_job
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -60,12 +56,9 @@ MAX_RESENDS: Final = 5
 #: Object store of a local Ray started for the job (batches are small).
 LOCAL_OBJECT_STORE_BYTES: Final = 200 * 1024 * 1024
 
-#: (custom_id, fingerprint, body) of one request; what an actor gets.
+#: (custom_id, fingerprint, body) of one request; what an actor gets. It returns a `Line`
+#: per request (what the driver's `Breaker` needs).
 Item = tuple[str, str, dict[str, Any]]
-#: What an actor returns for one request: its result line, whether it succeeded, and, for
-#: a failure that may be the endpoint's rather than the request's, its `failure_kind` and
-#: description (what the driver's `Breaker` needs).
-Line = tuple[dict[str, Any], bool, str, str]
 
 
 class JobWorker:
@@ -79,11 +72,9 @@ class JobWorker:
         lines: dict[int, Line] = {}
         async for result in self._stage.answer([body for _, _, body in items]):
             custom_id, fingerprint, _ = items[result.index]
-            record = result_record(custom_id, fingerprint, result.completion, result.error)
-            error = result.error
-            kind = failure_kind(error)
-            message = error_line(error) if kind and error is not None else ""
-            lines[result.index] = (record, result.ok, kind, message)
+            lines[result.index] = answer_line(
+                custom_id, fingerprint, result.completion, result.error
+            )
         return [lines[i] for i in range(len(items))]
 
 
