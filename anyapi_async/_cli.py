@@ -176,8 +176,22 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--ray-address",
         metavar="ADDR",
-        help="with --engine ray: the Ray cluster (default: $RAY_ADDRESS, else a local Ray "
-        "started for the job)",
+        help="with --engine ray: the Ray cluster, HOST:PORT or ray://HOST:10001 (default: "
+        "$RAY_ADDRESS, else a local Ray started for the job)",
+    )
+    engine.add_argument(
+        "--ray-connect-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --engine ray: give up connecting to the cluster after this long, exit "
+        "status 3 (default: $ANYAPI_RAY_CONNECT_TIMEOUT, else 30)",
+    )
+    engine.add_argument(
+        "--rate-budget",
+        type=_non_empty,
+        metavar="NAME",
+        help="with --engine ray: draw --rpm/--tpm from the cluster's budget NAME, shared by "
+        "every job naming it (default: a budget of this job's own)",
     )
     engine.add_argument(
         "--workers",
@@ -547,6 +561,8 @@ async def _batch_on_ray(
             tpm=args.tpm,
             workers=args.workers,
             address=args.ray_address,
+            connect_timeout=args.ray_connect_timeout,
+            rate_budget=args.rate_budget,
             retry_failed=args.retry_failed,
             progress=progress,
             on_invalid_line=on_invalid_line,
