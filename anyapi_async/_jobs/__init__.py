@@ -48,7 +48,8 @@ by ``anyapi batch --engine ray``).
 
 Memory: results are written as they come and never kept. The one structure that grows with
 the job is the table of results already in the output, read on a resume (about 165 bytes
-per id); each entry is dropped as its input line is skipped.
+per short id; checking it against the input copies it once, a peak of about 220 bytes per
+id, see docs/batch.md); each entry is dropped as its input line is skipped.
 """
 
 from __future__ import annotations
