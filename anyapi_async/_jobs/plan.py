@@ -57,11 +57,12 @@ Line = tuple[dict[str, Any], bool, str, str]
 
 
 async def send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
-    """Send one job body through the client's public seam (the Ray engine does too).
+    """Send one job body: the one place either engine sends a request (the Ray stage too).
 
-    The body goes out as written in the file, gateway-specific fields included, as the
-    Batch API does; read_input has checked model and messages. The completion keeps the
-    server's bytes (to_dict()) for the result line.
+    Only the client's public API (`AsyncClient.post`), so the client's insides can change
+    under it. The body goes out as written in the file, gateway-specific fields included,
+    as the Batch API does; read_input has checked model and messages. The completion keeps
+    the server's bytes (to_dict()) for the result line.
     """
     return await client.post(CHAT_COMPLETIONS_PATH, body=body, cast_to=ChatCompletion)
 

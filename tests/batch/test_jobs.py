@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import gc
 import json
@@ -351,3 +352,17 @@ def test_the_job_package_loads_no_ray_but_for_the_ray_engine() -> None:
     assert "anyapi_async._jobs.local" in modules  # the script did run
     loaded = {m for m in modules if m == "ray" or m.startswith(("ray.", "anyapi_async.ray"))}
     assert not loaded and "anyapi_async._jobs.on_ray" not in modules
+
+
+def test_the_engines_use_only_the_clients_public_face() -> None:
+    """The job package and the Ray stage take nothing from _client but AsyncClient."""
+    import anyapi_async
+
+    package = Path(anyapi_async.__file__).parent
+    for path in [*sorted((package / "_jobs").glob("*.py")), package / "ray.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("_client"):
+                assert [a.name for a in node.names] == ["AsyncClient"], path.name
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert node.value.id != "_client", f"{path.name}: _client.{node.attr}"
