@@ -26,10 +26,15 @@ Adaptation, so a job runs near the highest rate the account allows without a 429
 
 The pieces: `RateState` holds the buckets, the factor and the pause, with no waiting and
 no I/O (time is passed in); `InFlightWindow` is the AIMD window; `RateLimiter` puts both
-behind the `Limiter` interface the batch runner uses, for one process. The Ray integration
-(``anyapi_async.ray``) keeps one `RateState` in a budget actor for a whole cluster and
-satisfies the same interface. Every `Limiter.acquire` must be paired with a
-`Limiter.release` once the request has its answer.
+behind the `Limiter` interface the batch runner uses, for one process. Every
+`Limiter.acquire` must be paired with a `Limiter.release` once the request has its answer.
+
+A budget shared by several processes is two declared pieces, so that an integration
+(``anyapi_async.ray``) only carries calls between them: `SharedBudget`, the one budget
+(what a Ray actor holds), which grants requests in blocks (`SharedBudget.lease`) and hears
+about 429s and low headers; and `LeasedLimiter`, the `Limiter` each worker uses, which
+spends its blocks locally and talks to the budget through a `BudgetSource` (the actor's
+handle, wrapped).
 
 The limiter keeps its own notion of time, ``max(clock(), start + waited)``, so a sleep that
 returns early (a test's instant sleep, a fake clock) still counts as the time it was asked
@@ -54,10 +59,13 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_BURST_SECONDS",
     "DEFAULT_COMPLETION_TOKENS",
+    "BudgetSource",
     "InFlightWindow",
+    "LeasedLimiter",
     "Limiter",
     "RateLimiter",
     "RateState",
+    "SharedBudget",
     "check_budgets",
     "estimate_tokens",
     "low_budget_hold",
@@ -560,3 +568,198 @@ class RateLimiter:
         """A 429 came back: pause everyone for ``delay`` seconds and slow down."""
         if self._state.on_rate_limited(self._now(), delay):
             self._window.cut()
+
+
+# --- one budget shared by several processes ---------------------------------------------------
+
+
+class SharedBudget:
+    """One requests/tokens budget granted in blocks to many `LeasedLimiter`s.
+
+    It holds the `RateState` a `RateLimiter` holds; the workers lease requests from it
+    (`lease`) and report what they learn (`pause`, `rate_limited`), which then slows them
+    all. ``anyapi_async.ray.RateBudget`` is a Ray actor holding one.
+    """
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        burst: float = DEFAULT_BURST_SECONDS,
+        adaptive: bool = True,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._state = RateState(rpm, tpm, burst=burst, adaptive=adaptive, now=clock())
+        self._lock = asyncio.Lock()
+        self._granted = 0
+        self._pauses = 0
+
+    def configure(self, rpm: float | None, tpm: float | None) -> None:
+        """Set the budgets, keeping what was spent."""
+        self._state.configure(rpm, tpm, self._clock())
+
+    async def lease(self, requests: int, cost: float, adjust: float) -> int:
+        """Wait until one request of ``cost`` tokens fits; grant up to ``requests`` of them.
+
+        ``adjust`` settles the worker's earlier leases: tokens its requests used beyond
+        the ``cost`` they were leased at (negative: fewer). Requests are served in arrival
+        order.
+        """
+        state = self._state
+        if adjust:
+            state.refund(-adjust)
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = state.wait_time(now, cost)
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+            granted = 0
+            while granted < requests and state.wait_time(now, cost) <= 0:
+                state.take(cost)
+                granted += 1
+            self._granted += granted
+            return granted
+
+    def pause(self, hold: float) -> None:
+        """Start no request for ``hold`` seconds (a worker saw the budget nearly spent)."""
+        self._pauses += 1
+        self._state.pause(self._clock(), hold)
+
+    def rate_limited(self, delay: float) -> None:
+        """A worker met a 429: pause ``delay`` seconds and halve the rate for everyone."""
+        self._state.on_rate_limited(self._clock(), delay)
+
+    def stats(self) -> dict[str, float | int | None]:
+        """Counters: requests granted, 429s and low-budget pauses reported, the factor and
+        budgets in force."""
+        state, now = self._state, self._clock()
+        return {
+            "granted": self._granted,
+            "rate_limited": state.rate_limited,
+            "pauses": self._pauses,
+            "factor": state.factor(now),
+            "rpm": state.rpm,
+            "tpm": state.tpm,
+            "paused_for": max(0.0, state.paused_until - now),
+        }
+
+
+class BudgetSource(Protocol):
+    """How a `LeasedLimiter` reaches its `SharedBudget` (in another process, say)."""
+
+    async def lease(self, requests: int, cost: float, adjust: float) -> int:
+        """`SharedBudget.lease`."""
+        ...
+
+    def pause(self, hold: float) -> None:
+        """`SharedBudget.pause`; need not wait for it to arrive."""
+        ...
+
+    def rate_limited(self, delay: float) -> None:
+        """`SharedBudget.rate_limited`; need not wait for it to arrive."""
+        ...
+
+
+class LeasedLimiter:
+    """The `Limiter` of one worker of a `SharedBudget`: leases requests in blocks, reports back.
+
+    A lease of ``block`` requests is spent locally for at most ``ttl`` seconds (a worker
+    must not sit on budget others could use) and dropped at a 429 or a low
+    ``x-ratelimit-remaining-*``. Tokens used beyond what was leased (or fewer) are settled
+    on the next lease. A low budget is reported once per pause (``report_slack`` seconds
+    of it at most), not on every response. The in-flight window (AIMD after a 429) stays
+    the worker's own; the rate is the shared one.
+    """
+
+    def __init__(
+        self,
+        source: BudgetSource,
+        *,
+        tpm: float | None,
+        block: int,
+        ttl: float,
+        report_slack: float,
+    ) -> None:
+        self._source = source
+        self._tpm = tpm
+        #: Requests asked for per lease.
+        self.block = block
+        self._ttl = ttl
+        self._report_slack = report_slack
+        self._lock = asyncio.Lock()
+        self._window = InFlightWindow()
+        self._slots = 0
+        self._slot_cost = 0.0
+        self._expires = 0.0
+        #: Tokens used beyond what was leased (negative: fewer), settled on the next lease.
+        self._adjust = 0.0
+        self._paused_until = 0.0
+        self._completion_tokens = float(DEFAULT_COMPLETION_TOKENS)
+        self._typical_cost = 0.0
+        self._rate_limited = 0
+
+    @property
+    def limits_tokens(self) -> bool:
+        return self._tpm is not None
+
+    @property
+    def rate_limited(self) -> int:
+        return self._rate_limited
+
+    def estimate(self, params: Mapping[str, Any]) -> int:
+        return estimate_tokens(params, completion_tokens=round(self._completion_tokens))
+
+    async def acquire(self, tokens: int = 0) -> None:
+        async with self._lock:  # FIFO, as the local limiter
+            while self._window.full:
+                await self._window.wait_for_slot()
+            loop = asyncio.get_running_loop()
+            if self._slots <= 0 or loop.time() >= self._expires:
+                self._slots = 0
+                cost = max(float(tokens), self._typical_cost) if self._tpm else 0.0
+                adjust, self._adjust = self._adjust, 0.0
+                self._slots = await self._source.lease(self.block, cost, adjust)
+                self._slot_cost = cost
+                self._expires = loop.time() + self._ttl
+            self._slots -= 1
+            self._adjust += tokens - self._slot_cost if self._tpm else 0.0
+            if self._tpm:
+                self._typical_cost += LEARNING_WEIGHT * (tokens - self._typical_cost)
+            self._window.held += 1
+
+    def release(self, *, ok: bool = True) -> None:
+        self._window.release(ok=ok)
+
+    def record_usage(self, estimated: int, usage: CompletionUsage | None) -> None:
+        if usage is None or not self._tpm:
+            return
+        actual = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        self._adjust += actual - estimated
+        self._completion_tokens += LEARNING_WEIGHT * (
+            usage.completion_tokens - self._completion_tokens
+        )
+
+    def observe(self, info: RateLimitInfo) -> None:
+        hold = low_budget_hold(info, self._typical_cost)
+        if hold <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        self._slots = 0  # what is left of the lease was granted before the server said so
+        if now + hold > self._paused_until + self._report_slack:
+            self._paused_until = now + hold
+            self._source.pause(hold)
+
+    def on_rate_limited(self, delay: float) -> None:
+        self._rate_limited += 1
+        self._slots = 0
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:  # a new burst here: cut this worker's window once
+            self._window.cut()
+        self._paused_until = max(self._paused_until, now + delay)
+        self._source.rate_limited(delay)

@@ -34,7 +34,6 @@ import hashlib
 import importlib
 import math
 import os
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,27 +43,20 @@ import ray
 from ._batch import DEFAULT_CONCURRENCY, BatchResult, BatchRun
 from ._client import AsyncClient
 from ._decode import JSON_DECODER
-from ._jobfiles import INVALID_TYPE, check_body, result_record
-from ._jobs import send_body
+from ._jobs.files import INVALID_TYPE, check_body, result_record
+from ._jobs.plan import send_body
 from ._ratelimit import (
     DEFAULT_BURST_SECONDS,
-    DEFAULT_COMPLETION_TOKENS,
-    LEARNING_WEIGHT,
-    InFlightWindow,
+    LeasedLimiter,
     Limiter,
     RateLimiter,
-    RateState,
+    SharedBudget,
     check_budgets,
-    estimate_tokens,
-    low_budget_hold,
 )
 from ._settings import DEFAULT_BASE_URL, ENV_BASE_URL, resolve_api_key
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
-
-    from ._meta import RateLimitInfo
-    from ._types import CompletionUsage
 
 __all__ = [
     "BUDGET_NAMESPACE",
@@ -104,11 +96,12 @@ def budget_name(base_url: str, api_key: str) -> str:
 class RateBudget:
     """One requests/tokens-per-minute budget for every worker of a Ray cluster.
 
-    A Ray actor (``num_cpus=0``) holding the `RateState` a local `RateLimiter` holds: two
-    token buckets, the factor a 429 halves and time restores, and the pause that 429s and
-    nearly spent ``x-ratelimit-remaining-*`` headers impose. Workers lease requests in
-    small blocks (about `LEASE_SECONDS` of the rate) instead of asking once per request,
-    and report 429s, low headers and token usage, which then slow every worker.
+    A Ray actor (``num_cpus=0``) holding a `SharedBudget`, the state a local
+    `RateLimiter` holds (two token buckets, the factor a 429 halves and time restores, and
+    the pause that 429s and nearly spent ``x-ratelimit-remaining-*`` headers impose).
+    Workers lease requests in small blocks (about `LEASE_SECONDS` of the rate) instead of
+    asking once per request, and report 429s, low headers and token usage, which then slow
+    every worker.
 
     `get_or_create` finds the named actor or starts it (get-if-exists, detached, so losing
     the worker that happened to create it loses nothing); `ChatCompletions` does this
@@ -123,10 +116,7 @@ class RateBudget:
         burst: float = DEFAULT_BURST_SECONDS,
         adaptive: bool = True,
     ) -> None:
-        self._state = RateState(rpm, tpm, burst=burst, adaptive=adaptive, now=time.monotonic())
-        self._lock = asyncio.Lock()
-        self._granted = 0
-        self._pauses = 0
+        self._budget = SharedBudget(rpm, tpm, burst=burst, adaptive=adaptive)
 
     @classmethod
     def get_or_create(
@@ -165,11 +155,11 @@ class RateBudget:
         ray.kill(handle)
         return True
 
-    # --- actor methods (called with .remote) ------------------------------------------------
+    # --- actor methods (called with .remote): the SharedBudget's --------------------------
 
     async def configure(self, rpm: float | None, tpm: float | None) -> None:
         """Set the budgets (a worker started with other values wins: the newest config)."""
-        self._state.configure(rpm, tpm, time.monotonic())
+        self._budget.configure(rpm, tpm)
 
     async def lease(self, requests: int, cost: float, adjust: float) -> int:
         """Wait until one request of ``cost`` tokens fits; grant up to ``requests`` of them.
@@ -178,52 +168,24 @@ class RateBudget:
         the ``cost`` they were leased at (negative: fewer). Requests are served in arrival
         order.
         """
-        state = self._state
-        if adjust:
-            state.refund(-adjust)
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                wait = state.wait_time(now, cost)
-                if wait <= 0:
-                    break
-                await asyncio.sleep(wait)
-            granted = 0
-            while granted < requests and state.wait_time(now, cost) <= 0:
-                state.take(cost)
-                granted += 1
-            self._granted += granted
-            return granted
+        return await self._budget.lease(requests, cost, adjust)
 
     async def pause(self, hold: float) -> None:
         """Start no request for ``hold`` seconds (a worker saw the budget nearly spent)."""
-        self._pauses += 1
-        self._state.pause(time.monotonic(), hold)
+        self._budget.pause(hold)
 
     async def rate_limited(self, delay: float) -> None:
         """A worker met a 429: pause ``delay`` seconds and halve the rate for everyone."""
-        self._state.on_rate_limited(time.monotonic(), delay)
+        self._budget.rate_limited(delay)
 
     async def stats(self) -> dict[str, float | int | None]:
         """Counters: requests granted, 429s and low-budget pauses reported, the factor and
         budgets in force."""
-        state, now = self._state, time.monotonic()
-        return {
-            "granted": self._granted,
-            "rate_limited": state.rate_limited,
-            "pauses": self._pauses,
-            "factor": state.factor(now),
-            "rpm": state.rpm,
-            "tpm": state.tpm,
-            "paused_for": max(0.0, state.paused_until - now),
-        }
+        return self._budget.stats()
 
 
-class _SharedLimiter:
-    """The `Limiter` a worker uses with a `RateBudget`: leases in blocks, reports back.
-
-    The in-flight window (AIMD after a 429) stays per worker; the rate is the cluster's.
-    """
+class _ActorBudget:
+    """A `RateBudget` actor as the `BudgetSource` of a worker's `LeasedLimiter`."""
 
     def __init__(
         self, budget: ActorHandle[RateBudget], name: str, rpm: float | None, tpm: float | None
@@ -232,78 +194,25 @@ class _SharedLimiter:
         self._name = name
         self._rpm = rpm
         self._tpm = tpm
-        # About LEASE_SECONDS of the rate per lease; with tpm alone the budget grants what
-        # the tokens allow, up to MAX_LEASE.
-        self._block = (
-            MAX_LEASE
-            if rpm is None
-            else max(1, min(MAX_LEASE, math.floor(rpm / 60 * LEASE_SECONDS)))
-        )
-        self._lock = asyncio.Lock()
-        self._window = InFlightWindow()
-        self._slots = 0
-        self._slot_cost = 0.0
-        self._expires = 0.0
-        #: Tokens used beyond what was leased (negative: fewer), settled on the next lease.
-        self._adjust = 0.0
-        self._paused_until = 0.0
-        self._completion_tokens = float(DEFAULT_COMPLETION_TOKENS)
-        self._typical_cost = 0.0
-        self._rate_limited = 0
         self._reports: set[asyncio.Future[Any]] = set()
 
-    @property
-    def limits_tokens(self) -> bool:
-        return self._tpm is not None
-
-    @property
-    def rate_limited(self) -> int:
-        return self._rate_limited
-
-    def estimate(self, params: Mapping[str, Any]) -> int:
-        return estimate_tokens(params, completion_tokens=round(self._completion_tokens))
-
-    async def acquire(self, tokens: int = 0) -> None:
-        async with self._lock:  # FIFO, as the local limiter
-            while self._window.full:
-                await self._window.wait_for_slot()
-            loop = asyncio.get_running_loop()
-            if self._slots <= 0 or loop.time() >= self._expires:
-                self._slots = 0
-                cost = max(float(tokens), self._typical_cost) if self._tpm else 0.0
-                adjust, self._adjust = self._adjust, 0.0
-                self._slots = await self._lease(cost, adjust)
-                self._slot_cost = cost
-                self._expires = loop.time() + LEASE_TTL
-            self._slots -= 1
-            self._adjust += tokens - self._slot_cost if self._tpm else 0.0
-            if self._tpm:
-                self._typical_cost += LEARNING_WEIGHT * (tokens - self._typical_cost)
-            self._window.held += 1
-
-    async def _lease(self, cost: float, adjust: float) -> int:
+    async def lease(self, requests: int, cost: float, adjust: float) -> int:
         try:
-            granted: int = await self._budget.lease.remote(self._block, cost, adjust)
+            granted: int = await self._budget.lease.remote(requests, cost, adjust)
         except ray.exceptions.RayActorError:
             # Lost with its node, or ended by RateBudget.remove: find or start it once more
             # (a second failure is a fault of the stage and raises).
             self._budget = await asyncio.to_thread(
                 RateBudget.get_or_create, self._name, rpm=self._rpm, tpm=self._tpm
             )
-            granted = await self._budget.lease.remote(self._block, cost, adjust)
+            granted = await self._budget.lease.remote(requests, cost, adjust)
         return granted
 
-    def release(self, *, ok: bool = True) -> None:
-        self._window.release(ok=ok)
+    def pause(self, hold: float) -> None:
+        self._report(self._budget.pause.remote(hold))
 
-    def record_usage(self, estimated: int, usage: CompletionUsage | None) -> None:
-        if usage is None or not self._tpm:
-            return
-        actual = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-        self._adjust += actual - estimated
-        self._completion_tokens += LEARNING_WEIGHT * (
-            usage.completion_tokens - self._completion_tokens
-        )
+    def rate_limited(self, delay: float) -> None:
+        self._report(self._budget.rate_limited.remote(delay))
 
     def _report(self, call: Any) -> None:
         # Fire and forget, keeping a reference until it is done. A report lost with the
@@ -318,24 +227,26 @@ class _SharedLimiter:
         if not future.cancelled():
             future.exception()  # retrieved, so asyncio does not log it as lost
 
-    def observe(self, info: RateLimitInfo) -> None:
-        hold = low_budget_hold(info, self._typical_cost)
-        if hold <= 0:
-            return
-        now = asyncio.get_running_loop().time()
-        self._slots = 0  # what is left of the lease was granted before the server said so
-        if now + hold > self._paused_until + PAUSE_REPORT_SLACK:
-            self._paused_until = now + hold
-            self._report(self._budget.pause.remote(hold))
 
-    def on_rate_limited(self, delay: float) -> None:
-        self._rate_limited += 1
-        self._slots = 0
-        now = asyncio.get_running_loop().time()
-        if now >= self._paused_until:  # a new burst here: cut this worker's window once
-            self._window.cut()
-        self._paused_until = max(self._paused_until, now + delay)
-        self._report(self._budget.rate_limited.remote(delay))
+class _SharedLimiter(LeasedLimiter):
+    """The `Limiter` a worker uses with a `RateBudget`: about `LEASE_SECONDS` of the rate
+    per lease (with tpm alone, what the tokens allow, up to `MAX_LEASE`)."""
+
+    def __init__(
+        self, budget: ActorHandle[RateBudget], name: str, rpm: float | None, tpm: float | None
+    ) -> None:
+        block = (
+            MAX_LEASE
+            if rpm is None
+            else max(1, min(MAX_LEASE, math.floor(rpm / 60 * LEASE_SECONDS)))
+        )
+        super().__init__(
+            _ActorBudget(budget, name, rpm, tpm),
+            tpm=tpm,
+            block=block,
+            ttl=LEASE_TTL,
+            report_slack=PAUSE_REPORT_SLACK,
+        )
 
 
 # --- the map_batches stage --------------------------------------------------------------------

@@ -52,7 +52,7 @@ async def _batch_on_ray(
     on_invalid_line: Callable[[int, str], object],
 ) -> JobSummary:
     try:
-        from .._rayjob import run_jsonl_job_on_ray
+        from .._jobs.on_ray import run_jsonl_job_on_ray
     except ImportError as exc:  # no ray: the extra is not installed
         raise CLIError(f"--engine ray needs Ray ({exc}): pip install 'anyapi-async[ray]'") from None
     base_url, key = endpoint(args)  # timeout and retries: checked by the engine (no I/O)
@@ -70,6 +70,8 @@ async def _batch_on_ray(
             tpm=args.tpm,
             workers=args.workers,
             address=args.ray_address,
+            connect_timeout=args.ray_connect_timeout,
+            rate_budget=args.rate_budget,
             retry_failed=args.retry_failed,
             progress=progress,
             on_invalid_line=on_invalid_line,

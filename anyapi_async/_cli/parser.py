@@ -22,7 +22,7 @@ DEFAULT_MODEL: Final = "gpt-4o-mini"
 ENV_MODEL: Final = "ANYAPI_MODEL"
 #: ``anyapi batch --concurrency`` default (the job's own, anyapi_async._jobs).
 DEFAULT_BATCH_CONCURRENCY: Final = 64
-#: ``anyapi batch --engine ray --workers`` default (anyapi_async._rayjob's).
+#: ``anyapi batch --engine ray --workers`` default (anyapi_async._jobs.on_ray).
 DEFAULT_RAY_WORKERS: Final = 2
 
 _ENVIRONMENT_HELP: Final = f"""\
@@ -143,8 +143,22 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--ray-address",
         metavar="ADDR",
-        help="with --engine ray: the Ray cluster (default: $RAY_ADDRESS, else a local Ray "
-        "started for the job)",
+        help="with --engine ray: the Ray cluster, HOST:PORT or ray://HOST:10001 (default: "
+        "$RAY_ADDRESS, else a local Ray started for the job)",
+    )
+    engine.add_argument(
+        "--ray-connect-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --engine ray: give up connecting to the cluster after this long, exit "
+        "status 3 (default: $ANYAPI_RAY_CONNECT_TIMEOUT, else 30)",
+    )
+    engine.add_argument(
+        "--rate-budget",
+        type=_non_empty,
+        metavar="NAME",
+        help="with --engine ray: draw --rpm/--tpm from the cluster's budget NAME, shared by "
+        "every job naming it (default: a budget of this job's own)",
     )
     engine.add_argument(
         "--workers",

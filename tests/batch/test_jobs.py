@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import gc
 import json
 import signal
+import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +18,9 @@ import pytest
 
 from anyapi_async._batch import BatchStats
 from anyapi_async._cli import build_parser
-from anyapi_async._jobfiles import count_lines
 from anyapi_async._jobs import JobError, JobSummary, run_jsonl_job
+from anyapi_async._jobs.files import count_lines, read_input, result_record
+from anyapi_async._jobs.plan import open_job
 from anyapi_async.testing import ErrorResponse, Generated, Hang, LocalServer
 
 from ..conftest import API_KEY
@@ -294,3 +299,70 @@ def test_count_lines_counts_a_last_line_without_newline(
     path = tmp_path / "in.jsonl"
     path.write_bytes(data)
     assert count_lines(path) == expected
+
+
+#: docs/batch.md: a resume needs about 220 bytes per short id at its start (the table and
+#: the copy the check makes) and keeps about 165; the bounds leave 15 % for other Pythons.
+RESUME_PEAK_BYTES_PER_ID = 220
+RESUME_KEPT_BYTES_PER_ID = 165
+
+
+def test_the_resume_table_costs_what_the_docs_say(tmp_path: Path) -> None:
+    """Resuming 20,000 answered ids: the memory open_job holds and peaks at, per id."""
+    n = 20_000
+    source = write_input(
+        tmp_path / "in.jsonl", [json.dumps({"custom_id": f"line-{i}", **body(i)}) for i in range(n)]
+    )
+    out = tmp_path / "out.jsonl"
+    with open(source, "rb") as f, open(out, "wb") as o:
+        for item in read_input(f):
+            record = result_record(item.custom_id, item.fingerprint, None, ValueError("x"))
+            record["error"] = None  # an answered request, as far as a resume reads it
+            record["response"] = {"status_code": 200, "request_id": None, "body": {}}
+            o.write(json.dumps(record).encode() + b"\n")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        job = open_job(source, out)
+        gc.collect()
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    try:
+        assert job.recorded == n
+        assert (held - before) / n <= RESUME_KEPT_BYTES_PER_ID * 1.15
+        assert (peak - before) / n <= RESUME_PEAK_BYTES_PER_ID * 1.15
+    finally:
+        job.close()
+
+
+def test_the_job_package_loads_no_ray_but_for_the_ray_engine() -> None:
+    """files, plan and local (what run_jsonl_job needs) import neither Ray nor its engine."""
+    code = (
+        "import sys\n"
+        "import anyapi_async._jobs.files, anyapi_async._jobs.plan, anyapi_async._jobs.local\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    modules = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "anyapi_async._jobs.local" in modules  # the script did run
+    loaded = {m for m in modules if m == "ray" or m.startswith(("ray.", "anyapi_async.ray"))}
+    assert not loaded and "anyapi_async._jobs.on_ray" not in modules
+
+
+def test_the_engines_use_only_the_clients_public_face() -> None:
+    """The job package and the Ray stage take nothing from _client but AsyncClient."""
+    import anyapi_async
+
+    package = Path(anyapi_async.__file__).parent
+    for path in [*sorted((package / "_jobs").glob("*.py")), package / "ray.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("_client"):
+                assert [a.name for a in node.names] == ["AsyncClient"], path.name
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert node.value.id != "_client", f"{path.name}: _client.{node.attr}"

@@ -147,7 +147,8 @@ async def test_retry_failed_survives_sigkill_and_leaves_one_line_each(
 
 _KILL_AT = """
 import os, signal, sys
-from anyapi_async import _cli, _jobfiles
+from anyapi_async import _cli
+from anyapi_async._jobs import files
 point = sys.argv.pop(1)
 real_replace, real_write = os.replace, os.write
 writes = 0
@@ -166,9 +167,9 @@ def write(fd, data):
         real_write(fd, bytes(data)[: len(data) // 2])
         die()
     return real_write(fd, data)
-_jobfiles.os.replace = replace
-_jobfiles.os.write = write
-_jobfiles.READ_CHUNK = 64  # copy in many small writes
+files.os.replace = replace
+files.os.write = write
+files.READ_CHUNK = 64  # copy in many small writes
 sys.exit(_cli.main(sys.argv[1:]))
 """
 

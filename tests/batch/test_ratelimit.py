@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import anyapi_async
 from anyapi_async import CompletionUsage, RateLimitInfo
 from anyapi_async._ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
     MEDIA_PART_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     RECOVERY_SECONDS,
+    LeasedLimiter,
     Limiter,
     RateLimiter,
     RateState,
+    SharedBudget,
     estimate_tokens,
     low_budget_hold,
 )
@@ -293,3 +298,85 @@ def test_low_budget_hold_matches_the_limiter() -> None:
 def test_rate_limiter_is_a_limiter() -> None:
     """The local limiter satisfies the interface the batch runner takes."""
     assert isinstance(RateLimiter(), Limiter)
+
+
+# --- the shared budget and its leases (what anyapi_async.ray carries over Ray) ---------------
+
+
+async def test_shared_budget_grants_what_the_bucket_holds_then_waits(clock: FakeClock) -> None:
+    """rpm=600 (a bucket of 10): a lease of 64 gets 10; the next waits 0.1 s for one more."""
+    budget = SharedBudget(rpm=600, clock=clock, sleep=clock.sleep)
+    assert await budget.lease(64, 0.0, 0.0) == 10
+    assert await budget.lease(64, 0.0, 0.0) == 1
+    assert clock.sleeps == [pytest.approx(0.1)]
+    assert budget.stats()["granted"] == 11
+
+
+async def test_shared_budget_settles_tokens_and_hears_429s(clock: FakeClock) -> None:
+    """A lease's adjust charges the tokens bucket; a 429 pauses and halves for everyone."""
+    budget = SharedBudget(tpm=6000, clock=clock, sleep=clock.sleep)  # 100 tokens/s, 100 at once
+    assert await budget.lease(64, 10.0, 0.0) == 10
+    # 50 tokens more were used than leased: the bucket is at -50, so 10 more take 0.6 s.
+    assert await budget.lease(64, 10.0, 50.0) == 1
+    assert clock.sleeps == [pytest.approx(0.6)]
+    budget.rate_limited(2.0)
+    budget.pause(0.5)
+    stats = budget.stats()
+    assert stats["rate_limited"] == 1 and stats["pauses"] == 1
+    assert stats["factor"] == pytest.approx(0.5) and stats["paused_for"] == pytest.approx(2.0)
+
+
+class RecordingSource:
+    """A `BudgetSource` that grants what is asked for and records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[float, ...]]] = []
+
+    async def lease(self, requests: int, cost: float, adjust: float) -> int:
+        self.calls.append(("lease", (requests, cost, adjust)))
+        return requests
+
+    def pause(self, hold: float) -> None:
+        self.calls.append(("pause", (hold,)))
+
+    def rate_limited(self, delay: float) -> None:
+        self.calls.append(("rate_limited", (delay,)))
+
+
+async def test_leased_limiter_spends_blocks_and_reports_429s() -> None:
+    """Leases come in blocks; a 429 drops the rest of the lease and reaches the budget."""
+    source = RecordingSource()
+    limiter = LeasedLimiter(source, tpm=None, block=3, ttl=60.0, report_slack=0.05)
+    assert isinstance(limiter, Limiter) and not limiter.limits_tokens
+    for _ in range(4):
+        await limiter.acquire()
+        limiter.release()
+    limiter.on_rate_limited(0.5)
+    await limiter.acquire()
+    assert source.calls == [
+        ("lease", (3, 0.0, 0.0)),
+        ("lease", (3, 0.0, 0.0)),
+        ("rate_limited", (0.5,)),
+        ("lease", (3, 0.0, 0.0)),
+    ]
+    assert limiter.rate_limited == 1
+
+
+def test_ray_uses_only_the_declared_interface() -> None:
+    """anyapi_async.ray takes from _ratelimit the shared-budget interface, no internals."""
+    path = Path(anyapi_async.__file__).parent / "ray.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "_ratelimit"
+        for alias in node.names
+    }
+    assert imported == {
+        "DEFAULT_BURST_SECONDS",
+        "LeasedLimiter",
+        "Limiter",
+        "RateLimiter",
+        "SharedBudget",
+        "check_budgets",
+    }

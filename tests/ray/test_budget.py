@@ -118,4 +118,4 @@ async def test_a_lost_budget_is_found_again(budget: str) -> None:
 
 
 def limiter_block(limiter: _SharedLimiter) -> int:
-    return limiter._block
+    return limiter.block

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,14 @@ import ray
 
 from anyapi_async import JobStopped
 from anyapi_async._batch import BatchStats
-from anyapi_async._rayjob import run_jsonl_job_on_ray, split_concurrency
-from anyapi_async.ray import BUDGET_NAMESPACE
+from anyapi_async._jobs.on_ray import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ENV_CONNECT_TIMEOUT,
+    connect_timeout_from_env,
+    run_jsonl_job_on_ray,
+    split_concurrency,
+)
+from anyapi_async.ray import BUDGET_NAMESPACE, RateBudget
 from anyapi_async.testing import ErrorResponse, Generated
 
 from .conftest import RAY_MARKS, ThreadedServer
@@ -224,12 +233,12 @@ async def test_a_ray_failure_stops_the_job_naming_ray(
     ray.init against a closed port retries for minutes, and "auto" finds the session's own
     Ray, so the failure is injected where ray.init raises it.
     """
-    from anyapi_async import _rayjob
+    from anyapi_async._jobs import on_ray
 
     def fail(address: str | None, workers: int) -> bool:
         raise error
 
-    monkeypatch.setattr(_rayjob, "_start_ray", fail)
+    monkeypatch.setattr(on_ray, "_start_ray", fail)
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"custom_id": "a", **body(0)}) + "\n")
     out = tmp_path / "out.jsonl"
@@ -270,3 +279,139 @@ async def test_total_in_flight_and_the_jobs_own_budget(
         if a["namespace"] == BUDGET_NAMESPACE and a["name"].startswith("anyapi-")
     ]
     assert left == []
+
+
+# --- connecting: bounded, interruptible, one line ------------------------------------------
+
+#: A Ray address where nothing listens: Ray's own connect retries it for minutes.
+DEAD_ADDRESS = "127.0.0.1:1"
+
+
+def batch_on_dead_ray(source: Path, *args: str) -> subprocess.Popen[str]:
+    """``anyapi batch --engine ray`` against `DEAD_ADDRESS` (no local server needed)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("ANYAPI_API_KEY", None)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "anyapi_async", "batch", str(source), "--engine", "ray"]
+    cmd += ["--ray-address", DEAD_ADDRESS, "--base-url", "http://127.0.0.1:9/v1", *args]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def our_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("anyapi batch:")]
+
+
+def test_an_unreachable_ray_gives_up_in_one_line(tmp_path: Path) -> None:
+    """--ray-connect-timeout bounds Ray's connect retries: one line naming Ray, status 3."""
+    source = tmp_path / "in.jsonl"
+    write_input(source, 2, invalid=False)
+    status, _, err = finish(batch_on_dead_ray(source, "--ray-connect-timeout", "2"))
+    assert status == 3, err
+    connecting, stopped = our_lines(err)
+    assert connecting == f"anyapi batch: connecting to Ray at {DEAD_ADDRESS} (at most 2 s)"
+    assert stopped.startswith(f"anyapi batch: stopped: Ray at {DEAD_ADDRESS} failed: ")
+    assert "no answer within 2 s (--ray-connect-timeout" in stopped
+    assert "run the same job again to resume" in stopped
+    assert "Traceback" not in err
+    assert (tmp_path / "in.output.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        (signal.SIGTERM, 3, "stopped: terminated (SIGTERM) while connecting to Ray at "),
+        (signal.SIGINT, 130, "interrupted; results so far are in "),
+    ],
+)
+def test_a_signal_ends_the_connect(
+    tmp_path: Path, sig: signal.Signals, status: int, said: str
+) -> None:
+    """SIGTERM or Ctrl-C while Ray's connect retries: the command ends at once, one line."""
+    source = tmp_path / "in.jsonl"
+    write_input(source, 2, invalid=False)
+    proc = batch_on_dead_ray(source, "--ray-connect-timeout", "600")
+    watchdog = threading.Timer(WAIT_SECONDS, proc.kill)  # a hang fails, never blocks
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # printed once the signal handlers are in place
+        assert first.startswith("anyapi batch: connecting to Ray at "), first
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=WAIT_SECONDS)
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == status, err
+    [line] = our_lines(err)
+    assert line.startswith(f"anyapi batch: {said}")
+    assert "Traceback" not in err
+
+
+def test_the_connect_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANYAPI_RAY_CONNECT_TIMEOUT sets the default; a bad value is named."""
+    monkeypatch.delenv(ENV_CONNECT_TIMEOUT, raising=False)
+    assert connect_timeout_from_env() == DEFAULT_CONNECT_TIMEOUT == 30.0
+    monkeypatch.setenv(ENV_CONNECT_TIMEOUT, "4.5")
+    assert connect_timeout_from_env() == 4.5
+    for bad in ("soon", "0", "-1", "inf"):
+        monkeypatch.setenv(ENV_CONNECT_TIMEOUT, bad)
+        with pytest.raises(ValueError, match=ENV_CONNECT_TIMEOUT):
+            connect_timeout_from_env()
+
+
+async def test_a_ray_client_address_without_ray_client_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray:// needs ray[client] (grpcio): refused before any file or Ray is touched."""
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as if ray[client] were missing
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 1, invalid=False)
+    with pytest.raises(ValueError, match=r"needs Ray Client .*pip install 'anyapi-async\[ray\]'"):
+        await run_jsonl_job_on_ray(source, target, address="ray://127.0.0.1:1", api_key=KEY)
+    assert not target.exists()
+
+
+# --- one budget for several jobs ---------------------------------------------------------
+
+
+async def test_jobs_naming_one_rate_budget_share_it(
+    ray_server: ThreadedServer, tmp_path: Path
+) -> None:
+    """Two jobs at once with the same --rate-budget lease from one actor, which stays."""
+    name = f"test-shared-{uuid.uuid4().hex[:8]}"
+    jobs = []
+    for job in ("a", "b"):
+        source, target = tmp_path / f"{job}.jsonl", tmp_path / f"{job}.out.jsonl"
+        write_input(source, 20, invalid=False)
+        job_run = run_jsonl_job_on_ray(
+            source, target, api_key=KEY, base_url=ray_server.base_url,
+            workers=1, concurrency=4, rpm=60_000, rate_budget=name,
+        )  # fmt: skip
+        jobs.append(job_run)
+    try:
+        first, second = await asyncio.gather(*jobs)
+        assert first.succeeded == second.succeeded == 20
+        stats = await ray.get_actor(name, namespace=BUDGET_NAMESPACE).stats.remote()
+        assert stats["granted"] >= 40 and stats["rpm"] == 60_000  # both jobs' requests
+    finally:
+        assert RateBudget.remove(name) is True  # it outlived both jobs
+
+
+async def test_a_shared_budget_needs_a_rate(tmp_path: Path) -> None:
+    """--rate-budget without --rpm/--tpm is a usage error, before any file is opened."""
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(source, 1, invalid=False)
+    with pytest.raises(ValueError, match=r"--rate-budget\) needs --rpm or --tpm"):
+        await run_jsonl_job_on_ray(source, target, api_key=KEY, rate_budget="shared")
+    assert not target.exists()
+
+
+def test_rate_budget_reaches_the_engine(ray_server: ThreadedServer, tmp_path: Path) -> None:
+    """`anyapi batch --rate-budget NAME` passes the name on (refused here: no --rpm)."""
+    source = tmp_path / "in.jsonl"
+    write_input(source, 1)
+    status, _, err = finish(anyapi_batch(ray_server, str(source), "--rate-budget", "shared"))
+    assert status == 2 and "needs --rpm or --tpm" in err
+    assert not (tmp_path / "in.output.jsonl").exists()

@@ -1,9 +1,9 @@
 """The files of a JSONL job: input lines, fingerprints, the locked output, result lines.
 
-Every engine that runs a JSONL job (the local one in `anyapi_async._jobs`, a Ray one)
-shares this: `read_input` parses and checks the input lines, `request_fingerprint` names a
-request, `OutputFile` appends whole lines to a locked output and can repair and compact it,
-`result_record` builds a result line. `anyapi_async._jobs.open_job` puts them together.
+Every engine that runs a JSONL job (the local one, the Ray one) shares this: `read_input`
+parses and checks the input lines, `request_fingerprint` names a request, `OutputFile`
+appends whole lines to a locked output and can repair and compact it, `result_record`
+builds a result line. `.plan.open_job` puts them together.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, BinaryIO, Final
 
 import msgspec
 
-from ._decode import JSON_DECODER
-from ._exceptions import APIError, APIStatusError, JobError, JobStopped, error_line
-from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
-from ._messages import check_messages
-from ._types import ChatCompletion, kept_body
+from .._decode import JSON_DECODER
+from .._exceptions import APIError, APIStatusError, JobError, JobStopped, error_line
+from .._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
+from .._messages import check_messages
+from .._types import ChatCompletion, kept_body
 
 __all__ = [
     "FINGERPRINT_FIELD",
@@ -29,6 +29,7 @@ __all__ = [
     "InputItem",
     "OutputFile",
     "Recorded",
+    "check_body",
     "count_lines",
     "invalid_record",
     "read_input",

@@ -1,65 +1,20 @@
-"""Resumable JSONL batch jobs: `run_jsonl_job`, and the file logic any engine can reuse.
+"""The job logic both engines share: sending a body, opening a job, the early stop.
 
-Input, one request per line: an OpenAI Batch API request line, or a plain request body
-(what ``client.chat.completions.batch()`` takes), with an optional ``custom_id``:
-
-```text
-{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
-{"custom_id": "q2", "model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
-{"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
-```
-
-A line without ``custom_id`` gets its line number, ``"line-7"``. Blank lines and a UTF-8
-byte-order mark are ignored.
-
-Output, one line per input line, as the OpenAI Batch API writes them, plus the request's
-fingerprint:
-
-```text
-{"custom_id": "q1", "response": {"status_code": 200, "request_id": "...", "body": {...}},
- "error": null, "request_fingerprint": "9f86d081884c7d65"}
-```
-
-``error`` is set exactly when the item failed; ``response`` holds what the server answered,
-if it answered. An invalid input line gets an error line naming its line number (type
-``invalid_request``).
-
-Identity: ``request_fingerprint`` is a hash of the request as sent (keys sorted, after
-``model=``). Before anything is written, a resumed job checks every recorded result
-against the input: a result whose custom_id now names a different request, or that no
-input line produced, means the file is another job's output, and `JobConflict` is raised.
-
-Resuming: each result is appended as one ``write()`` of one whole line, so a killed run
-leaves at most a torn last line. On start the runner cuts a torn tail, reads the results
-already written, skips the input lines they answer and runs the rest. With
-``retry_failed`` it first rewrites the file without its failed results (a new file renamed
-over the old one, so a kill leaves either), and their lines run again.
-
-Stopping early (`Breaker`, shared by every engine): a run of `STOP_AFTER_ENDPOINT_ERRORS`
-consecutive connection errors (or 404s before any success: a wrong URL), any 401, 402 or
-403, or a 429 ``insufficient_quota`` (out of credit), stops the job with `JobStopped`; so
-does a run that ends with only such failures and no success. The requests that met those
-errors and the ones not sent yet are not recorded, so running the job again completes them.
-
-The file logic (input lines, fingerprints, the locked output, result lines) lives in
-`anyapi_async._jobfiles`; `open_job` and `JobFiles` here put it together for any engine,
-and `run_jsonl_job` is the local engine.
-
-Memory: results are written as they come and never kept. The one structure that grows with
-the job is the table of results already in the output, read on a resume (about 165 bytes
-per id); each entry is dropped as its input line is skipped.
+`send_body` is the one place a job sends a request (through the client's public
+``post``). `open_job` opens the input, locks and checks the output and makes it resumable
+(`JobFiles`); `answer_line` turns a request's outcome into what `Breaker` records; `Breaker`
+stops a job whose endpoint keeps failing. The local engine (`.local`) and the Ray engine
+(`.on_ray`) differ only in how they send the pending requests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from ._batch import BatchResult, BatchRun, ProgressCallback
-from ._exceptions import (
+from .._exceptions import (
     APIConnectionError,
     AuthenticationError,
     JobConflict,
@@ -71,48 +26,43 @@ from ._exceptions import (
     RateLimitError,
     error_line,
 )
-from ._jobfiles import (
-    InputItem,
-    OutputFile,
-    Recorded,
-    count_lines,
-    invalid_record,
-    read_input,
-    result_record,
-)
-from ._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
-from ._records import JobSummary
-from ._types import ChatCompletion
+from .._messages import CHAT_PATH as CHAT_COMPLETIONS_PATH
+from .._records import JobSummary
+from .._types import ChatCompletion
+from .files import InputItem, OutputFile, Recorded, invalid_record, read_input, result_record
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient
-    from ._ratelimit import RateLimiter
+    from .._client import AsyncClient
 
 __all__ = [
     "DEFAULT_JOB_CONCURRENCY",
     "STOP_AFTER_ENDPOINT_ERRORS",
     "Breaker",
-    "JobConflict",
-    "JobError",
     "JobFiles",
-    "JobStopped",
-    "JobSummary",
+    "Line",
+    "answer_line",
     "failure_kind",
     "open_job",
-    "run_jsonl_job",
+    "send_body",
 ]
 
 DEFAULT_JOB_CONCURRENCY: Final = 64
 #: Consecutive endpoint failures (connection errors; 404s before any success) that stop a job.
 STOP_AFTER_ENDPOINT_ERRORS: Final = 5
 
+#: What an engine hands `Breaker.add` for one request: its result line, whether it
+#: succeeded, and, for a failure that may be the endpoint's rather than the request's, its
+#: `failure_kind` and description.
+Line = tuple[dict[str, Any], bool, str, str]
+
 
 async def send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
-    """Send one job body through the client's public seam (the Ray engine does too).
+    """Send one job body: the one place either engine sends a request (the Ray stage too).
 
-    The body goes out as written in the file, gateway-specific fields included, as the
-    Batch API does; read_input has checked model and messages. The completion keeps the
-    server's bytes (to_dict()) for the result line.
+    Only the client's public API (`AsyncClient.post`), so the client's insides can change
+    under it. The body goes out as written in the file, gateway-specific fields included,
+    as the Batch API does; read_input has checked model and messages. The completion keeps
+    the server's bytes (to_dict()) for the result line.
     """
     return await client.post(CHAT_COMPLETIONS_PATH, body=body, cast_to=ChatCompletion)
 
@@ -290,7 +240,8 @@ def open_job(
     return JobFiles(source, f, output, recorded, summary, model)
 
 
-# --- the local engine -----------------------------------------------------------------------
+
+# --- the early stop ----------------------------------------------------------------------
 
 
 #: Kinds of failure that may be the endpoint's rather than the request's (`failure_kind`).
@@ -379,115 +330,16 @@ class Breaker:
         )
 
 
-def _add_result(breaker: Breaker, result: BatchResult) -> None:
-    item = result.request
-    assert isinstance(item, dict)
-    input_item: InputItem = item["item"]
-    error = result.error
+
+
+def answer_line(
+    custom_id: str,
+    fingerprint: str,
+    completion: ChatCompletion | None,
+    error: BaseException | None,
+) -> Line:
+    """The `Line` of one request's outcome, as every engine records it."""
     kind = failure_kind(error)
-    breaker.add(
-        result_record(input_item.custom_id, input_item.fingerprint, result.completion, error),
-        result.ok,
-        kind,
-        error_line(error) if kind and error is not None else "",
-        error,
-    )
-
-
-async def run_jsonl_job(
-    input_path: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
-    *,
-    client: AsyncClient | None = None,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    model: str | None = None,
-    max_retries: int | None = None,
-    concurrency: int = DEFAULT_JOB_CONCURRENCY,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    limiter: RateLimiter | None = None,
-    progress: ProgressCallback | bool | None = None,
-    retry_failed: bool = False,
-    on_invalid_line: Callable[[int, str], object] | None = None,
-    on_notice: Callable[[str], object] | None = None,
-) -> JobSummary:
-    """Run every request of a JSONL file and append one result line per request.
-
-    Run it again with the same paths after a crash, a kill or Ctrl-C and it resumes where
-    it stopped; see `anyapi_async._jobs` for the formats. ``retry_failed=True`` runs the
-    requests whose recorded result is a failure again, leaving one line per request.
-    Without ``client`` one is made from ``api_key``/``base_url``/``max_retries`` (defaults:
-    the environment) and closed at the end. ``model`` replaces every body's model.
-    ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
-    written as error lines), ``on_notice(message)`` about repairs of the output.
-
-    Example:
-
-    ```python
-    summary = await run_jsonl_job("requests.jsonl", "results.jsonl", rpm=500)
-    print(summary)      # 998 succeeded, 2 failed, 0 skipped as already done
-    ```
-
-    Raises:
-        JobConflict: the output holds results of other requests (nothing is written).
-        JobStopped: the endpoint kept failing (connection errors, 401/402/403) or the
-            output could not be written; running the job again resumes it.
-        JobError: the output is locked by another run, or is not a result file.
-        OSError: the input cannot be read or the output opened.
-    """
-    if client is not None and (api_key is not None or base_url is not None):
-        raise ValueError("pass either client=... or api_key/base_url, not both")
-    started = asyncio.get_running_loop().time()
-    # Opening, checking and compacting happen before any request is in flight, so doing
-    # them on the loop's thread holds nothing up.
-    files = open_job(
-        input_path, output_path, model=model, retry_failed=retry_failed, on_notice=on_notice
-    )
-    owned: AsyncClient | None = None
-    items: Generator[dict[str, Any], None, None] | None = None
-    summary = files.summary
-    try:
-        if client is None:
-            from ._client import AsyncClient
-
-            # The key comes from resolve_api_key(), as for the CLI: api_key, else the
-            # environment's (pasted blank stripped), else none for a local server.
-            client = owned = AsyncClient(api_key=api_key, base_url=base_url)
-        if max_retries is not None:
-            client = client.with_options(max_retries=max_retries)
-        items = (
-            {"custom_id": item.custom_id, "body": item.body, "item": item}
-            for item in files.pending(on_invalid_line)
-        )
-        run = BatchRun(
-            client,
-            items,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            limiter=limiter,
-            progress=progress,
-            send=send_body,
-        )
-        stats = run.stats
-        if progress:
-            stats.total = max(0, count_lines(files.source) - files.recorded)
-
-        def skipped(n: int) -> None:
-            stats.skipped = n
-
-        files.on_skip = skipped
-        breaker = Breaker(files)
-        async with run:
-            async for result in run:
-                _add_result(breaker, result)
-        breaker.finish()
-    finally:
-        if items is not None:
-            items.close()
-        files.close()
-        if owned is not None:
-            await owned.aclose()
-    summary.elapsed = asyncio.get_running_loop().time() - started
-    return summary
+    message = error_line(error) if kind and error is not None else ""
+    record = result_record(custom_id, fingerprint, completion, error)
+    return record, error is None, kind, message

@@ -1,7 +1,7 @@
 """``anyapi batch --engine ray``: the resumable JSONL job, its requests sent by Ray actors.
 
 The driver does with the files exactly what the local engine does, with the same code
-(`anyapi_async._jobs.open_job`): it locks the output, repairs a torn last line, skips the
+(`.plan.open_job`): it locks the output, repairs a torn last line, skips the
 requests already answered (or, with ``retry_failed``, those that succeeded), writes the
 invalid lines, and appends every result as one whole line. Only the sending moves: the
 pending requests go to ``workers`` actors in batches, each actor running them through one
@@ -17,37 +17,51 @@ and a batch whose actor dies is sent again to the restarted actor.
 
 Ray is imported when a job runs; without an address (or ``RAY_ADDRESS``) a local Ray is
 started for the job and shut down at the end (a local Ray also dies with a killed driver).
+Connecting to a cluster is bounded (``connect_timeout``; Ray itself retries for minutes)
+and gives way to SIGTERM and Ctrl-C: that ``ray.init`` runs on a thread of its own while
+the event loop waits for it, since a main thread blocked in Ray's connect sees no signal.
+
+With ``rate_budget`` the job draws from a named `RateBudget` that other jobs (or a Ray Data
+stage) name too, so they share one rate; it outlives the job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
-from ._batch import BatchStats, ProgressCallback
-from ._exceptions import JobStopped, error_line
-from ._jobfiles import InputItem, count_lines, result_record
-from ._jobs import (
-    DEFAULT_JOB_CONCURRENCY,
-    Breaker,
-    JobFiles,
-    JobSummary,
-    failure_kind,
-    open_job,
-)
-from .ray import ChatCompletions, RateBudget  # and Ray: this module is loaded only for --engine ray
+from .._batch import BatchStats, ProgressCallback
+from .._exceptions import JobStopped
+from .._records import JobSummary
+
+# Ray too: this module is loaded only for --engine ray.
+from ..ray import ChatCompletions, RateBudget
+from .files import InputItem, count_lines
+from .plan import DEFAULT_JOB_CONCURRENCY, Breaker, JobFiles, Line, answer_line, open_job
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
-__all__ = ["DEFAULT_WORKERS", "WORKER_NUM_CPUS", "run_jsonl_job_on_ray", "split_concurrency"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_WORKERS",
+    "ENV_CONNECT_TIMEOUT",
+    "WORKER_NUM_CPUS",
+    "connect_timeout_from_env",
+    "run_jsonl_job_on_ray",
+    "split_concurrency",
+]
 
 DEFAULT_WORKERS: Final = 2
 #: CPUs each actor reserves: they mostly wait on the network.
@@ -59,13 +73,16 @@ MIN_BATCH: Final = 16
 MAX_RESENDS: Final = 5
 #: Object store of a local Ray started for the job (batches are small).
 LOCAL_OBJECT_STORE_BYTES: Final = 200 * 1024 * 1024
+#: Seconds to wait for a Ray cluster to answer (``anyapi batch --ray-connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT: Final = 30.0
+#: Environment variable overriding `DEFAULT_CONNECT_TIMEOUT`.
+ENV_CONNECT_TIMEOUT: Final = "ANYAPI_RAY_CONNECT_TIMEOUT"
+#: Ray's warning when ``ray.init`` runs off the main thread: expected here, not news.
+_OFF_MAIN_THREAD_WARNING: Final = "SIGTERM handler is not set"
 
-#: (custom_id, fingerprint, body) of one request; what an actor gets.
+#: (custom_id, fingerprint, body) of one request; what an actor gets. It returns a `Line`
+#: per request (what the driver's `Breaker` needs).
 Item = tuple[str, str, dict[str, Any]]
-#: What an actor returns for one request: its result line, whether it succeeded, and, for
-#: a failure that may be the endpoint's rather than the request's, its `failure_kind` and
-#: description (what the driver's `Breaker` needs).
-Line = tuple[dict[str, Any], bool, str, str]
 
 
 class JobWorker:
@@ -79,11 +96,9 @@ class JobWorker:
         lines: dict[int, Line] = {}
         async for result in self._stage.answer([body for _, _, body in items]):
             custom_id, fingerprint, _ = items[result.index]
-            record = result_record(custom_id, fingerprint, result.completion, result.error)
-            error = result.error
-            kind = failure_kind(error)
-            message = error_line(error) if kind and error is not None else ""
-            lines[result.index] = (record, result.ok, kind, message)
+            lines[result.index] = answer_line(
+                custom_id, fingerprint, result.completion, result.error
+            )
         return [lines[i] for i in range(len(items))]
 
 
@@ -104,6 +119,148 @@ def _start_ray(address: str | None, workers: int) -> bool:
         options["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
     ray.init(address=address, **options)
     return True
+
+
+def connect_timeout_from_env() -> float:
+    """`ENV_CONNECT_TIMEOUT` in seconds if set, else `DEFAULT_CONNECT_TIMEOUT`."""
+    text = os.environ.get(ENV_CONNECT_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"{ENV_CONNECT_TIMEOUT} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _target(address: str | None) -> str | None:
+    """The cluster ``ray.init(address)`` connects to; None when it starts a local Ray."""
+    target = address if address is not None else os.environ.get("RAY_ADDRESS")
+    return None if not target or target == "local" else target
+
+
+def _check_client(address: str | None) -> None:
+    """A ``ray://`` address needs Ray Client (``ray[client]``): say so before any I/O."""
+    target = _target(address) or ""
+    if not target.startswith("ray://"):
+        return
+    if importlib.util.find_spec("grpc") is None:  # what ray[client] adds
+        raise ValueError(
+            f"the Ray address {target} needs Ray Client (ray[client]): "
+            "pip install 'anyapi-async[ray]'"
+        )
+
+
+class _Terminated(Exception):
+    """SIGTERM came while connecting to Ray."""
+
+
+class _QuietOffMainThread(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_OFF_MAIN_THREAD_WARNING)
+
+
+async def _connect(
+    address: str | None,
+    workers: int,
+    timeout: float,
+    on_notice: Callable[[str], object] | None = None,
+) -> bool:
+    """`_start_ray`; connecting to a cluster, on a thread of its own, bounded by
+    ``timeout``, SIGTERM stopping the wait with `_Terminated` (Ctrl-C cancels it as usual).
+    ``on_notice`` hears that it connects once SIGTERM is caught.
+
+    A connect given up on is left to finish on its daemon thread (it cannot be
+    interrupted), and disconnected if it ever succeeds.
+    """
+    import ray
+
+    if ray.is_initialized() or _target(address) is None:
+        # The caller's Ray, or a local one started on this thread, blocking the loop while
+        # nothing else runs: Ray's processes die with the thread that started them
+        # (PR_SET_PDEATHSIG), and starting them has timeouts of its own.
+        return _start_ray(address, workers)
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[bool] = loop.create_future()
+    terminated: asyncio.Future[None] = loop.create_future()
+    abandoned = threading.Event()
+    ray_logger = logging.getLogger("ray._private.worker")
+    quiet = _QuietOffMainThread()
+
+    def settle(result: bool, error: BaseException | None) -> None:
+        if outcome.done():
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)
+
+    def connect() -> None:
+        result, error = False, None
+        try:
+            result = _start_ray(address, workers)
+        except BaseException as exc:
+            error = exc
+        if abandoned.is_set():
+            if result:
+                ray.shutdown()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    def on_sigterm() -> None:
+        if not terminated.done():
+            terminated.set_result(None)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    sigterm = _catch_sigterm(loop, on_sigterm)
+    ray_logger.addFilter(quiet)
+    ours = False
+    try:
+        if on_notice is not None:
+            on_notice(f"connecting to Ray at {_target(address)} (at most {timeout:g} s)")
+        threading.Thread(target=connect, name="anyapi-ray-connect", daemon=True).start()
+        done, _ = await asyncio.wait(
+            (outcome, terminated), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if outcome in done:
+            ours = outcome.result()
+            return ours
+        abandoned.set()
+        if terminated in done:
+            raise _Terminated
+        raise ConnectionError(
+            f"no answer within {timeout:g} s (--ray-connect-timeout, ${ENV_CONNECT_TIMEOUT})"
+        )
+    except BaseException:
+        abandoned.set()
+        raise
+    finally:
+        ray_logger.removeFilter(quiet)
+        if sigterm:
+            loop.remove_signal_handler(signal.SIGTERM)
+            # Connected: what ray.init does on the main thread, so that SIGTERM exits
+            # through the finally blocks that remove the job's actors and budget. Else
+            # the handler we found.
+            restore = previous if previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGTERM, _exit_on_sigterm if ours else restore)
+
+
+def _catch_sigterm(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
+    """Route SIGTERM to ``callback`` on the loop, if this thread may (the main one, POSIX)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGTERM, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main loop
+        return False
+    return True
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(signum)
 
 
 def split_concurrency(concurrency: int, workers: int) -> list[int]:
@@ -142,6 +299,8 @@ async def run_jsonl_job_on_ray(
     tpm: float | None = None,
     workers: int = DEFAULT_WORKERS,
     address: str | None = None,
+    connect_timeout: float | None = None,
+    rate_budget: str | None = None,
     retry_failed: bool = False,
     progress: ProgressCallback | None = None,
     on_invalid_line: Callable[[int, str], object] | None = None,
@@ -150,16 +309,34 @@ async def run_jsonl_job_on_ray(
     """`run_jsonl_job` with the requests sent by ``workers`` Ray actors.
 
     ``concurrency`` is the total in flight, split exactly between the actors (fewer actors
-    when it is below ``workers``); ``rpm``/``tpm`` one budget for all of them, this job's
-    own, removed at its end. ``address`` is a Ray cluster's (default: ``RAY_ADDRESS``,
-    else a local Ray started for the job). The files, the resume and ``retry_failed`` are
-    the local engine's; see the module docstring for what is exactly-once.
+    when it is below ``workers``); ``rpm``/``tpm`` one budget for all of them: this job's
+    own, removed at its end, or with ``rate_budget`` the named `RateBudget` every job
+    naming it shares (it stays). ``address`` is a Ray cluster's (default: ``RAY_ADDRESS``,
+    else a local Ray started for the job); connecting gives up after ``connect_timeout``
+    seconds (default: ``ANYAPI_RAY_CONNECT_TIMEOUT``, else 30) with `JobStopped`. The
+    files, the resume and ``retry_failed`` are the local engine's; see the module
+    docstring for what is exactly-once.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    if connect_timeout is None:
+        connect_timeout = connect_timeout_from_env()
+    elif (
+        isinstance(connect_timeout, bool)
+        or not isinstance(connect_timeout, (int, float))
+        or not 0 < connect_timeout < math.inf
+    ):
+        raise ValueError(f"connect_timeout must be seconds > 0, got {connect_timeout!r}")
+    if rate_budget is not None:
+        if not isinstance(rate_budget, str) or not rate_budget.strip():
+            raise ValueError(f"rate_budget must be a non-empty name, got {rate_budget!r}")
+        if rpm is None and tpm is None:
+            raise ValueError("a shared rate budget (--rate-budget) needs --rpm or --tpm")
+    _check_client(address)
     shares = split_concurrency(concurrency, workers)
+    own_budget: str | None = None
     stage: dict[str, Any] = {
         "base_url": base_url,
         "api_key": api_key,
@@ -170,10 +347,13 @@ async def run_jsonl_job_on_ray(
         "timeout": timeout,
     }
     ChatCompletions(**stage)  # the settings' mistakes, before any file or Ray is touched
-    if rpm is not None or tpm is not None:
+    if rate_budget is not None:
+        stage["budget"] = rate_budget  # shared with every job naming it: it stays
+    elif rpm is not None or tpm is not None:
         # This job's own budget, removed at its end: on a long-lived cluster a budget
         # actor left behind would keep the rate it adapted to for the next job.
         stage["budget"] = f"anyapi-job-{uuid.uuid4().hex[:16]}"
+        own_budget = stage["budget"]
     loop = asyncio.get_running_loop()
     started = loop.time()
     files = open_job(
@@ -190,11 +370,20 @@ async def run_jsonl_job_on_ray(
         import ray
 
         try:
-            # On this thread, blocking the loop for the seconds it takes: nothing runs yet,
-            # and Ray sets its signal handlers only from the main thread.
-            ours = _start_ray(address, len(shares))
             try:
-                await _drive(files.pending(on_invalid_line), files, stage, shares, stats, progress)
+                ours = await _connect(address, len(shares), connect_timeout, on_notice)
+            except _Terminated:
+                where = f" at {address}" if address else ""
+                raise JobStopped(
+                    f"stopped: terminated (SIGTERM) while connecting to Ray{where}. The "
+                    "results written so far are kept: run the same job again to resume",
+                    summary,
+                ) from None
+            try:
+                await _drive(
+                    files.pending(on_invalid_line), files, stage, shares, stats, progress,
+                    own_budget,
+                )  # fmt: skip
             finally:
                 if ours:
                     ray.shutdown()
@@ -223,9 +412,10 @@ async def _drive(
     shares: list[int],
     stats: BatchStats,
     progress: ProgressCallback | None,
+    own_budget: str | None,
 ) -> None:
     """Hand the pending items to the actors (``shares``: each one's concurrency) and write
-    what comes back."""
+    what comes back; remove ``own_budget`` (the job's own budget actor) at the end."""
     import ray
 
     remote: Any = ray.remote(JobWorker)
@@ -290,6 +480,6 @@ async def _drive(
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
-        if stage.get("budget"):
+        if own_budget is not None:
             with contextlib.suppress(Exception):
-                RateBudget.remove(stage["budget"])
+                RateBudget.remove(own_budget)
