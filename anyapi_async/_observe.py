@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._exceptions import APIError
+    from ._meta import ResponseInfo
     from ._types import CompletionUsage
 
 __all__ = ["AttemptInfo", "CallContext", "Hooks", "Observer", "overrides"]
@@ -95,8 +96,21 @@ class CallContext:
     route a router sent the call to.
     """
 
-    __slots__ = ("attempt", "base_url", "method", "model", "operation", "params", "path", "route",
-                 "stream")
+    __slots__ = (
+        "__weakref__",
+        "attempt",
+        "base_url",
+        "error",
+        "method",
+        "model",
+        "operation",
+        "params",
+        "path",
+        "response",
+        "result",
+        "route",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -119,6 +133,12 @@ class CallContext:
         #: The pipeline's base URL (set when the call is sent).
         self.base_url = ""
         self.attempt = 0
+        #: The `ResponseInfo` of the answer, once its headers are in.
+        self.response: ResponseInfo | None = None
+        #: For a response read later (``with_streaming_response``): what ``parse()`` gave,
+        #: or the error it raised.
+        self.result: Any = None
+        self.error: BaseException | None = None
 
     def __repr__(self) -> str:
         return (

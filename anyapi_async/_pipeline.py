@@ -625,11 +625,12 @@ class Pipeline:
                     else:
                         result = _decode_body(data, response, decoder_for(cast_to))
                     timings.finished = timings.first_token = loop.time()
-                    if cast_to is not bytes:
-                        keep_response(
-                            result, data, ResponseInfo(response.status, response.headers,
-                                                       attempt, timings)
-                        )
+                    if cast_to is not bytes or context is not None:
+                        meta = ResponseInfo(response.status, response.headers, attempt, timings)
+                        if cast_to is not bytes:
+                            keep_response(result, data, meta)
+                        if context is not None:
+                            context.response = meta
                     if info is not None:
                         # Only a CompletionUsage is usage: a cast_to may have a field of that
                         # name meaning something else.
@@ -696,6 +697,8 @@ class Pipeline:
                         usage = None
                     for hook in hooks:
                         hook.on_complete(attempt, usage)
+                if context is not None:
+                    context.response = info
                 return APIResponse(info, data, lambda: parsed)
 
             return await self._attempts(request, self._policy(options), handle, context)
@@ -791,6 +794,8 @@ class Pipeline:
             raise
         if semaphore is not None:
             hold_slot(opened, semaphore.release)
+        if context is not None:
+            context.response = opened.http
         self.shared.streams.add(opened)
         if self.shared.stream_watchers:
             self._opened(context, opened)
@@ -848,11 +853,13 @@ class Pipeline:
             raise
         n = attempt if isinstance(attempt, int) else attempt.attempt
         info = ResponseInfo(response.status, response.headers, n, timings)
+        if context is not None:
+            context.response = info
         max_size = self.max_response_size
         max_event_size = self.max_event_size
         hooks = self.shared.hooks
 
-        async def parse(response: Response) -> Any:
+        async def read(response: Response) -> Any:
             if not stream:
                 data = await response.read(max_size)
                 timings.finished = timings.first_token = loop.time()
@@ -872,6 +879,17 @@ class Pipeline:
             if self.shared.stream_watchers:
                 self._opened(context, opened)
             return opened
+
+        async def parse(response: Response) -> Any:
+            if context is None:
+                return await read(response)
+            # Observed: the call's context keeps what the body became (its span ends later).
+            try:
+                context.result = await read(response)
+            except BaseException as exc:
+                context.error = exc
+                raise
+            return context.result
 
         released = False
 

@@ -14,11 +14,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import msgspec
 from opentelemetry import context as otel_context
 
 from .._client import AsyncClient
 from .._observe import AttemptInfo, CallContext, Observer
+from .._response import APIResponse
 from .._streaming import AsyncStream, observe, yields_chunks
+from .._types import ChatCompletion
 from ._attributes import RequestFields, error_type, request_attributes
 from ._semconv import (
     ANYAPI_BATCH_CUSTOM_ID,
@@ -58,6 +61,11 @@ _BATCH_ITEM: contextvars.ContextVar[BatchItem | None] = contextvars.ContextVar(
 class Instrumentation(Telemetry, Observer):
     """The telemetry of one instrumented client, hooked into it (see `instrument`)."""
 
+    def __init__(self, client: AsyncClient, **options: Any) -> None:
+        super().__init__(client, **options)
+        #: with_streaming_response calls whose body is not read yet: their span waits.
+        self.pending: weakref.WeakKeyDictionary[CallContext, Call] = weakref.WeakKeyDictionary()
+
     # --- the call level: one span per chat call ---------------------------------------------
 
     async def call(self, context: CallContext, send: Callable[[], Awaitable[T]]) -> T:
@@ -84,11 +92,45 @@ class Instrumentation(Telemetry, Observer):
             if context_token is not None:
                 otel_context.detach(context_token)
             _CURRENT.reset(call_token)
-        if isinstance(result, AsyncStream) and yields_chunks(result):
-            watch(call, result)
-        else:  # a completion, another cast_to (a stream of other items: at its start)
-            call.succeed(result)
+        return self._follow(call, context, result)
+
+    def _follow(self, call: Call, context: CallContext, result: T) -> T:
+        """End ``call``'s span with what the call returned, however the completion was
+        asked for: a stream's span ends with the stream, a raw response's with what it
+        parsed, a ``with_streaming_response`` one's when its block ends."""
+        answer: Any = result
+        if isinstance(answer, APIResponse):
+            answer = answer.parse()  # already decoded (or the stream it opened)
+        if isinstance(answer, AsyncStream):
+            if yields_chunks(answer):
+                watch(call, answer)
+            else:  # a stream of other items: at its start
+                call.succeed(None, info=context.response)
+            return result
+        if isinstance(answer, tuple) and len(answer) == 2 and callable(answer[1]):
+            # with_streaming_response: (response, release); the body is read later.
+            self.pending[context] = call
+            release = answer[1]
+
+            def finish() -> None:
+                release()
+                if self.pending.pop(context, None) is None:
+                    return  # parse() opened a stream: its watcher ends the span
+                if context.error is not None:
+                    call.fail(context.error)
+                else:
+                    call.succeed(as_completion(context.result), info=context.response)
+
+            return cast("T", (answer[0], finish))
+        call.succeed(as_completion(answer), info=context.response)
         return result
+
+    # --- streams opened after their call returned (with_streaming_response's parse()) --------
+
+    def stream_opened(self, context: CallContext, stream: Any) -> None:
+        call = self.pending.pop(context, None)
+        if call is not None:
+            watch(call, stream)
 
     # --- hooks: each retry is an event of the call's span -------------------------------------
 
@@ -151,6 +193,21 @@ class Instrumentation(Telemetry, Observer):
             )
         return outcome
 
+
+
+def as_completion(result: object) -> ChatCompletion | None:
+    """The `ChatCompletion` a call returned as another type (``post(cast_to=dict|bytes)``),
+    for its span's response attributes; ``None`` if it is not one."""
+    if isinstance(result, ChatCompletion) or result is None:
+        return result
+    try:
+        if isinstance(result, dict):
+            return msgspec.convert(result, ChatCompletion)
+        if isinstance(result, bytes):
+            return msgspec.json.decode(result, type=ChatCompletion)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    return None
 
 
 def watch(call: Call, stream: AsyncStream[Any]) -> None:

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
     from .._client import AsyncClient
+    from .._meta import ResponseInfo
 
 __all__ = ["BatchItem", "Call", "LatestTokens", "Telemetry"]
 
@@ -379,7 +380,10 @@ class Call:
         *,
         attempts: int | None = None,
         extra: dict[str, Any] | None = None,
+        info: ResponseInfo | None = None,
     ) -> None:
+        """End the span of a call that succeeded; ``info`` is the response's metadata when
+        ``result`` does not carry it (a dict, bytes, a raw response's parse)."""
         completion = result if isinstance(result, ChatCompletion) else None
         if not self.detailed:
             if completion is None:
@@ -400,15 +404,15 @@ class Call:
             usage = completion.usage
             if usage is not None:
                 usage_attributes(usage, attrs)
-            info = completion.http
-            if info is not None:
-                if attempts is None:
-                    attempts = info.attempts
-                request_id = info.request_id
-                if request_id:
-                    attrs[ANYAPI_REQUEST_ID] = request_id
+            info = completion.http or info
             if self.captured_input is not None:
                 output = content.output_messages(completion, finish_reason=not self.t.latest)
+        if info is not None:
+            if attempts is None:
+                attempts = info.attempts
+            request_id = info.request_id
+            if request_id:
+                attrs[ANYAPI_REQUEST_ID] = request_id
         if attempts is not None:
             attrs[ANYAPI_ATTEMPTS] = attempts
         self.end(attrs, usage, None, self.clock(), output, response_model)
