@@ -32,7 +32,8 @@ from ._exceptions import (
     UnprocessableEntityError,
 )
 from ._meta import RateLimitInfo, ResponseInfo, Timings
-from ._observe import AttemptInfo, Hooks
+from ._observe import AttemptInfo, CallContext, Hooks, Observer
+from ._pipeline import Pipeline
 from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
 from ._settings import DEFAULT_BASE_URL
@@ -199,6 +200,7 @@ __all__ = [
     "AttemptInfo",
     "AuthenticationError",
     "BadRequestError",
+    "CallContext",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
@@ -229,8 +231,10 @@ __all__ = [
     "ModelList",
     "NotFoundError",
     "NotGiven",
+    "Observer",
     "PaymentRequiredError",
     "PermissionDeniedError",
+    "Pipeline",
     "PromptTokensDetails",
     "RateLimitError",
     "RateLimitInfo",

@@ -391,7 +391,7 @@ class AsyncClient:
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
     ) -> T | AsyncStream[T]:
-        """``GET {base_url}{path}``, as `post` does it, through the same request step as
+        """``GET {base_url}{path}``, as `post` does it, through the same pipeline as
         ``models.list()`` (which does not call ``get()``).
 
         Example:

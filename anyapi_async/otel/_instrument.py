@@ -233,7 +233,7 @@ def instrument(
     """Trace ``client``'s chat completions and record their metrics; returns ``client``.
 
     Every chat-completions call made through ``client`` or any of its `with_options`
-    copies (they share one connection pool and retry layer) gets one ``CLIENT`` span,
+    copies (they share one request pipeline and its observers) gets one ``CLIENT`` span,
     covering all its attempts and waits; a stream's span ends when the stream ends, is
     closed, is cancelled or is garbage-collected. Batch and job requests get one span each,
     around their rate-limit waits and 429 retries too. Calling it again replaces the
