@@ -52,7 +52,8 @@ MEMORY = ("fanout-10k", "streams-1000")
 
 @dataclass(frozen=True)
 class Target:
-    """A goal from issue 6: ``kind`` is ``ratio`` (CPU), ``ttfc`` (µs), ``rss`` or ``import``."""
+    """A goal: ``kind`` is ``ratio`` (CPU), ``ttfc`` (µs), ``rss``, ``import`` or ``calls``
+    (extra Python calls per request over the floor, `benchmarks.callcount`)."""
 
     name: str
     kind: str
@@ -85,6 +86,29 @@ TARGETS = (
         ("streams-1000",),
     ),
     Target("import anyapi_async ≤ 1.15 \u00d7 import aiohttp, msgspec", "import", "anyapi", 1.15),
+    # Issue 19 (the request pipeline): the fixed cost of a call halved.
+    Target(
+        "Non-streaming CPU per request ≤ 1.10 \u00d7 floor at concurrency 1 (pipeline)",
+        "ratio",
+        "anyapi",
+        1.10,
+        ("completion-c1",),
+    ),
+    Target("Fan-out CPU per request ≤ 1.15 \u00d7 floor (pipeline)", "ratio", "anyapi", 1.15,
+           ("fanout-10k",)),
+    Target("Time to first chunk within 60 µs of the floor (pipeline)", "ttfc", "anyapi", 60.0,
+           ("ttfc",)),
+    Target(
+        "Streaming CPU per chunk ≤ 1.05 \u00d7 floor (raw path, pipeline)",
+        "ratio",
+        "anyapi",
+        1.05,
+        ("stream-c1", "stream-c16"),
+    ),
+    Target("Extra Python calls per non-streamed request ≤ 45 (pipeline)", "calls", "anyapi", 45.0,
+           ("complete",)),
+    Target("Extra Python calls per 3-chunk stream ≤ 70 (pipeline)", "calls", "anyapi", 70.0,
+           ("stream",)),
 )
 
 
@@ -99,6 +123,13 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             if ours and base:
                 value = ours["ms_median"] / base["ms_median"]
                 rows.append(_row(target, "import", value, f"{value:.3f}\u00d7"))
+            continue
+        if target.kind == "calls":
+            for case in target.scenarios:
+                counted = doc.get("callcount", {}).get(case)
+                if counted:
+                    value = counted["extra"]
+                    rows.append(_row(target, f"callcount {case}", value, f"{value:+.1f} calls"))
             continue
         for name in target.scenarios:
             figures = scenarios.get(name, {}).get("clients", {}).get(target.client)
@@ -127,6 +158,14 @@ def _row(target: Target, scenario: str, value: float, shown: str) -> dict[str, A
         "met": value <= target.limit,
         "counted": scenario not in INFORMATIVE,
     }
+
+
+def _limit(row: dict[str, Any]) -> str:
+    if "µs" in row["shown"]:
+        return f"{row['limit']:.0f} µs"
+    if "calls" in row["shown"]:
+        return f"{row['limit']:+.0f} calls"
+    return f"{row['limit']}\u00d7"
 
 
 def _us(value: float | None) -> str:
@@ -207,7 +246,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 r["target"],
                 r["scenario"],
                 r["shown"],
-                (f"{r['limit']:.0f} µs" if "µs" in r["shown"] else f"{r['limit']}\u00d7"),
+                _limit(r),
                 ("yes" if r["met"] else "**no**") + ("" if r["counted"] else " (informative)"),
             ]
             for r in rows

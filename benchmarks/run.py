@@ -152,6 +152,24 @@ def _extra_modules(python: str) -> list[dict[str, Any]]:
     return modules[:12]
 
 
+def measure_calls(python: str) -> dict[str, Any]:
+    """Python function calls per request, anyapi over the floor (`benchmarks.callcount`)."""
+    out = subprocess.run(
+        [python, "-m", "benchmarks.callcount"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=WORKER_TIMEOUT,
+        check=False,
+    )
+    found: dict[str, Any] = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            figures = json.loads(line)
+            found[figures["case"]] = figures
+    return found
+
+
 def run_worker(
     python: str, client: str, scenario: Scenario, port: int, *, quick: bool, target: float
 ) -> dict[str, Any]:
@@ -287,6 +305,9 @@ def run(
     finally:
         server.terminate()
         server.wait()
+    if "anyapi" in wanted and "floor" in wanted:
+        _log("call counts (benchmarks.callcount) ...")
+        doc["callcount"] = measure_calls(python)
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return doc
