@@ -69,6 +69,23 @@ def _pipeline_of(source: Pipeline | BatchClient) -> Pipeline:
     return source if isinstance(source, Pipeline) else source.pipeline
 
 
+def _prepare(
+    pipeline: Pipeline,
+    model: str,
+    messages: Sequence[MessageInput],
+    stream: bool,
+    params: dict[str, Any],
+) -> tuple[bytes, dict[str, Any] | None, CallContext | None]:
+    """A chat call's body and client options (`build_body`: the argument checks, before any
+    I/O), and its `CallContext` when the pipeline has observers. ``params`` is the call's
+    own ``**params`` dict: `build_body` takes the client options out of it."""
+    shared = pipeline.shared
+    body, options = build_body(model, messages, stream, params, stream_usage=shared.stream_usage)
+    if not shared.observers:
+        return body, options, None
+    return body, options, chat_context(model, messages, stream, params, options)
+
+
 class Completions:
     """``client.chat.completions``: chat completions through one request pipeline.
 
@@ -167,14 +184,7 @@ class Completions:
         ```
         """
         pipeline = self._pipeline
-        # **params is already this call's own dict: build_body may take options out of it.
-        shared = pipeline.shared
-        body, options = build_body(
-            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
-        )
-        context = (
-            chat_context(model, messages, stream, params, options) if shared.observers else None
-        )
+        body, options, context = _prepare(pipeline, model, messages, stream, params)  # type: ignore[arg-type]
         if stream:
             return await pipeline.stream(
                 "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
@@ -208,11 +218,7 @@ class Completions:
                 "create(..., stream=True) for a plain AsyncStream"
             )
         pipeline = self._pipeline
-        shared = pipeline.shared
-        body, options = build_body(
-            model, messages, True, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
-        )
-        context = chat_context(model, messages, True, params, options) if shared.observers else None
+        body, options, context = _prepare(pipeline, model, messages, True, params)  # type: ignore[arg-type]
 
         async def open_stream() -> AsyncStream[ChatCompletionChunk]:
             return await pipeline.stream(
@@ -493,13 +499,7 @@ class CompletionsWithRawResponse:
         ``content`` is not available (use ``with_streaming_response`` for a stream's bytes).
         """
         pipeline = self._pipeline
-        shared = pipeline.shared
-        body, options = build_body(
-            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
-        )
-        context = (
-            chat_context(model, messages, stream, params, options) if shared.observers else None
-        )
+        body, options, context = _prepare(pipeline, model, messages, stream, params)  # type: ignore[arg-type]
         if stream:
             opened: AsyncStream[ChatCompletionChunk] = await pipeline.stream(
                 "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
@@ -556,13 +556,7 @@ class CompletionsWithStreamingResponse:
         Leaving the block releases the connection and the ``max_concurrency`` slot.
         """
         pipeline = self._pipeline
-        shared = pipeline.shared
-        body, options = build_body(
-            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
-        )
-        context = (
-            chat_context(model, messages, stream, params, options) if shared.observers else None
-        )
+        body, options, context = _prepare(pipeline, model, messages, stream, params)  # type: ignore[arg-type]
         cast_to = ChatCompletionChunk if stream else ChatCompletion
 
         async def open_() -> Any:
