@@ -33,7 +33,7 @@ from ._exceptions import (
 )
 from ._meta import RateLimitInfo, ResponseInfo, Timings
 from ._observe import AttemptInfo, Hooks
-from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
+from ._response import APIResponse, RequestInfo, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
 from ._settings import DEFAULT_BASE_URL
 from ._sse import ServerSentEvent, SSEDecoder
@@ -234,6 +234,7 @@ __all__ = [
     "PromptTokensDetails",
     "RateLimitError",
     "RateLimitInfo",
+    "RequestInfo",
     "ResponseInfo",
     "ResponseTooLargeError",
     "RetryPolicy",

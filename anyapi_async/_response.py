@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -207,7 +208,8 @@ class StreamedAPIResponse(Generic[R]):
         # Lets go of the connection and the max_concurrency slot (the pipeline's).
         self._release = close
         self._closed = False
-        self._loop = asyncio.get_running_loop()
+        # The loop it was made on (None outside one): the finaliser releases on it.
+        self._loop = _running_loop()
         self._started = http.timings.started if started is None else started
         self._ended: float | None = None
 
@@ -227,14 +229,21 @@ class StreamedAPIResponse(Generic[R]):
         """Time from sending the request of the attempt that got this response until its
         body was read to the end or the response closed, as httpx's ``Response.elapsed``
         (`RuntimeError` before either)."""
-        ended = self._ended
+        # The end of the body as this response saw it, or as the stream parse() opened (or
+        # the completion it read) recorded it in the shared timings.
+        ended = self._ended if self._ended is not None else self.http.timings.finished
         if ended is None and self._response.at_eof():
-            ended = self._ended = self._loop.time()
+            ended = self._ended = self._now()
         return _elapsed(self._started, ended)
+
+    def _now(self) -> float:
+        # The clock of the pipeline's timings (loop.time()); asyncio's default loops use
+        # time.monotonic, the fallback when there is no loop.
+        return self._loop.time() if self._loop is not None else time.monotonic()
 
     def _mark_ended(self) -> None:
         if self._ended is None:
-            self._ended = self._loop.time()
+            self._ended = self._now()
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive.
@@ -357,7 +366,7 @@ class StreamedAPIResponse(Generic[R]):
         # where the response was made).
         loop = self._loop
         try:
-            if _running_loop() is loop:
+            if loop is None or _running_loop() is loop:
                 self._drop()
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(self._drop)

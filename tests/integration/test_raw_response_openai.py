@@ -165,6 +165,27 @@ async def test_streaming_response_has_request_id_url_retries_and_request(
     assert body["choices"][0]["message"]["content"] == "whole"
 
 
+async def test_streaming_response_elapsed_once_parse_or_close_ends_it(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """elapsed is known after parse() read the completion, or after close() of an unread
+    body; the request info is the exported RequestInfo."""
+    server.queue(JSONResponse(completion_body("a")), SSEResponse([_chunk("a", "stop")]))
+    async with client.chat.completions.with_streaming_response.create(
+        model="m", messages=MSGS
+    ) as response:
+        assert (await response.parse()).choices[0].message.content == "a"
+        assert response.elapsed >= timedelta(0)
+        assert isinstance(response.http_request, aa.RequestInfo)
+    async with client.chat.completions.with_streaming_response.create(
+        model="m", messages=MSGS, stream=True
+    ) as streamed:
+        with pytest.raises(RuntimeError, match="read or closed"):
+            _ = streamed.elapsed
+        await streamed.close()
+        assert streamed.elapsed >= timedelta(0)
+
+
 async def test_streaming_response_text_and_iter_text(
     client: aa.AsyncClient, server: LocalServer
 ) -> None:
