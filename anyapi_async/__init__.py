@@ -34,7 +34,7 @@ from ._exceptions import (
 from ._meta import RateLimitInfo, ResponseInfo, Timings
 from ._observe import AttemptInfo, CallContext, Hooks, Observer
 from ._pipeline import Pipeline
-from ._response import APIResponse, StreamedAPIResponse, StreamedResponseManager
+from ._response import APIResponse, RequestInfo, StreamedAPIResponse, StreamedResponseManager
 from ._retry import RetryPolicy
 from ._settings import DEFAULT_BASE_URL
 from ._sse import ServerSentEvent, SSEDecoder
@@ -238,6 +238,7 @@ __all__ = [
     "PromptTokensDetails",
     "RateLimitError",
     "RateLimitInfo",
+    "RequestInfo",
     "ResponseInfo",
     "ResponseTooLargeError",
     "RetryPolicy",

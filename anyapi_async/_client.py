@@ -330,8 +330,9 @@ class AsyncClient:
         ``/chat/completions`` is observed (hooks, OpenTelemetry) as a chat completion.
         ``body`` is a dict or a msgspec Struct (sent as JSON) or ``bytes`` (sent as they
         are). ``cast_to`` says what comes back: ``bytes`` (the body as received, not
-        looked into), ``dict`` (a JSON object) or a msgspec type (`ChatCompletion`, your
-        own Struct...). With ``stream=True`` the call returns an `AsyncStream` of
+        looked into), ``str`` (that body decoded as UTF-8 text, as the openai SDK's
+        ``cast_to=str``), ``dict`` (a JSON object) or a msgspec type (`ChatCompletion`,
+        your own Struct...). With ``stream=True`` the call returns an `AsyncStream` of
         ``cast_to`` items, one per server-sent event, once the first has arrived (for
         ``ChatCompletionChunk`` it is the chat stream ``create(stream=True)`` returns).
 
@@ -352,6 +353,9 @@ class AsyncClient:
         context = pipeline.context("POST", path, body, stream) if observed else None
         if stream:
             return await pipeline.stream("POST", path, content, options, cast_to, context)
+        if cast_to is str:  # the body as text: received as bytes, not looked into, decoded
+            data: bytes = await pipeline.send("POST", path, content, options, bytes, context)
+            return data.decode("utf-8", "replace")  # type: ignore[return-value]
         return await pipeline.send("POST", path, content, options, cast_to, context)  # type: ignore[no-any-return]
 
     @overload
@@ -408,6 +412,9 @@ class AsyncClient:
         context = pipeline.context("GET", path, None, stream) if observed else None
         if stream:
             return await pipeline.stream("GET", path, None, options, cast_to, context)
+        if cast_to is str:
+            data: bytes = await pipeline.send("GET", path, None, options, bytes, context)
+            return data.decode("utf-8", "replace")  # type: ignore[return-value]
         return await pipeline.send("GET", path, None, options, cast_to, context)  # type: ignore[no-any-return]
 
 

@@ -2,7 +2,7 @@
 
 ```text
 resource (arguments -> body)
-   │  send() / send_raw() / stream() / open()
+   │  send() / send_raw() / stream() / stream_raw() / open()
    ▼
 Pipeline ── observers' call() ── max_concurrency slot ── request (auth, headers, query,
    │                                                     timeouts, idempotency key)
@@ -47,7 +47,7 @@ from ._exceptions import (
 from ._logging import redact_url
 from ._meta import ResponseInfo, Timings, request_id_of
 from ._observe import AttemptInfo, CallContext, Observer, overrides
-from ._response import APIResponse, StreamedAPIResponse
+from ._response import APIResponse, RequestInfo, StreamedAPIResponse
 from ._retry import RetryPolicy
 from ._settings import check_header, redact_headers
 from ._streaming import AsyncStream, abort_stream, hold_slot, open_stream, yields_chunks
@@ -193,6 +193,12 @@ def _cast(body: bytes, response: Response, cast_to: Any, info: ResponseInfo) -> 
     return result
 
 
+def _request_info(request: Request) -> RequestInfo:
+    """What a raw response tells of its request: credentials masked, headers copied (a
+    retry changes the request's own)."""
+    return RequestInfo(request.method, redact_url(request.url), redact_headers(request.headers))
+
+
 async def _raise_for_status(response: Response) -> None:
     body: Any = None
     try:
@@ -216,7 +222,8 @@ class Pipeline:
     Built by `AsyncClient` from its checked settings; `copy` makes the pipeline of a
     `with_options` copy. The four operations are all a request can be: `send` (one body,
     decoded), `send_raw` (the same, kept as an `APIResponse`), `stream` (an `AsyncStream`
-    once its first event is in) and `open` (stop at the headers: ``with_streaming_response``).
+    once its first event is in; `stream_raw` keeps it in an `APIResponse`) and `open`
+    (stop at the headers: ``with_streaming_response``).
     """
 
     __slots__ = (
@@ -699,12 +706,98 @@ class Pipeline:
                         hook.on_complete(attempt, usage)
                 if context is not None:
                     context.response = info
-                return APIResponse(info, data, lambda: parsed)
+                return APIResponse(
+                    info,
+                    data,
+                    lambda: parsed,
+                    request=_request_info(request),
+                    url=redact_url(response.url),
+                    started=request.attempt_started,
+                )
 
             return await self._attempts(request, self._policy(options), handle, context)
         finally:
             if semaphore is not None:
                 semaphore.release()
+
+    async def stream_raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any = ChatCompletionChunk,
+        context: CallContext | None = None,
+        *,
+        observed: bool = False,
+    ) -> APIResponse[Any]:
+        """`stream`, kept as an `APIResponse` whose ``parse()`` is the `AsyncStream`
+        (``with_raw_response`` with ``stream=True``): the same attempts, slot and observers,
+        and the request and URL the response came from."""
+        if self.shared.callers and not observed:
+            if context is None:
+                context = self.context(method, path, None, True)
+            return await self._observed(
+                context,
+                lambda: self.stream_raw(
+                    method, path, body, options, cast_to, context, observed=True
+                ),
+            )
+        decode_item = None if cast_to is ChatCompletionChunk else item_decoder(cast_to)
+        semaphore = None
+        deadline = None
+        if self.slots is not None:
+            semaphore, deadline = await self._take_slot(options)
+        try:
+            request = self._request(method, path, body, options, True, deadline)
+            if self.key_provider is not None:
+                await self._authorize(request)
+            loop = asyncio.get_running_loop()
+            timings = Timings(loop.time())
+            first_event = request.timeout.first_event
+            hooks = self.shared.hooks
+
+            async def handle(
+                response: Response, attempt: AttemptInfo | int
+            ) -> tuple[AsyncStream[Any], Response, float]:
+                timings.headers = loop.time()
+                started = request.attempt_started
+                # first_event is per attempt: a retry gets the whole limit again.
+                opened = await open_stream(
+                    response,
+                    attempt=attempt,
+                    timings=timings,
+                    max_event_size=self.max_event_size,
+                    idle=request.timeout.idle,
+                    first_event_by=started + first_event if first_event else None,
+                    hooks=hooks,
+                    item_decoder=decode_item,
+                    max_response_size=self.max_response_size,
+                )
+                return opened, response, started
+
+            opened, response, started = await self._attempts(
+                request, self._policy(options), handle, context
+            )
+        except BaseException:
+            if semaphore is not None:
+                semaphore.release()
+            raise
+        if semaphore is not None:
+            hold_slot(opened, semaphore.release)
+        if context is not None:
+            context.response = opened.http
+        self.shared.streams.add(opened)
+        if self.shared.stream_watchers:
+            self._opened(context, opened)
+        return APIResponse(
+            opened.http,
+            None,
+            lambda: opened,
+            request=_request_info(request),
+            url=redact_url(response.url),
+            started=started,
+        )
 
     async def stream(
         self,
@@ -905,7 +998,17 @@ class Pipeline:
             if semaphore is not None:
                 semaphore.release()
 
-        return StreamedAPIResponse(response, info, parse, max_size=max_size), close
+        opened = StreamedAPIResponse(
+            response,
+            info,
+            parse,
+            max_size=max_size,
+            close=close,
+            request=_request_info(request),
+            url=redact_url(response.url),
+            started=request.attempt_started,
+        )
+        return opened, close
 
     async def aclose(self) -> None:
         """Close the transport, and every stream still open (their readers raise)."""

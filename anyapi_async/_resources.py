@@ -501,10 +501,10 @@ class CompletionsWithRawResponse:
         pipeline = self._pipeline
         body, options, context = _prepare(pipeline, model, messages, stream, params)  # type: ignore[arg-type]
         if stream:
-            opened: AsyncStream[ChatCompletionChunk] = await pipeline.stream(
+            raw: APIResponse[AsyncStream[ChatCompletionChunk]] = await pipeline.stream_raw(
                 "POST", CHAT_PATH, body, options, ChatCompletionChunk, context
             )
-            return APIResponse(opened.http, None, lambda: opened)
+            return raw
         response: APIResponse[ChatCompletion] = await pipeline.send_raw(
             "POST", CHAT_PATH, body, options, ChatCompletion, context
         )
