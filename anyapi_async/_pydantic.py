@@ -82,10 +82,11 @@ def _has_description(annotation: Any) -> bool:
 
 
 def arguments_model(
-    name: str, fields: Sequence[tuple[str, Any, Any]], docs: dict[str, str]
+    name: str, fields: Sequence[tuple[str, Any, Any]], docs: dict[str, str], module: str
 ) -> type[pydantic.BaseModel]:
     """A model of a tool's parameters: ``(name, annotation, default)`` with
-    `msgspec.NODEFAULT` for required ones, and descriptions from the docstring.
+    `msgspec.NODEFAULT` for required ones, descriptions from the docstring, and ``module``
+    the function's (the model's ``__module__``).
 
     Each field is named by position and aliased to its parameter, so parameter names that
     pydantic keeps for itself (``json``, ``copy``, ``model_config``, ``_private``) work.
@@ -107,6 +108,7 @@ def arguments_model(
         return pydantic.create_model(
             name,
             __config__=pydantic.ConfigDict(extra="forbid"),
+            __module__=module,
             **definitions,
         )
     except (pydantic.PydanticUserError, TypeError, ValueError) as exc:

@@ -180,11 +180,11 @@ def _close_objects(node: Any) -> None:
             _close_objects(item)
 
 
-def _classes_in(tp: Any, seen: set[int]) -> Iterator[Any]:
+def _classes_in(tp: Any, seen: dict[int, Any]) -> Iterator[Any]:
     """Every class and ``Annotated`` metadata object ``tp`` is made of, fields included."""
     if id(tp) in seen:
         return
-    seen.add(id(tp))
+    seen[id(tp)] = tp  # kept alive, so no later object can take its id during the walk
     yield tp
     args = get_args(tp)
     metadata = getattr(tp, "__metadata__", None)
@@ -196,8 +196,8 @@ def _classes_in(tp: Any, seen: set[int]) -> Iterator[Any]:
     if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or _is_typeddict(tp)):
         try:
             hints = get_type_hints(tp, include_extras=True)
-        except Exception:  # unresolvable names: whoever builds the schema will say so
-            return
+        except (NameError, TypeError, AttributeError, SyntaxError):
+            return  # unresolvable annotations: whoever builds the schema will say so
         for hint in hints.values():
             yield from _classes_in(hint, seen)
 
@@ -215,7 +215,7 @@ def uses_pydantic(tp: Any) -> bool:
     if main is None:
         return False
     base = main.BaseModel
-    for item in _classes_in(tp, set()):
+    for item in _classes_in(tp, {}):
         if isinstance(item, type):
             if issubclass(item, base) or "__pydantic_fields__" in vars(item):
                 return True  # a model, or a pydantic dataclass
@@ -226,7 +226,7 @@ def uses_pydantic(tp: Any) -> bool:
 
 def uses_msgspec(tp: Any) -> bool:
     """Whether ``tp`` is or holds a msgspec Struct, or ``msgspec.Meta`` metadata."""
-    for item in _classes_in(tp, set()):
+    for item in _classes_in(tp, {}):
         if isinstance(item, msgspec.Meta):
             return True
         if isinstance(item, type) and issubclass(item, msgspec.Struct):

@@ -242,7 +242,9 @@ class FunctionTool(Generic[P, R]):
         from ._pydantic import ArgumentsDecoder, arguments_model
 
         try:
-            model = arguments_model(self.name, fields, docs)
+            model = arguments_model(
+                self.name, fields, docs, str(getattr(self.fn, "__module__", None) or __name__)
+            )
         except TypeError as exc:
             raise TypeError(f"Cannot describe tool {self.name!r}: {exc}") from exc
         self._decode = ArgumentsDecoder(model).decode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import subprocess
@@ -14,6 +15,7 @@ import msgspec
 import pydantic
 import pytest
 from pydantic import BaseModel, Field, field_validator
+from typing_extensions import TypedDict
 
 from anyapi_async import (
     AsyncClient,
@@ -238,6 +240,26 @@ def test_a_model_strict_mode_cannot_take_keeps_pydantics_schema() -> None:
     assert schema.schema["required"] == ["name", "scores"]
     assert schema.schema["properties"]["level"]["default"] == 3
     assert "additionalProperties" not in schema.schema
+
+
+class Team(TypedDict):
+    lead: Pet
+    size: int
+
+
+@dataclasses.dataclass
+class Roster:
+    teams: list[Team]
+
+
+def test_models_inside_dataclasses_and_typeddicts_go_to_pydantic() -> None:
+    """A dataclass holding a TypedDict holding a model is described and decoded by pydantic."""
+    schema = response_schema(Roster)
+    assert schema.strict is True
+    lead = schema.schema["properties"]["teams"]["items"]["properties"]["lead"]
+    assert lead["properties"]["kind"]["enum"] == ["cat", "dog"]
+    roster = schema.decode('{"teams": [{"lead": {"name": "Rex", "kind": "dog"}, "size": 3}]}')
+    assert roster == Roster(teams=[{"lead": Pet(name="Rex", kind="dog"), "size": 3}])
 
 
 async def test_reply_that_does_not_validate_names_the_field(
