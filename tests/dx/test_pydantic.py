@@ -458,7 +458,11 @@ async def test_field_metadata_and_reserved_names() -> None:
         """Pick."""
         return f"{json}{copy}"
 
-    properties = pick.param["function"]["parameters"]["properties"]
+    parameters = pick.param["function"]["parameters"]
+    properties = parameters["properties"]
+    # A default does not keep it from being strict: the model gives every parameter.
+    assert pick.strict is True and pick.param["function"]["strict"] is True
+    assert parameters["required"] == ["json", "copy"] and "default" not in properties["copy"]
     assert properties["json"]["minimum"] == 1
     assert properties["json"]["description"] == "how many"
     assert await pick.invoke('{"json": 3, "copy": "y"}') == "3y"
@@ -639,8 +643,9 @@ async def main() -> None:
             tool_choice="required",
         )
         assert r.tool_calls[0].error is None, r.tool_calls
-    names = ("pydantic", "pydantic_core")
-    print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] in names))
+    names = ("pydantic", "pydantic_core", "anyapi_async._pydantic")
+    assert "anyapi_async._schema" in sys.modules and "anyapi_async._tools" in sys.modules
+    print("loaded:", sorted(m for m in sys.modules if m.startswith(names)))
 
 asyncio.run(main())
 """
