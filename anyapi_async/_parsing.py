@@ -3,9 +3,9 @@
 ``client.chat.completions.parse(..., response_format=Person)`` sends
 ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` with the schema
 of ``Person`` (made and rewritten for providers in `anyapi_async._schema`), then decodes
-the reply's content into a ``Person`` with msgspec (which validates it) and puts it in
-``message.parsed``. ``stream_parse()`` does the same at the end of a stream, with partial
-objects on the way.
+the reply's content into a ``Person`` with msgspec, or pydantic for a pydantic model (either
+validates it), and puts it in ``message.parsed``. ``stream_parse()`` does the same at the
+end of a stream, with partial objects on the way.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ class ParsedChatCompletionStream(ChatCompletionStream, Generic[T]):
     def partial_objects(self) -> AsyncIterator[Any]:
         """Snapshots of choice 0's object while its JSON streams in (needs jiter).
 
-        Each snapshot is JSON-like data (dicts, lists, strings, numbers...) that only grows:
+        Each snapshot is JSON-like data (dicts, lists, strings, numbers...), also for a
+        pydantic model (a half-written object would not validate), that only grows:
         a string being streamed appears partly filled, a key appears as soon as its string,
         object or array value starts, and a number, ``true``, ``false`` or ``null`` once it
         is complete. After the stream ends the reply is validated like `get_final_parsed`

@@ -5,6 +5,9 @@ parameters become a msgspec Struct (`msgspec.defstruct`), whose JSON schema is t
 ``parameters`` and whose decoder validates the model's arguments before the function
 runs. Descriptions of single parameters come from an ``Args:`` section of the docstring
 (Google style) or ``:param name:`` lines, or from ``Annotated[..., msgspec.Meta(...)]``.
+A function with a pydantic model among its parameter types (or ``pydantic.Field``
+metadata) gets a pydantic model instead (`anyapi_async._pydantic`), with the strict-mode
+schema ``parse()`` sends for models; msgspec Structs cannot be mixed into it.
 
 The runner asks the model, runs the tool calls it gets back (concurrently when there are
 several), sends the results as ``tool`` messages and asks again, until the model answers
@@ -41,7 +44,7 @@ import msgspec
 from ._exceptions import ToolRoundsExceededError
 from ._messages import check_messages
 from ._records import ToolCallResult
-from ._schema import json_schema
+from ._schema import json_schema, uses_msgspec, uses_pydantic
 from ._types import (
     ChatCompletion,
     ChatCompletionMessageParam,
@@ -158,8 +161,13 @@ class FunctionTool(Generic[P, R]):
         doc_description, doc_params = parse_docstring(inspect.getdoc(fn))
         self.description = description if description is not None else doc_description
         self._positional: list[str] = []
-        self.arguments_type = self._arguments_struct(fn, doc_params)
-        self._decoder = msgspec.json.Decoder(self.arguments_type)
+        fields = self._fields(fn, doc_params)
+        #: Decodes and validates the arguments into keyword arguments (msgspec or pydantic).
+        self._decode: Callable[[str | bytes], dict[str, Any]]
+        if any(uses_pydantic(annotation) for _, annotation, _ in fields):
+            self.arguments_type = self._arguments_model(fields, doc_params)
+        else:
+            self.arguments_type = self._arguments_struct(fields, doc_params)
         schema, can_be_strict = json_schema(self.arguments_type)
         schema.pop("title", None)  # the Struct's name repeats the tool's
         if strict and not can_be_strict:
@@ -172,7 +180,8 @@ class FunctionTool(Generic[P, R]):
         self._is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
-    def _arguments_struct(self, fn: Callable[..., Any], docs: dict[str, str]) -> type[Any]:
+    def _fields(self, fn: Callable[..., Any], docs: dict[str, str]) -> list[tuple[str, Any, Any]]:
+        """``(name, annotation, default)`` per parameter (`msgspec.NODEFAULT`: required)."""
         try:
             signature = inspect.signature(fn)
             hints = get_type_hints(fn, include_extras=True)
@@ -188,19 +197,58 @@ class FunctionTool(Generic[P, R]):
             if param.kind is param.POSITIONAL_ONLY:
                 self._positional.append(param.name)
             annotation = hints.get(param.name, Any)
-            doc = docs.get(param.name)
+            default = msgspec.NODEFAULT if param.default is param.empty else param.default
+            fields.append((param.name, annotation, default))
+        return fields
+
+    def _arguments_struct(
+        self, fields: list[tuple[str, Any, Any]], docs: dict[str, str]
+    ) -> type[Any]:
+        described = []
+        for name, annotation, default in fields:
+            doc = docs.get(name)
             if doc and not _has_description(annotation):
                 annotation = Annotated[annotation, msgspec.Meta(description=doc)]
-            if param.default is param.empty:
-                fields.append((param.name, annotation, msgspec.NODEFAULT))
-            else:
-                fields.append((param.name, annotation, param.default))
+            described.append((name, annotation, default))
         # Unknown fields are refused: a misspelt optional argument must not silently
         # fall back to its default.
         try:
-            return msgspec.defstruct(self.name, fields, kw_only=True, forbid_unknown_fields=True)
+            struct = msgspec.defstruct(
+                self.name, described, kw_only=True, forbid_unknown_fields=True
+            )
         except (TypeError, ValueError) as exc:
             raise TypeError(f"Cannot describe tool {self.name!r}: {exc}") from exc
+        decoder = msgspec.json.Decoder(struct)
+
+        def decode(arguments: str | bytes) -> dict[str, Any]:
+            args = decoder.decode(arguments)
+            return {name: getattr(args, name) for name in args.__struct_fields__}
+
+        self._decode = decode
+        return struct
+
+    def _arguments_model(
+        self, fields: list[tuple[str, Any, Any]], docs: dict[str, str]
+    ) -> type[Any]:
+        # One library validates all the arguments: pydantic knows nothing of Structs or
+        # msgspec.Meta (it would drop their constraints silently), msgspec nothing of models.
+        mixed = [name for name, annotation, _ in fields if uses_msgspec(annotation)]
+        if mixed:
+            raise TypeError(
+                f"Cannot describe tool {self.name!r}: it mixes pydantic models with msgspec "
+                f"types (parameter {', '.join(mixed)}); describe its parameters with one of "
+                "the two (plain types such as int, str, list or Literal go with either)"
+            )
+        from ._pydantic import ArgumentsDecoder, arguments_model
+
+        try:
+            model = arguments_model(
+                self.name, fields, docs, str(getattr(self.fn, "__module__", None) or __name__)
+            )
+        except TypeError as exc:
+            raise TypeError(f"Cannot describe tool {self.name!r}: {exc}") from exc
+        self._decode = ArgumentsDecoder(model).decode
+        return model
 
     @property
     def param(self) -> ToolParam:
@@ -217,10 +265,9 @@ class FunctionTool(Generic[P, R]):
         """Positional and keyword arguments from the model's JSON; raises msgspec errors."""
         # Some providers send "" for a call without arguments.
         try:
-            args = self._decoder.decode(arguments or b"{}")
+            kwargs = self._decode(arguments or b"{}")
         except RecursionError:  # the model's bad arguments, not a failure of the tool
             raise msgspec.DecodeError("JSON is nested too deeply to decode") from None
-        kwargs = {name: getattr(args, name) for name in args.__struct_fields__}
         return [kwargs.pop(name) for name in self._positional], kwargs
 
     async def invoke(self, arguments: str | bytes, *, executor: Executor | None = None) -> Any:
@@ -360,10 +407,19 @@ class ToolRunParams(CommonCreateParams, total=False):
     response_format: ResponseFormat
 
 
+def _encode_model(obj: Any) -> Any:
+    # Called by msgspec only for types it does not know: a pydantic model, or a real error.
+    if uses_pydantic(type(obj)):
+        from ._pydantic import to_builtins
+
+        return to_builtins(obj)
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
 def _output(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return msgspec.json.encode(value).decode()
+    return msgspec.json.encode(value, enc_hook=_encode_model).decode()
 
 
 class _TimedOut(Exception):

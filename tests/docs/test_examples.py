@@ -71,7 +71,11 @@ class Block:
     def compile(self) -> Any:
         # Blank lines first, so tracebacks give the page's line numbers.
         source = "\n" * self.line + self.code
-        return compile(source, self.page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        # dont_inherit: the docs' code must not get this module's `from __future__ import
+        # annotations` (pydantic could not resolve a snippet's models' string annotations).
+        return compile(
+            source, self.page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
 
 
 def blocks_of(path: Path) -> list[Block]:

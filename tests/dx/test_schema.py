@@ -189,6 +189,19 @@ def test_enums_get_a_type_and_discriminator_is_dropped() -> None:
     assert paint["properties"]["level"]["type"] == "integer"
 
 
+def test_a_field_named_discriminator_is_kept() -> None:
+    """Only the keyword goes: a property called "discriminator" stays, and strict."""
+
+    class Rule(msgspec.Struct):
+        discriminator: str
+        properties: list[str]
+
+    schema, strict = json_schema(Rule)
+    assert list(schema["properties"]) == ["discriminator", "properties"]
+    assert schema["properties"]["discriminator"] == {"type": "string"}
+    assert strict is True
+
+
 def test_response_format_shape_and_names() -> None:
     """The request value names the type; generic aliases get a default name."""
     fmt = response_schema(Person).response_format()
