@@ -24,6 +24,7 @@ from ._semconv import (
     ANYAPI_BATCH_CUSTOM_ID,
     ANYAPI_BATCH_INDEX,
     ANYAPI_BATCH_OUTCOME,
+    ANYAPI_CACHE_HIT,
     ANYAPI_RATE_LIMIT_WAIT,
     ANYAPI_RATE_LIMITED,
     ERROR_TYPE,
@@ -65,7 +66,12 @@ class Instrumentation(Telemetry, Observer):
             return await send()  # other paths get no span
         item = _BATCH_ITEM.get()
         if item is not None:
-            return await item.join(send())
+            joined = await item.join(send())
+            if context.cache is not None:
+                outer = _CURRENT.get()  # the batch item's span
+                if outer is not None:
+                    outer.span.set_attribute(ANYAPI_CACHE_HIT, context.cache == "hit")
+            return joined
         params = context.params or {}
         # Only the few fields spans need are read; the rest (messages...) is left alone.
         fields = RequestFields(**{k: params.get(k) for k in RequestFields.__struct_fields__})
@@ -84,6 +90,8 @@ class Instrumentation(Telemetry, Observer):
             if context_token is not None:
                 otel_context.detach(context_token)
             _CURRENT.reset(call_token)
+        if context.cache is not None:
+            call.span.set_attribute(ANYAPI_CACHE_HIT, context.cache == "hit")
         if isinstance(result, AsyncStream) and yields_chunks(result):
             watch(call, result)
         else:  # a completion, another cast_to (a stream of other items: at its start)
