@@ -82,11 +82,9 @@ def make_cache(where: str | None) -> Cache | None:
     """``--cache``: a Redis URL, or the path of a SQLite file."""
     if not where:
         return None
-    from ..cache import RedisCache, SQLiteCache
+    from ..cache import open_cache
 
-    if where.startswith(("redis://", "rediss://", "unix://")):
-        return RedisCache(where)
-    return SQLiteCache(where)
+    return open_cache(where)
 
 
 def redacted(text: str, base_url: str | None) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._base import DEFAULT_RETRY_INTERVAL, Cache, CacheUnavailableError
 from ._memory import DEFAULT_MAX_ENTRIES, MemoryCache
+from ._open import open_cache
 from ._redis import RedisCache
 from ._sqlite import DEFAULT_MAX_SIZE, SQLiteCache
 
@@ -28,8 +29,10 @@ __all__ = [
     "MemoryCache",
     "RedisCache",
     "SQLiteCache",
+    "open_cache",
 ]
 
-for _name in ("Cache", "CacheUnavailableError", "MemoryCache", "RedisCache", "SQLiteCache"):
+for _name in ("Cache", "CacheUnavailableError", "MemoryCache", "RedisCache", "SQLiteCache",
+              "open_cache"):
     globals()[_name].__module__ = __name__
 del _name

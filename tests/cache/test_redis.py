@@ -1,15 +1,8 @@
-"""RedisCache against a real ``redis-server`` the tests start on a free loopback port.
-
-``.ci/run`` installs redis-server; without the binary (or redis-py) these tests skip,
-saying which is missing.
-"""
+"""RedisCache against a real ``redis-server`` the tests start on a free loopback port."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,72 +13,14 @@ from anyapi_async.cache import RedisCache
 from anyapi_async.testing import LocalServer
 
 from .conftest import MESSAGES
+from .redisproc import REDIS_MARKS, RedisServer, running_redis
 
-REDIS_SERVER = shutil.which("redis-server")
-
-try:
-    import redis  # noqa: F401
-except ImportError:  # pragma: no cover - the test extra installs it
-    HAVE_REDIS_PY = False
-else:
-    HAVE_REDIS_PY = True
-
-pytestmark = [
-    pytest.mark.skipif(
-        REDIS_SERVER is None,
-        reason="redis-server is not installed (apt-get install redis-server; .ci/run does)",
-    ),
-    pytest.mark.skipif(
-        not HAVE_REDIS_PY, reason="redis-py is not installed (pip install 'anyapi-async[redis]')"
-    ),
-]
-
-
-class RedisServer:
-    """A redis-server process on 127.0.0.1, without persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        # Wait on its own word that it listens (no polling, no sleep).
-        for line in self.proc.stdout:
-            if "Ready to accept connections" in line:
-                return
-        raise RuntimeError(f"redis-server did not start (exit code {self.proc.wait()})")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-            self.proc = None
+pytestmark = REDIS_MARKS
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    yield from running_redis(tmp_path)
 
 
 async def ask(client: AsyncClient) -> ChatCompletion:
