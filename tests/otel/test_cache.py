@@ -29,6 +29,7 @@ async def test_spans_say_whether_the_cache_answered(
             replayed = [c async for c in stream]
     spans = telemetry.spans()
     assert [attrs_of(s)["anyapi.cache.hit"] for s in spans] == [False, True, False, True]
+    assert attrs_of(spans[1])["anyapi.attempts"] == 0
     # The replayed stream's span is complete, as a live one's: response facts included.
     assert attrs_of(spans[3])["gen_ai.response.id"] == replayed[0].id
     assert len(server.requests) == 2
