@@ -1,8 +1,10 @@
 """`SQLiteCache`: one file (stdlib ``sqlite3``, WAL mode) shared by the processes using it.
 
-Reads are one primary-key lookup on the event loop's thread (tens of microseconds: a
-thread hop would cost more than the read); writes, which may wait for another process's
-lock, run on one worker thread of their own.
+Reads and writes are one statement on the event loop's thread (tens of microseconds: a
+hop to a thread costs more, measured in benchmarks/bench_cache.py). A write that finds
+another process holding the lock does not wait on the loop: it is handed to a worker
+thread of the cache's own, which waits for it. The WAL checkpoints and the eviction,
+which do the file's larger I/O, run on that thread too, every few MiB written.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -29,23 +32,33 @@ _SCHEMA: Final = (
     " created REAL NOT NULL, expires REAL)",
     "CREATE INDEX IF NOT EXISTS anyapi_cache_created ON anyapi_cache (created)",
 )
-#: A reader waits this long (ms) for a lock; writers (on their thread) longer.
-_READ_BUSY_MS: Final = 100
+#: The loop's connection never waits for a lock (a busy write goes to the thread, a read
+#: in WAL mode does not need one); the thread's waits this long (ms).
+_LOOP_BUSY_MS: Final = 0
 _WRITE_BUSY_MS: Final = 5000
+#: Bytes written between two maintenance passes (checkpoint, expiry, eviction).
+_MAINTAIN_EVERY: Final = 4 * 1024 * 1024
+_INSERT: Final = (
+    "INSERT OR REPLACE INTO anyapi_cache (key, value, size, created, expires)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 #: Eviction brings the live data down to this share of max_size.
 _EVICT_TO: Final = 0.9
 
 
 def _connect(path: str, busy_ms: int) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None,
+    # Setting the file up waits for another process doing the same (once per connection).
+    conn = sqlite3.connect(path, timeout=_WRITE_BUSY_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        # Checkpoints copy the WAL into the file: the writer thread does them.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
             conn.execute(statement)
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
     except BaseException:
         conn.close()
         raise
@@ -85,6 +98,8 @@ class SQLiteCache:
         self._writer: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._written = 0
+        self._maintain_every = min(_MAINTAIN_EVERY, max(1, max_size // 64))
 
     def _read_conn(self) -> sqlite3.Connection:
         conn = self._reader
@@ -94,7 +109,7 @@ class SQLiteCache:
                 parent = os.path.dirname(self.path)
                 if parent:
                     os.makedirs(parent, exist_ok=True)
-                conn = self._reader = _connect(self.path, _READ_BUSY_MS)
+                conn = self._reader = _connect(self.path, _LOOP_BUSY_MS)
             except BaseException:
                 self._backoff.failed()
                 raise
@@ -114,6 +129,11 @@ class SQLiteCache:
             row = self._read_conn().execute(
                 "SELECT value, expires FROM anyapi_cache WHERE key = ?", (key,)
             ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None  # another process holds the file a moment: a miss, not a fault
+            self._drop()
+            raise
         except sqlite3.Error:
             self._drop()
             raise
@@ -126,29 +146,49 @@ class SQLiteCache:
         return value
 
     async def set(self, key: str, value: bytes) -> None:
-        self._read_conn()  # opens (and checks) the file, or raises while backing off
+        conn = self._read_conn()  # opens (and checks) the file, or raises while backing off
+        now = time.time()
+        row = (key, value, len(value) + len(key), now, now + self.ttl if self.ttl else None)
+        try:
+            conn.execute(_INSERT, row)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                self._drop()
+                raise
+            await self._on_thread(self._write, row)  # another process writes: wait there
+        except sqlite3.Error:
+            self._drop()
+            raise
+        self._backoff.ok()
+        self._written += len(value)
+        if self._written >= self._maintain_every:
+            self._written = 0
+            await self._on_thread(self._maintain)
+
+    async def _on_thread(self, work: Callable[..., None], *args: object) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="anyapi-sqlite-cache")
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._write, key, value)
+            await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
         except sqlite3.Error:
             self._drop()
             raise
 
-    def _write(self, key: str, value: bytes) -> None:
+    def _writer_conn(self) -> sqlite3.Connection:
+        conn = self._writer
+        if conn is None:
+            conn = self._writer = _connect(self.path, _WRITE_BUSY_MS)
+        return conn
+
+    def _write(self, row: tuple[object, ...]) -> None:
         with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                conn = self._writer = _connect(self.path, _WRITE_BUSY_MS)
-            now = time.time()
-            expires = now + self.ttl if self.ttl is not None else None
-            conn.execute(
-                "INSERT OR REPLACE INTO anyapi_cache (key, value, size, created, expires)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, value, len(value) + len(key), now, expires),
-            )
-            self._evict(conn, now)
+            self._writer_conn().execute(_INSERT, row)
+
+    def _maintain(self) -> None:
+        with self._write_lock:
+            conn = self._writer_conn()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._evict(conn, time.time())
 
     def _evict(self, conn: sqlite3.Connection, now: float) -> None:
         """Past max_size: drop expired entries, then the oldest, down to 90% of it."""

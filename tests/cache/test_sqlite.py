@@ -142,3 +142,28 @@ def test_two_processes_write_and_read_one_file_at_once(tmp_path: Path) -> None:
         await cache.aclose()
 
     asyncio.run(check())
+
+
+async def test_a_write_while_another_process_holds_the_lock_waits_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "c.sqlite"
+    cache = SQLiteCache(path)
+    await cache.set("first", b"1")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock, as another process would
+    try:
+        write = asyncio.ensure_future(cache.set("second", b"2"))
+        await asyncio.sleep(0)
+        # The loop is free while the write waits: a read is answered meanwhile.
+        assert await cache.get("first") == b"1"
+        assert not write.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await write
+    assert await cache.get("second") == b"2"
+    await cache.aclose()
