@@ -19,9 +19,11 @@ fault of theirs is one warning and a miss, never a failed call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -41,6 +43,8 @@ __all__ = [
     "Recorder",
     "ReplayResponse",
     "check_cache_option",
+    "stored_if_valid",
+    "validator",
 ]
 
 #: The header a replayed response carries (``completion.http.cache_hit`` reads it).
@@ -55,6 +59,30 @@ KEPT_HEADERS: Final = (
 _VERSION: Final = b"anyapi-cache-1\0"
 
 logger = logging.getLogger("anyapi_async")
+
+
+# What a helper that validates a call's result after the pipeline (parse()) asks of the
+# cache step: run this check on a miss's result before storing it.
+_VALIDATOR: ContextVar[Callable[[Any], object] | None] = ContextVar(
+    "anyapi_cache_validator", default=None
+)
+
+
+@contextlib.contextmanager
+def stored_if_valid(check: Callable[[Any], object]) -> Iterator[None]:
+    """Around a call whose result is validated after it returns (``parse()``): the cache
+    step stores a miss's result only if ``check(result)`` does not raise (its error is
+    then the call's)."""
+    token = _VALIDATOR.set(check)
+    try:
+        yield
+    finally:
+        _VALIDATOR.reset(token)
+
+
+def validator() -> Callable[[Any], object] | None:
+    """The check `stored_if_valid` set for the current call, if any."""
+    return _VALIDATOR.get()
 
 
 def check_cache_option(value: object) -> None:

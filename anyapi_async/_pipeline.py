@@ -31,7 +31,7 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ._cache import Entry, Flight, Recorder, ReplayResponse, entry_from
+from ._cache import Entry, Flight, Recorder, ReplayResponse, entry_from, validator
 from ._config import Timeout
 from ._decode import COMPLETION_DECODER, JSON_DECODER, decode_lenient, decoder_for
 from ._exceptions import (
@@ -1009,6 +1009,9 @@ class Pipeline:
             result = await self._uncached(recorder).send(
                 method, path, body, options, cast_to, context, observed=True
             )
+            check = validator()
+            if check is not None:
+                check(result)  # a reply parse() would refuse is not stored
         except BaseException as exc:
             self._land(key, flight, exc)
             raise

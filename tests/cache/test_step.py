@@ -352,3 +352,27 @@ def _completion(text: str) -> dict[str, Any]:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": "stop"}],
     }
+
+
+class Answer(msgspec.Struct):
+    answer: int
+
+
+async def test_a_reply_parse_refuses_is_not_stored(
+    cached: AsyncClient, server: LocalServer, memory: MemoryCache
+) -> None:
+    from anyapi_async import ContentValidationError
+
+    server.queue(JSONResponse(_completion('{"answer": "not a number"}')))
+    with pytest.raises(ContentValidationError):
+        await cached.chat.completions.parse(model=MODEL, messages=MESSAGES,
+                                            response_format=Answer)
+    assert len(memory) == 0
+    server.queue(JSONResponse(_completion('{"answer": 42}')))
+    first = await cached.chat.completions.parse(model=MODEL, messages=MESSAGES,
+                                                response_format=Answer)
+    again = await cached.chat.completions.parse(model=MODEL, messages=MESSAGES,
+                                                response_format=Answer)
+    assert first.choices[0].message.parsed == again.choices[0].message.parsed == Answer(42)
+    assert hit(again)
+    assert len(server.requests) == 2
