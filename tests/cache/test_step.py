@@ -86,20 +86,40 @@ async def test_any_changed_field_misses(
     assert len(server.requests) == 2
 
 
+class DictCache:
+    """A backend of the test's own over a dict it can share and look into."""
+
+    def __init__(self, entries: dict[str, bytes], namespace: str = "") -> None:
+        self.entries = entries
+        self.namespace = namespace
+
+    async def get(self, key: str) -> bytes | None:
+        return self.entries.get(key)
+
+    async def set(self, key: str, value: bytes) -> None:
+        self.entries[key] = value
+
+    async def aclose(self) -> None:
+        pass
+
+
 async def test_the_api_key_is_not_part_of_the_key_and_namespaces_separate(
     server: LocalServer,
 ) -> None:
-    shared = MemoryCache()
-    async with AsyncClient(api_key="sk-one", base_url=server.base_url, cache=shared) as a, \
-            AsyncClient(api_key="sk-two", base_url=server.base_url, cache=shared) as b:
+    store: dict[str, bytes] = {}
+    async with AsyncClient(api_key="sk-one", base_url=server.base_url,
+                           cache=DictCache(store)) as a, \
+            AsyncClient(api_key="sk-two", base_url=server.base_url,
+                        cache=DictCache(store)) as b:
         await ask(a)
         await ask(b)
         assert len(server.requests) == 1
-    tenant = MemoryCache(namespace="tenant-2")
-    tenant._entries = shared._entries  # the same store, another namespace
-    async with AsyncClient(base_url=server.base_url, cache=tenant) as c:
+    assert not any(b"sk-one" in key.encode() or b"sk-one" in v for key, v in store.items())
+    async with AsyncClient(base_url=server.base_url,
+                           cache=DictCache(store, namespace="tenant-2")) as c:
         await ask(c)
-    assert len(server.requests) == 2
+        assert hit(await ask(c))
+    assert len(server.requests) == 2 and len(store) == 2
 
 
 async def test_cache_false_neither_reads_nor_writes(
@@ -331,16 +351,16 @@ async def test_a_failing_backend_warns_once_and_calls_still_succeed(
         assert any("works again" in r.getMessage() for r in caplog.records)
 
 
-async def test_an_undecodable_value_is_a_miss(
-    cached: AsyncClient, server: LocalServer, memory: MemoryCache
-) -> None:
-    await ask(cached)
-    for key in list(memory._entries):
-        await memory.set(key, b"\x93garbage")
-    second = await ask(cached)
-    assert not hit(second)
-    assert len(server.requests) == 2
-    assert hit(await ask(cached))
+async def test_an_undecodable_value_is_a_miss(server: LocalServer) -> None:
+    store: dict[str, bytes] = {}
+    async with AsyncClient(base_url=server.base_url, cache=DictCache(store)) as client:
+        await ask(client)
+        for key in store:
+            store[key] = b"\x93garbage"
+        second = await ask(client)
+        assert not hit(second)
+        assert len(server.requests) == 2
+        assert hit(await ask(client))
 
 
 def _completion(text: str) -> dict[str, Any]:
