@@ -36,21 +36,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_HEADER",
-    "CACHE_MODES",
     "CacheStep",
     "Entry",
     "Flight",
     "Recorder",
     "ReplayResponse",
-    "check_cache_option",
     "stored_if_valid",
     "validator",
 ]
 
 #: The header a replayed response carries (``completion.http.cache_hit`` reads it).
 CACHE_HEADER: Final = "x-anyapi-cache"
-#: The values of a call's ``cache=`` option.
-CACHE_MODES: Final = (True, False, "refresh")
 #: Response headers kept with an entry (others, rate limits first, would be stale).
 KEPT_HEADERS: Final = (
     "content-type", "x-request-id", "request-id", "x-amzn-requestid", "cf-ray",
@@ -83,12 +79,6 @@ def stored_if_valid(check: Callable[[Any], object]) -> Iterator[None]:
 def validator() -> Callable[[Any], object] | None:
     """The check `stored_if_valid` set for the current call, if any."""
     return _VALIDATOR.get()
-
-
-def check_cache_option(value: object) -> None:
-    """A call's ``cache=`` value, checked before any I/O."""
-    if value is not True and value is not False and value != "refresh":
-        raise ValueError(f"cache must be True, False or 'refresh', not {value!r}")
 
 
 class Entry(msgspec.Struct, array_like=True, gc=False):
@@ -332,4 +322,7 @@ class CacheStep:
 
     async def aclose(self) -> None:
         await self.flush()
-        await self.backend.aclose()
+        try:
+            await self.backend.aclose()
+        except Exception as exc:  # closing a broken backend must not fail the client's close
+            self._fault("close", exc)

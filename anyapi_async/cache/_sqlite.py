@@ -118,11 +118,20 @@ class SQLiteCache:
     def _drop(self) -> None:
         """Close the connections after an error: the next use opens the file again."""
         self._backoff.failed()
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):  # closing a broken file
-                    conn.close()
-        self._reader = self._writer = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):  # closing a broken file
+                reader.close()
+        # The writer only when its thread is not using it (else that write fails and
+        # drops it in turn).
+        if self._write_lock.acquire(blocking=False):
+            try:
+                writer, self._writer = self._writer, None
+                if writer is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        writer.close()
+            finally:
+                self._write_lock.release()
 
     async def get(self, key: str) -> bytes | None:
         try:
