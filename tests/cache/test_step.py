@@ -396,3 +396,26 @@ async def test_a_reply_parse_refuses_is_not_stored(
     assert first.choices[0].message.parsed == again.choices[0].message.parsed == Answer(42)
     assert hit(again)
     assert len(server.requests) == 2
+
+
+async def test_waiters_of_a_stream_closed_early_send_their_own(
+    cached: AsyncClient, server: LocalServer
+) -> None:
+    server.queue(Generated(first_byte_delay=0.2))
+
+    async def leader() -> None:
+        stream = await stream_of(cached, max_tokens=8)
+        async with stream:
+            async for _ in stream:
+                break
+
+    async def waiter() -> str:
+        stream = await stream_of(cached, max_tokens=8)
+        async with stream:
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert not hit(stream)
+        return text
+
+    _, text = await asyncio.gather(leader(), waiter())
+    assert text
+    assert len(server.requests) == 2
