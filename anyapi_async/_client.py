@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
+from ._cache import CacheStep
 from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, Limits, NotGiven, Timeout, TimeoutTypes
 from ._logging import redact_url, setup_logging, with_log_hook
 from ._pipeline import Pipeline, item_decoder
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from ._observe import Hooks
     from ._streaming import AsyncStream
     from ._transports.base import Transport
+    from .cache import Cache
 
 __all__ = ["AsyncClient", "call_options", "check_path", "encode_body"]
 
@@ -95,6 +97,10 @@ class AsyncClient:
             `ResponseTooLargeError`.
         max_event_size: the largest stream event, in bytes (16 MiB).
         idempotency_keys: send an `Idempotency-Key`, the same on every retry of a call.
+        cache: a response cache (`anyapi_async.cache`: `SQLiteCache`, `MemoryCache`,
+            `RedisCache` or your own `Cache`): identical POST requests are answered from
+            it; a call's ``cache=False`` bypasses it, ``cache="refresh"`` rewrites the entry.
+            Closing the client closes it. See docs/cache.md.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class AsyncClient:
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         idempotency_keys: bool = False,
+        cache: Cache | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
         key_provider, key = _key(api_key, self.base_url)
@@ -166,6 +173,8 @@ class AsyncClient:
             idempotency_keys=idempotency_keys,
             hooks=with_log_hook(hooks),
         )
+        if cache is not None:
+            self._pipeline.cache = CacheStep(cache)
         self._owner = True
         self._chat: Chat | None = None
         self._models: Models | None = None

@@ -28,7 +28,8 @@ __all__ = [
 
 #: Keyword arguments that configure the call instead of going into the JSON body.
 CLIENT_OPTIONS: Final = frozenset(
-    ("extra_headers", "extra_query", "extra_body", "timeout", "max_retries", "idempotency_key")
+    ("extra_headers", "extra_query", "extra_body", "timeout", "max_retries", "idempotency_key",
+     "cache")
 )
 WIRE_PARAMS: Final = frozenset(CompletionCreateParams.__annotations__) - CLIENT_OPTIONS
 MAX_TOP_LOGPROBS: Final = 20
@@ -163,6 +164,9 @@ def build_body(
         given = CLIENT_OPTIONS & params.keys()
         if given:
             options = {k: params.pop(k) for k in given}
+            cache = options.get("cache", True)
+            if cache is not True and cache is not False and cache != "refresh":
+                raise ValueError(f"cache must be True, False or 'refresh', not {cache!r}")
         check_params(params)
         payload.update(params)
         extra_body = options.get("extra_body") if options else None

@@ -159,6 +159,11 @@ class ResponseInfo:
         return request_id_of(self.headers)
 
     @property
+    def cache_hit(self) -> bool:
+        """Whether this response was replayed from the client's cache (nothing was sent)."""
+        return self.headers.get("x-anyapi-cache") == "hit"
+
+    @property
     def rate_limit(self) -> RateLimitInfo:
         if self._rate_limit is None:
             self._rate_limit = RateLimitInfo(self.headers)

@@ -92,14 +92,16 @@ class CallContext:
     ``stream``, raw forms, ``post("/chat/completions")``), ``"models"`` for the models
     endpoints and ``"request"`` for other ``post``/``get`` paths. ``params`` holds the
     request's parameters as given (``model``, ``messages``, ``max_tokens``...; ``None`` for
-    a body given as bytes). ``attempt`` counts the attempts made so far; ``route`` names the
-    route a router sent the call to.
+    a body given as bytes). ``attempt`` counts the attempts made so far (0 for a cache hit);
+    ``route`` names the route a router sent the call to; ``cache`` says what the client's
+    response cache did with the call.
     """
 
     __slots__ = (
         "__weakref__",
         "attempt",
         "base_url",
+        "cache",
         "error",
         "method",
         "model",
@@ -139,6 +141,9 @@ class CallContext:
         #: or the error it raised.
         self.result: Any = None
         self.error: BaseException | None = None
+        #: With a client cache: ``"hit"`` (served from it, nothing sent), ``"miss"``,
+        #: ``"refresh"`` or ``"bypass"`` (``cache=False``, or not cacheable); else ``None``.
+        self.cache: str | None = None
 
     def __repr__(self) -> str:
         return (

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
+from ._cache import stored_if_valid
 from ._chat_stream import ChatCompletionStream, ChatCompletionStreamManager
 from ._exceptions import ContentValidationError
 from ._partial import NOTHING, PartialJSON
@@ -158,9 +159,11 @@ async def parse(
 ) -> ParsedChatCompletion[T]:
     """What ``client.chat.completions.parse()`` does, sending through ``create``."""
     schema = response_schema(response_format)
-    completion = await create(
-        model=model, messages=messages, response_format=schema.response_format(), **params
-    )
+    # With a response cache, a reply whose content does not validate is not stored.
+    with stored_if_valid(lambda completion: parse_completion(completion, schema)):
+        completion = await create(
+            model=model, messages=messages, response_format=schema.response_format(), **params
+        )
     return parse_completion(completion, schema)
 
 

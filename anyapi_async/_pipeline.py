@@ -27,10 +27,11 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
+from ._cache import Entry, Flight, Recorder, ReplayResponse, entry_from, validator
 from ._config import Timeout
 from ._decode import COMPLETION_DECODER, JSON_DECODER, decode_lenient, decoder_for
 from ._exceptions import (
@@ -50,12 +51,20 @@ from ._observe import AttemptInfo, CallContext, Observer, overrides
 from ._response import APIResponse, RequestInfo, StreamedAPIResponse
 from ._retry import RetryPolicy
 from ._settings import check_header, redact_headers
-from ._streaming import AsyncStream, abort_stream, hold_slot, open_stream, yields_chunks
+from ._streaming import (
+    AsyncStream,
+    abort_stream,
+    hold_slot,
+    open_stream,
+    when_complete,
+    yields_chunks,
+)
 from ._transports.base import Request
 from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage, keep_response
 from ._waits import sleep, timeout_after
 
 if TYPE_CHECKING:
+    from ._cache import CacheStep
     from ._observe import Hooks
     from ._transports.base import Response, Transport
 
@@ -227,7 +236,8 @@ class Pipeline:
     """
 
     __slots__ = (
-                "base_url",
+        "base_url",
+        "cache",
         "closed",
         "headers",
         "idempotency_keys",
@@ -279,6 +289,9 @@ class Pipeline:
         #: Shared with copies: the observers by level (``shared.observers`` is empty when
         #: nothing observes: the resources then build no `CallContext`).
         self.shared = PipelineState(hooks)
+        #: The cache step (`anyapi_async._cache.CacheStep`), shared with copies; ``None``:
+        #: no cache, and the operations pay one attribute test for it.
+        self.cache: CacheStep | None = None
 
     # --- settings ------------------------------------------------------------------------
 
@@ -575,6 +588,8 @@ class Pipeline:
                 context,
                 lambda: self.send(method, path, body, options, cast_to, context, observed=True),
             )
+        if self.cache is not None:
+            return await self._send_cached(method, path, body, options, cast_to, context)
         semaphore = None
         deadline = None
         if self.slots is not None:
@@ -822,6 +837,8 @@ class Pipeline:
                 context,
                 lambda: self.stream(method, path, body, options, cast_to, context, observed=True),
             )
+        if self.cache is not None:
+            return await self._stream_cached(method, path, body, options, cast_to, context)
         decode_item = None if cast_to is ChatCompletionChunk else item_decoder(cast_to)
         semaphore = None
         deadline = None
@@ -1010,8 +1027,197 @@ class Pipeline:
         )
         return opened, close
 
+    # --- the cache step ------------------------------------------------------------------
+
+    def _uncached(self, recorder: Recorder | None = None) -> Pipeline:
+        """This pipeline without its cache step (sending through ``recorder``, if given)."""
+        pipeline = self.copy()
+        pipeline.cache = None
+        if recorder is not None:
+            pipeline.transport = recorder
+        return pipeline
+
+    def _target(self, path: str, options: Mapping[str, Any] | None) -> str:
+        """The URL path and query a request goes to (what a cache key holds of the URL)."""
+        query = self.query_string
+        extra_query = options.get("extra_query") if options else None
+        if extra_query:
+            merged = {**self.query, **extra_query}
+            merged = {k: v for k, v in merged.items() if v is not None}
+            query = "?" + urlencode(merged) if merged else ""
+        return urlsplit(self.url).path + path + query
+
+    def _hit_info(self, response: ReplayResponse) -> ResponseInfo:
+        now = asyncio.get_running_loop().time()
+        timings = Timings(now)
+        timings.headers = timings.first_token = timings.finished = now
+        return ResponseInfo(response.status, response.headers, 0, timings)
+
+    async def _cache_flight(
+        self, key: str, stream: bool, mode: object, context: CallContext | None
+    ) -> tuple[Entry | None, Flight | None]:
+        """A stored or shared entry (a hit), or the flight this call now leads (a miss).
+
+        Identical calls in flight wait for the leader: its entry, its error (raised here),
+        or, when it stopped without either, they try again themselves."""
+        step = self.cache
+        assert step is not None
+        flights = step.flights
+        while mode is True:
+            flight = flights.get(key)
+            if flight is None:
+                entry = await step.lookup(key, stream)
+                if entry is not None:
+                    if context is not None:
+                        context.cache = "hit"
+                    return entry, None
+                # Another call may have become the leader while the backend answered.
+                flight = flights.get(key)
+                if flight is None:
+                    break
+            await flight.done.wait()
+            if flight.entry is not None:
+                if context is not None:
+                    context.cache = "hit"
+                return flight.entry, None
+            if flight.error is not None:
+                raise flight.error
+        if context is not None:
+            context.cache = "miss" if mode is True else "refresh"
+        flight = Flight()
+        # A refresh while another call leads: send and store, leaving that flight alone.
+        flights.setdefault(key, flight)
+        return None, flight
+
+    def _land(self, key: str, flight: Flight, error: BaseException | None = None) -> None:
+        """The leader ended without an entry: release its waiters (with ``error``)."""
+        if isinstance(error, Exception):
+            flight.error = error
+        flight.done.set()
+        step = self.cache
+        if step is not None and step.flights.get(key) is flight:
+            del step.flights[key]
+
+    async def _send_cached(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        context: CallContext | None,
+    ) -> Any:
+        """`send` with the cache step: a hit decodes the stored body, a miss stores a
+        whole success (a body that decoded as ``cast_to``)."""
+        step = self.cache
+        assert step is not None
+        mode = options.get("cache", True) if options else True
+        if mode is False or method != "POST":
+            if context is not None:
+                context.cache = "bypass"
+            return await self._uncached().send(
+                method, path, body, options, cast_to, context, observed=True
+            )
+        target = self._target(path, options)
+        key = step.key(method, target, False, body)
+        entry, flight = await self._cache_flight(key, False, mode, context)
+        if entry is not None:
+            response = ReplayResponse(entry, self.url + path)
+            return _cast(entry.body, response, cast_to, self._hit_info(response))
+        assert flight is not None
+        recorder = Recorder(self.transport)
+        try:
+            result = await self._uncached(recorder).send(
+                method, path, body, options, cast_to, context, observed=True
+            )
+            check = validator()
+            if check is not None:
+                check(result)  # a reply parse() would refuse is not stored
+        except BaseException as exc:
+            self._land(key, flight, exc)
+            raise
+        recorded = recorder.last
+        assert recorded is not None and recorded.parts
+        flight.entry = entry = entry_from(False, recorded, recorded.parts[0])
+        flight.done.set()
+        try:
+            await step.store(key, entry)
+        finally:
+            if step.flights.get(key) is flight:
+                del step.flights[key]
+        return result
+
+    async def _stream_cached(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        context: CallContext | None,
+    ) -> AsyncStream[Any]:
+        """`stream` with the cache step: a hit replays the stored events as a stream; a
+        miss stores the events of a stream that ends normally (not a cut or closed one)."""
+        step = self.cache
+        assert step is not None
+        mode = options.get("cache", True) if options else True
+        if mode is False or method != "POST":
+            if context is not None:
+                context.cache = "bypass"
+            return await self._uncached().stream(
+                method, path, body, options, cast_to, context, observed=True
+            )
+        decode_item = None if cast_to is ChatCompletionChunk else item_decoder(cast_to)
+        key = step.key(method, self._target(path, options), True, body)
+        entry, flight = await self._cache_flight(key, True, mode, context)
+        if entry is not None:
+            response = ReplayResponse(entry, self.url + path)
+            now = asyncio.get_running_loop().time()
+            timings = Timings(now)
+            timings.headers = now
+            replayed = await open_stream(
+                response,
+                attempt=0,
+                timings=timings,
+                max_event_size=self.max_event_size,
+                idle=None,
+                first_event_by=None,
+                item_decoder=decode_item,
+                max_response_size=self.max_response_size,
+            )
+            if self.shared.stream_watchers:
+                self._opened(context, replayed)
+            return replayed
+        assert flight is not None
+        recorder = Recorder(self.transport)
+        try:
+            opened = await self._uncached(recorder).stream(
+                method, path, body, options, cast_to, context, observed=True
+            )
+        except BaseException as exc:
+            self._land(key, flight, exc)
+            raise
+        recorded = recorder.last
+        assert recorded is not None
+
+        def complete() -> None:
+            entry = entry_from(True, recorded, b"".join(recorded.parts))
+            flight.entry = entry
+            flight.done.set()
+            step.store_later(key, entry, flight)
+
+        def ended() -> None:
+            if flight.entry is None:  # cut, failed or closed early: nothing to share
+                self._land(key, flight)
+
+        when_complete(opened, complete)
+        recorded.ended = ended
+        return opened
+
     async def aclose(self) -> None:
         """Close the transport, and every stream still open (their readers raise)."""
+        if self.cache is not None:
+            await self.cache.aclose()
         # Raises, closing nothing, from another loop while the pool's loop is open.
         await self.transport.aclose()
         for opened in list(self.shared.streams):

@@ -47,6 +47,7 @@ __all__ = [
     "observe",
     "open_stream",
     "raise_if_incomplete",
+    "when_complete",
     "yields_chunks",
 ]
 
@@ -83,6 +84,11 @@ def yields_chunks(stream: AsyncStream[Any]) -> bool:
 def hold_slot(stream: AsyncStream[Any], release: Callable[[], None]) -> None:
     """Package seam for the client: ``release`` (a ``max_concurrency`` slot) runs on close."""
     stream._on_close = release
+
+
+def when_complete(stream: AsyncStream[Any], callback: Callable[[], None]) -> None:
+    """Package seam for the cache step: ``callback`` runs when ``stream`` ends normally."""
+    stream._on_complete = callback
 
 
 def open_stream(
@@ -283,6 +289,8 @@ class AsyncStream(Generic[T]):
         self._hooks = hooks
         # Set by the client once the stream holds a max_concurrency slot: frees it on close.
         self._on_close: Callable[[], None] | None = None
+        # Set by the cache step: told when the stream ends normally (and so may be stored).
+        self._on_complete: Callable[[], None] | None = None
         self._observer: StreamObserver | None = None
         self._closed = False
         self._done = False
@@ -662,6 +670,8 @@ class AsyncStream(Generic[T]):
         sends comments after ``[DONE]``, cannot keep the caller waiting)."""
         self._timings.finished = self._loop.time()
         self._complete = True
+        if self._on_complete is not None:
+            self._on_complete()
         if self._hooks and not isinstance(self._attempt, int):
             for hook in self._hooks:
                 hook.on_complete(self._attempt, self.usage)

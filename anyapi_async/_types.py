@@ -580,13 +580,15 @@ class CommonCreateParams(TypedDict, total=False):
     timeout: float | Timeout | None
     max_retries: int
     idempotency_key: str | None
+    cache: bool | Literal["refresh"]
 
 
 class CompletionCreateParams(CommonCreateParams, total=False):
     """Every ``create()`` parameter besides ``model``, ``messages`` and ``stream``.
 
     Wire parameters are sent exactly as given; ``extra_headers``, ``extra_query``,
-    ``extra_body``, ``timeout``, ``max_retries`` and ``idempotency_key`` are client options.
+    ``extra_body``, ``timeout``, ``max_retries``, ``idempotency_key`` and ``cache`` are
+    client options.
     """
 
     response_format: ResponseFormat

@@ -54,6 +54,7 @@ from ._ratelimit import (
     check_budgets,
 )
 from ._settings import DEFAULT_BASE_URL, ENV_BASE_URL, resolve_api_key
+from .cache import open_cache
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -328,6 +329,9 @@ class ChatCompletions:
         max_retries: retries per request (5xx, connection errors; 429s are retried after
             the shared pause); timeout: as `AsyncClient`'s.
         model: replace every body's model.
+        cache: a response cache for every actor (see docs/cache.md): a
+            ``redis://HOST:PORT/DB`` URL, shared by all of them wherever they run (the
+            ``redis`` extra), or a SQLite file path, shared by the actors of one machine.
     """
 
     def __init__(
@@ -342,7 +346,10 @@ class ChatCompletions:
         max_retries: int | None = None,
         timeout: float | None = None,
         model: str | None = None,
+        cache: str | None = None,
     ) -> None:
+        if cache is not None:
+            open_cache(cache)  # a bad value fails here, on the driver
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         check_budgets(rpm, tpm, DEFAULT_BURST_SECONDS)
@@ -361,6 +368,7 @@ class ChatCompletions:
         self._max_retries = max_retries
         self._timeout = timeout
         self._model = model
+        self._cache = cache
         self._client: AsyncClient | None = None
         self._limiter: Limiter | None = None
         self._ready: asyncio.Lock | None = None
@@ -408,6 +416,8 @@ class ChatCompletions:
                     options["timeout"] = self._timeout
                 # The key the client uses, found as the CLI and the job runner find it.
                 key = resolve_api_key(self._api_key, base_url)
+                if self._cache is not None:
+                    options["cache"] = open_cache(self._cache)
                 client = AsyncClient(api_key=key, base_url=base_url, **options)
                 limiter: Limiter
                 if self._rpm or self._tpm:

@@ -76,6 +76,7 @@ async def _batch_on_ray(
             progress=progress,
             on_invalid_line=on_invalid_line,
             on_notice=_say,
+            cache=args.cache,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -13,8 +13,9 @@ from .errors import CLIError
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
+    from ..cache import Cache
 
-__all__ = ["Output", "endpoint", "make_client", "one_line", "redacted", "url_hint"]
+__all__ = ["Output", "endpoint", "make_cache", "make_client", "one_line", "redacted", "url_hint"]
 
 #: The start of `check_base_url`'s warning about http:// to a non-loopback host: `endpoint`
 #: shows it, so the client's own check of the same URL must not show it again.
@@ -67,10 +68,23 @@ def make_client(args: argparse.Namespace) -> AsyncClient:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", _PLAIN_HTTP_WARNING, UserWarning)
             return AsyncClient(
-                api_key=key, base_url=base_url, timeout=args.timeout, max_retries=args.max_retries
+                api_key=key,
+                base_url=base_url,
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+                cache=make_cache(getattr(args, "cache", None)),
             )
     except ValueError as exc:  # a bad timeout...
         raise CLIError(redacted(str(exc), base_url)) from None
+
+
+def make_cache(where: str | None) -> Cache | None:
+    """``--cache``: a Redis URL, or the path of a SQLite file."""
+    if not where:
+        return None
+    from ..cache import open_cache
+
+    return open_cache(where)
 
 
 def redacted(text: str, base_url: str | None) -> str:

@@ -99,6 +99,21 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``--cache`` given without a value: the SQLite file every run on this machine shares.
+DEFAULT_CACHE_PATH: Final = "~/.cache/anyapi/responses.sqlite"
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--cache",
+        nargs="?",
+        const=DEFAULT_CACHE_PATH,
+        metavar="PATH|redis://HOST:PORT/DB",
+        help=f"answer {what} from a response cache, storing new answers in it: a SQLite "
+        f"file (default {DEFAULT_CACHE_PATH}) or a Redis URL",
+    )
+
+
 def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``anyapi batch`` option (an engine's options belong here too)."""
     parser.add_argument("input", metavar="INPUT", help="JSONL file of requests")
@@ -132,6 +147,8 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="progress bar on stderr (default: on when stderr is a terminal and tqdm is installed)",
     )
+    _add_cache_argument(parser, "requests already answered (a rerun into a new OUTPUT sends "
+                        "nothing)")
     engine = parser.add_argument_group("engine")
     engine.add_argument(
         "--engine",
@@ -237,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--usage", action="store_true", help="print token usage and timing to stderr at the end"
     )
+    _add_cache_argument(chat, "a prompt asked before")
     _add_connection_arguments(chat)
 
     models = commands.add_parser(

@@ -15,6 +15,7 @@ from .plan import DEFAULT_JOB_CONCURRENCY, Breaker, answer_line, open_job, send_
 if TYPE_CHECKING:
     from .._client import AsyncClient
     from .._ratelimit import RateLimiter
+    from ..cache import Cache
 
 __all__ = ["run_jsonl_job"]
 
@@ -46,6 +47,7 @@ async def run_jsonl_job(
     retry_failed: bool = False,
     on_invalid_line: Callable[[int, str], object] | None = None,
     on_notice: Callable[[str], object] | None = None,
+    cache: Cache | None = None,
 ) -> JobSummary:
     """Run every request of a JSONL file and append one result line per request.
 
@@ -55,7 +57,10 @@ async def run_jsonl_job(
     Without ``client`` one is made from ``api_key``/``base_url``/``max_retries`` (defaults:
     the environment) and closed at the end. ``model`` replaces every body's model.
     ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
-    written as error lines), ``on_notice(message)`` about repairs of the output.
+    written as error lines), ``on_notice(message)`` about repairs of the output. ``cache``
+    (an `anyapi_async.cache` backend, for the client made here; a given client has its
+    own) answers requests already answered: rerunning a finished job into a new output
+    sends nothing.
 
     Example:
 
@@ -73,6 +78,8 @@ async def run_jsonl_job(
     """
     if client is not None and (api_key is not None or base_url is not None):
         raise ValueError("pass either client=... or api_key/base_url, not both")
+    if client is not None and cache is not None:
+        raise ValueError("pass cache=... to the client (AsyncClient(cache=...)), not to the job")
     started = asyncio.get_running_loop().time()
     # Opening, checking and compacting happen before any request is in flight, so doing
     # them on the loop's thread holds nothing up.
@@ -88,7 +95,7 @@ async def run_jsonl_job(
 
             # The key comes from resolve_api_key(), as for the CLI: api_key, else the
             # environment's (pasted blank stripped), else none for a local server.
-            client = owned = AsyncClient(api_key=api_key, base_url=base_url)
+            client = owned = AsyncClient(api_key=api_key, base_url=base_url, cache=cache)
         if max_retries is not None:
             client = client.with_options(max_retries=max_retries)
         items = (

@@ -305,6 +305,7 @@ async def run_jsonl_job_on_ray(
     progress: ProgressCallback | None = None,
     on_invalid_line: Callable[[int, str], object] | None = None,
     on_notice: Callable[[str], object] | None = None,
+    cache: str | None = None,
 ) -> JobSummary:
     """`run_jsonl_job` with the requests sent by ``workers`` Ray actors.
 
@@ -315,7 +316,8 @@ async def run_jsonl_job_on_ray(
     else a local Ray started for the job); connecting gives up after ``connect_timeout``
     seconds (default: ``ANYAPI_RAY_CONNECT_TIMEOUT``, else 30) with `JobStopped`. The
     files, the resume and ``retry_failed`` are the local engine's; see the module
-    docstring for what is exactly-once.
+    docstring for what is exactly-once. ``cache`` is the actors' response cache (a
+    ``redis://`` URL shared by all of them, or a SQLite path: `ChatCompletions`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -345,6 +347,7 @@ async def run_jsonl_job_on_ray(
         "tpm": tpm,
         "max_retries": max_retries,
         "timeout": timeout,
+        "cache": cache,
     }
     ChatCompletions(**stage)  # the settings' mistakes, before any file or Ray is touched
     if rate_budget is not None:

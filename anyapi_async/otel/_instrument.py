@@ -27,6 +27,7 @@ from ._semconv import (
     ANYAPI_BATCH_CUSTOM_ID,
     ANYAPI_BATCH_INDEX,
     ANYAPI_BATCH_OUTCOME,
+    ANYAPI_CACHE_HIT,
     ANYAPI_RATE_LIMIT_WAIT,
     ANYAPI_RATE_LIMITED,
     ERROR_TYPE,
@@ -73,7 +74,12 @@ class Instrumentation(Telemetry, Observer):
             return await send()  # other paths get no span
         item = _BATCH_ITEM.get()
         if item is not None:
-            return await item.join(send())
+            joined = await item.join(send())
+            if context.cache is not None:
+                outer = _CURRENT.get()  # the batch item's span
+                if outer is not None:
+                    outer.span.set_attribute(ANYAPI_CACHE_HIT, context.cache == "hit")
+            return joined
         params = context.params or {}
         # Only the few fields spans need are read; the rest (messages...) is left alone.
         fields = RequestFields(**{k: params.get(k) for k in RequestFields.__struct_fields__})
@@ -92,6 +98,8 @@ class Instrumentation(Telemetry, Observer):
             if context_token is not None:
                 otel_context.detach(context_token)
             _CURRENT.reset(call_token)
+        if context.cache is not None:
+            call.span.set_attribute(ANYAPI_CACHE_HIT, context.cache == "hit")
         return self._follow(call, context, result)
 
     def _follow(self, call: Call, context: CallContext, result: T) -> T:

@@ -18,6 +18,7 @@ __all__ = [
     "ANYAPI_BATCH_RATE_LIMITED",
     "ANYAPI_BATCH_RATE_LIMIT_WAIT",
     "ANYAPI_BATCH_REQUESTS",
+    "ANYAPI_CACHE_HIT",
     "ANYAPI_RATE_LIMITED",
     "ANYAPI_RATE_LIMIT_WAIT",
     "ANYAPI_REQUEST_ID",
@@ -137,6 +138,8 @@ ANYAPI_REQUEST_ID: Final = "anyapi.request_id"
 ANYAPI_RETRY_WAIT: Final = "anyapi.retry.wait"
 ANYAPI_RATE_LIMIT_WAIT: Final = "anyapi.rate_limit.wait"
 ANYAPI_RATE_LIMITED: Final = "anyapi.rate_limited"
+#: Whether the client's response cache answered the call (set only with a cache).
+ANYAPI_CACHE_HIT: Final = "anyapi.cache.hit"
 ANYAPI_STREAM_END: Final = "anyapi.stream.end"
 ANYAPI_STREAM_CHUNKS: Final = "anyapi.stream.chunks"
 ANYAPI_BATCH_INDEX: Final = "anyapi.batch.index"

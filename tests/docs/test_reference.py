@@ -28,7 +28,10 @@ import pytest
 import anyapi_async
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["anyapi_async", "anyapi_async.testing", "anyapi_async.otel", "anyapi_async.ray"]
+MODULES = [
+    "anyapi_async", "anyapi_async.testing", "anyapi_async.cache", "anyapi_async.otel",
+    "anyapi_async.ray",
+]
 REQUIRED = os.environ.get("ANYAPI_DOCS_TESTS") == "required"
 DOCS_PACKAGES = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
 

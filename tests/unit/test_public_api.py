@@ -34,7 +34,10 @@ import msgspec
 import pytest
 
 SNAPSHOT = Path(__file__).with_name("public_api.json")
-MODULES = ("anyapi_async", "anyapi_async.testing", "anyapi_async.otel", "anyapi_async.ray")
+MODULES = (
+    "anyapi_async", "anyapi_async.testing", "anyapi_async.cache", "anyapi_async.otel",
+    "anyapi_async.ray",
+)
 #: Modules that need an optional extra the README's test command does not install.
 NEEDS_EXTRA = {"anyapi_async.ray": "ray"}
 #: Dunders that are part of how a class is used (``async with``, ``async for``, calls, ...).
