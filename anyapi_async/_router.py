@@ -868,7 +868,7 @@ class Router:
                 timeout = None
                 if not hedged:
                     first_route, started = next(iter(pending.values()))
-                    timeout = max(0.0, started + self._after(first_route) - loop.time())
+                    timeout = max(0.0, started + self.hedge_after(first_route) - loop.time())
                 done, _ = await asyncio.wait(
                     pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -917,7 +917,8 @@ class Router:
                     if not isinstance(result, BaseException):
                         await _discard(result)
 
-    def _after(self, route: Route) -> float:
+    def hedge_after(self, route: Route) -> float:
+        """Seconds without an answer from ``route`` before a hedge starts."""
         hedge = self.hedge
         assert hedge is not None
         if hedge.quantile is None:

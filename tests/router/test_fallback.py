@@ -11,6 +11,7 @@ import pytest
 import anyapi_async
 from anyapi_async import (
     AllRoutesFailedError,
+    ChatCompletionMessageParam,
     CircuitBreaker,
     RateLimitError,
     Route,
@@ -20,7 +21,7 @@ from anyapi_async.testing import ErrorResponse, Generated
 
 from .conftest import Clients, Servers
 
-MSGS = [{"role": "user", "content": "hi"}]
+MSGS: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def chats(server: anyapi_async.testing.LocalServer) -> int:
@@ -317,7 +318,7 @@ async def test_batch_through_the_router(servers: Servers, clients: Clients) -> N
 
 def client_tasks() -> set[asyncio.Task[object]]:
     """The loop's tasks but the local servers' connection handlers."""
-    return {t for t in asyncio.all_tasks() if "web_protocol" not in repr(t.get_coro())}
+    return {t for t in asyncio.all_tasks() if "RequestHandler" not in repr(t.get_coro())}
 
 
 async def test_no_task_left_behind(servers: Servers, clients: Clients) -> None:
