@@ -327,9 +327,14 @@ class RouterShared:
 
     @property
     def callers(self) -> tuple[Observer, ...]:
+        """The call-level observers, one of each kind: instrumenting every route's client
+        gives one span per routed call, not one per client."""
         if len(self._pipelines) == 1:
             return self._pipelines[0].shared.callers  # type: ignore[return-value]
-        return self._gather("callers")
+        kinds: dict[type, Observer] = {}
+        for caller in self._gather("callers"):
+            kinds.setdefault(type(caller), caller)
+        return tuple(kinds.values())
 
     @property
     def batch_observers(self) -> tuple[Observer, ...]:
@@ -434,11 +439,11 @@ class RouterPipeline:
         router = self.router
         if router.hedge is not None:
             return await router.hedged(
-                lambda p, b, o: p.send(method, path, b, o, cast_to, context, observed=True),
+                lambda p, b, o, c: p.send(method, path, b, o, cast_to, c, observed=True),
                 body, options, context, False,
             )
         return await router.route_call(
-            lambda p, b, o: p.send(method, path, b, o, cast_to, context, observed=True),
+            lambda p, b, o, c: p.send(method, path, b, o, cast_to, c, observed=True),
             body, options, context,
         )
 
@@ -462,7 +467,7 @@ class RouterPipeline:
                 lambda: self.send_raw(method, path, body, options, cast_to, context, observed=True),
             )
         result: APIResponse[Any] = await self.router.route_call(
-            lambda p, b, o: p.send_raw(method, path, b, o, cast_to, context, observed=True),
+            lambda p, b, o, c: p.send_raw(method, path, b, o, cast_to, c, observed=True),
             body, options, context,
         )
         return result
@@ -492,8 +497,10 @@ class RouterPipeline:
             )
         router = self.router
 
-        def attempt(p: Pipeline, b: bytes | None, o: Mapping[str, Any]) -> Coroutine[Any, Any, Any]:
-            return p.stream(method, path, b, o, cast_to, context, observed=True)
+        def attempt(
+            p: Pipeline, b: bytes | None, o: Mapping[str, Any], c: CallContext | None
+        ) -> Coroutine[Any, Any, Any]:
+            return p.stream(method, path, b, o, cast_to, c, observed=True)
 
         if router.hedge is not None:
             opened: AsyncStream[Any] = await router.hedged(attempt, body, options, context, True)
@@ -525,15 +532,18 @@ class RouterPipeline:
                 ),
             )
         result: tuple[StreamedAPIResponse[Any], Callable[[], None]] = await self.router.route_call(
-            lambda p, b, o: p.open(
-                method, path, b, o, cast_to, stream=stream, context=context, observed=True
+            lambda p, b, o, c: p.open(
+                method, path, b, o, cast_to, stream=stream, context=c, observed=True
             ),
             body, options, context,
         )
         return result
 
 
-Attempt = Callable[[Pipeline, "bytes | None", Mapping[str, Any]], Coroutine[Any, Any, Any]]
+#: One attempt of a call on a route's pipeline: (pipeline, body, options, context).
+Attempt = Callable[
+    [Pipeline, "bytes | None", Mapping[str, Any], "CallContext | None"], Coroutine[Any, Any, Any]
+]
 
 
 class Router:
@@ -805,7 +815,7 @@ class Router:
             self._start(route)
             b, o = self.prepare(route, body, options, context)
             try:
-                result = await attempt(route.pipeline, b, o)
+                result = await attempt(route.pipeline, b, o, context)
             except APIError as exc:
                 verdict = classify(exc)
                 self.failed(route, exc, verdict)
@@ -848,10 +858,11 @@ class Router:
         def start(route: Route) -> None:
             tried.append(route)
             self._start(route)
-            # Each attempt gets its own context copy only for the route name; the call's
-            # context keeps the route that answered (set when it wins).
-            b, o = self.prepare(route, body, options, None)
-            task = loop.create_task(attempt(route.pipeline, b, o))
+            # Attempts run side by side: each gets a copy of the call's context naming its
+            # route; the call's own context names the route that answered (when one wins).
+            own = None if context is None else _copy_context(context)
+            b, o = self.prepare(route, body, options, own)
+            task = loop.create_task(attempt(route.pipeline, b, o, own))
             pending[task] = (route, loop.time())
 
         try:
@@ -934,6 +945,13 @@ async def _discard(result: Any) -> None:
     close = getattr(result, "close", None)
     if close is not None and asyncio.iscoroutinefunction(close):
         await close()
+
+
+def _copy_context(context: CallContext) -> CallContext:
+    copy = CallContext(context.operation)
+    for name in CallContext.__slots__:
+        setattr(copy, name, getattr(context, name))
+    return copy
 
 
 def _all_failed(errors: list[tuple[str, BaseException]]) -> AllRoutesFailedError:

@@ -84,6 +84,8 @@ class Instrumentation(Telemetry, Observer):
             if context_token is not None:
                 otel_context.detach(context_token)
             _CURRENT.reset(call_token)
+        if context.route is not None:
+            call.answered_by(context.route)
         if isinstance(result, AsyncStream) and yields_chunks(result):
             watch(call, result)
         else:  # a completion, another cast_to (a stream of other items: at its start)
@@ -96,6 +98,14 @@ class Instrumentation(Telemetry, Observer):
         call = _CURRENT.get()
         if call is not None:
             call.retry(info.attempt, delay, error)
+
+    def on_error(self, info: AttemptInfo, error: APIError) -> None:
+        # Through a Router every attempt is final for its route: an event names the route.
+        context = info.call
+        if context is not None and context.route is not None:
+            call = _CURRENT.get()
+            if call is not None:
+                call.route_failed(context.route, error)
 
     # --- batch and job requests ---------------------------------------------------------------
 
