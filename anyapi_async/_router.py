@@ -59,8 +59,6 @@ logger = logging.getLogger("anyapi_async")
 Verdict = Literal["next", "raise", "context", "auth"]
 State = Literal["closed", "open", "half_open"]
 
-#: Per-attempt options: the router is the only retry loop.
-_SINGLE: Final[Mapping[str, Any]] = {"max_retries": 0}
 _MODEL_PREFIX: Final = b'{"model":"'
 _CONTEXT_WORDS: Final = (
     "context length", "context_length", "maximum context", "context window",
@@ -224,6 +222,7 @@ class Route:
         "pipeline",
         "prefill",
         "probing",
+        "source",
     )
 
     def __init__(
@@ -243,7 +242,12 @@ class Route:
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str or None, got {name!r}")
         self.client = client
-        self.pipeline = pipeline
+        #: The client's own pipeline (to see it closed) and the copy the router sends
+        #: through: same pool, observers and settings, retries off (one attempt per call,
+        #: without a per-call options dict or policy copy).
+        self.source = pipeline
+        self.pipeline = pipeline.copy()
+        self.pipeline.retry_policy = pipeline.retry_policy.with_max_retries(0)
         self.model = model
         self.name = name or ""
         self.on_context_length = on_context_length
@@ -319,18 +323,25 @@ class RouterShared:
                     out.append(o)
         return tuple(out)
 
+    # Read on every call (by `Completions` and the router pipeline): with no observer
+    # anywhere each is one pass over the routes' pipelines, without allocating.
+
     @property
     def observers(self) -> tuple[Hooks, ...]:
-        if len(self._pipelines) == 1:
-            return self._pipelines[0].shared.observers
-        return self._gather("observers")
+        for p in self._pipelines:
+            if p.shared.observers:
+                return self._gather("observers")
+        return ()
 
     @property
     def callers(self) -> tuple[Observer, ...]:
         """The call-level observers, one of each kind: instrumenting every route's client
         gives one span per routed call, not one per client."""
-        if len(self._pipelines) == 1:
-            return self._pipelines[0].shared.callers  # type: ignore[return-value]
+        for p in self._pipelines:
+            if p.shared.callers:
+                break
+        else:
+            return ()
         kinds: dict[type, Observer] = {}
         for caller in self._gather("callers"):
             kinds.setdefault(type(caller), caller)
@@ -342,7 +353,10 @@ class RouterShared:
 
     @property
     def stream_usage(self) -> bool:
-        return any(p.shared.stream_usage for p in self._pipelines)
+        for p in self._pipelines:  # noqa: SIM110 (a loop: no generator per call)
+            if p.shared.stream_usage:
+                return True
+        return False
 
 
 def _swap_model(body: bytes, route: Route) -> bytes:
@@ -498,7 +512,7 @@ class RouterPipeline:
         router = self.router
 
         def attempt(
-            p: Pipeline, b: bytes | None, o: Mapping[str, Any], c: CallContext | None
+            p: Pipeline, b: bytes | None, o: Mapping[str, Any] | None, c: CallContext | None
         ) -> Coroutine[Any, Any, Any]:
             return p.stream(method, path, b, o, cast_to, c, observed=True)
 
@@ -542,7 +556,8 @@ class RouterPipeline:
 
 #: One attempt of a call on a route's pipeline: (pipeline, body, options, context).
 Attempt = Callable[
-    [Pipeline, "bytes | None", Mapping[str, Any], "CallContext | None"], Coroutine[Any, Any, Any]
+    [Pipeline, "bytes | None", "Mapping[str, Any] | None", "CallContext | None"],
+    Coroutine[Any, Any, Any],
 ]
 
 
@@ -738,14 +753,18 @@ class Router:
     def prepare(
         self, route: Route, body: bytes | None, options: Mapping[str, Any] | None,
         context: CallContext | None,
-    ) -> tuple[bytes | None, Mapping[str, Any]]:
+    ) -> tuple[bytes | None, Mapping[str, Any] | None]:
         """The body and options of one attempt on ``route``; tell observers the route."""
         if context is not None:
             context.route = route.name
             context.base_url = route.pipeline.base_url
         if route.model is not None and body is not None:
             body = _swap_model(body, route)
-        return body, _SINGLE if not options else {**options, "max_retries": 0}
+        if route.source.closed:
+            raise RuntimeError(f"Route {route.name!r}: its client has been closed")
+        if options and "max_retries" in options:
+            options = {**options, "max_retries": 0}
+        return body, options
 
     def exhausted(
         self,
@@ -802,20 +821,38 @@ class Router:
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         started = now = loop.time()
+        route = self.routes[0]
         while True:
-            route = self.pick(tried, context_only, now)
-            if route is None:
-                if deadline is None:
-                    deadline = self._deadline(options, started)
-                await sleep(self.exhausted(errors, tried, options, deadline))
-                tried.clear()
-                now = loop.time()
-                continue
+            # The common case inline: the first route, closed and not cooling.
+            if tried or route.opened_at is not None or route.cooling_until > now:
+                picked = self.pick(tried, context_only, now)
+                if picked is None:
+                    if deadline is None:
+                        deadline = self._deadline(options, started)
+                    await sleep(self.exhausted(errors, tried, options, deadline))
+                    tried.clear()
+                    now = loop.time()
+                    route = self.routes[0]
+                    continue
+                route = picked
+                self._start(route)
             tried.append(route)
-            self._start(route)
-            b, o = self.prepare(route, body, options, context)
+            if context is not None:
+                context.route = route.name
+                context.base_url = route.pipeline.base_url
+            b = body
+            if route.model is not None and body is not None:
+                b = _swap_model(body, route)
+            if route.source.closed:
+                raise RuntimeError(f"Route {route.name!r}: its client has been closed")
             try:
-                result = await attempt(route.pipeline, b, o, context)
+                result = await attempt(
+                    route.pipeline,
+                    b,
+                    options if not options or "max_retries" not in options
+                    else {**options, "max_retries": 0},
+                    context,
+                )
             except APIError as exc:
                 verdict = classify(exc)
                 self.failed(route, exc, verdict)
