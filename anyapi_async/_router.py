@@ -279,10 +279,11 @@ class Route:
         n = len(self.latencies)
         if n == 0:
             return None
-        if self._quantile is None or abs(n - self._quantile_at) >= 10 or n < 10:
+        # Sorted again every 10 calls (the window slides once it is full).
+        if self._quantile is None or self.calls - self._quantile_at >= 10 or n < 10:
             ordered = sorted(self.latencies)
             self._quantile = ordered[min(n - 1, math.ceil(q * n) - 1)]
-            self._quantile_at = n
+            self._quantile_at = self.calls
         return self._quantile
 
 

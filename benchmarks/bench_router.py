@@ -77,7 +77,7 @@ def _clients(base_url: str, offline: bool) -> list[anyapi_async.AsyncClient]:
         anyapi_async.AsyncClient(
             api_key="sk-benchmark",
             base_url=OFFLINE_URL if offline else base_url,
-            transport=PrebuiltTransport() if offline else None,  # type: ignore[arg-type]
+            transport=PrebuiltTransport() if offline else None,
         )
         for _ in range(3)
     ]
