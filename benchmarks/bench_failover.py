@@ -9,7 +9,8 @@ for a window of the run, ``slow`` has a slow tail, ``limited`` answers some requ
 with ``Retry-After: 1``. Routes are tried in that order. Before each variant the endpoints'
 clock and counters are reset. Reported per variant: success rate, p50/p99 latency of the
 successes, extra requests (requests the endpoints received beyond one per call) and client
-CPU per request (``time.process_time()`` of the process making the calls; litellm runs in
+CPU per request (``time.process_time()`` of the process making the calls;
+``healthy``, one client on a fourth endpoint with no fault, is the reference; litellm runs in
 its own interpreter, from ``--litellm-python``, as it is an optional benchmark dependency
 only). One JSON line per variant on stdout.
 """
@@ -79,9 +80,11 @@ async def _ours(variant: str, ports: list[int], n: int, concurrency: int) -> dic
         target: Any
         if variant == "client":
             target = clients[0]
+        elif variant == "healthy":
+            target = clients[3]
         else:
-            routes = [Route(c, name=name) for c, name in zip(clients, ("down", "slow", "limited"),
-                                                              strict=True)]
+            names = ("down", "slow", "limited")
+            routes = [Route(c, name=name) for c, name in zip(clients, names, strict=False)]
             hedge = Hedge(after="p95", max_extra=0.1) if variant == "router-hedge" else None
             target = Router(routes, breaker=CircuitBreaker(failures=5, cooldown=1.0), hedge=hedge)
         _post(ports[0], "/_reset")  # the schedule starts with the calls
@@ -96,7 +99,7 @@ async def _ours(variant: str, ports: list[int], n: int, concurrency: int) -> dic
 
 def _litellm(python: str, ports: list[int], n: int, concurrency: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [python, str(ROOT / "benchmarks" / "failover_litellm.py"), *map(str, ports),
+        [python, str(LITELLM_SCRIPT), *map(str, ports[:3]),
          str(n), str(concurrency)],
         capture_output=True, text=True, timeout=3600, check=True,
     )
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     assert server.stdout is not None
     ports: list[int] = json.loads(server.stdout.readline())["ports"]
-    variants = ["client", "router", "router-hedge"]
+    variants = ["healthy", "client", "router", "router-hedge"]
     if args.litellm_python:
         variants.append("litellm")
     try:

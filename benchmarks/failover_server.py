@@ -1,9 +1,10 @@
 """Three scripted endpoints for the failover benchmark, in one process (aiohttp.web).
 
-Run: ``python -m benchmarks.failover_server``; it prints ``{"ports": [a, b, c]}`` when
-listening. Every endpoint answers ``POST .../chat/completions`` with a fixed completion
-after ``BASE_DELAY`` seconds, except when its fault says otherwise (``t`` is the time since
-the last ``POST /_reset``, sent to any of them):
+Run: ``python -m benchmarks.failover_server``; it prints ``{"ports": [a, b, c, healthy]}``
+when listening (``healthy``, with no fault, is the reference). Every endpoint answers
+``POST .../chat/completions`` with a fixed completion after ``BASE_DELAY`` seconds, except
+when its fault says otherwise (``t`` is the time since the last ``POST /_reset``, sent to
+any of them):
 
 - ``down``: answers 503 at once while ``DOWN_FROM <= t < DOWN_UNTIL``.
 - ``slow``: every ``SLOW_EVERY``-th request takes ``SLOW_DELAY`` seconds (a slow tail).
@@ -25,7 +26,8 @@ BASE_DELAY = 0.02
 DOWN_FROM, DOWN_UNTIL = 0.5, 2.5
 SLOW_EVERY, SLOW_DELAY = 50, 1.0
 LIMIT_EVERY = 20
-NAMES = ("down", "slow", "limited")
+#: The three routes, and a fault-free endpoint for the reference figures.
+NAMES = ("down", "slow", "limited", "healthy")
 
 COMPLETION = json.dumps(
     {
