@@ -634,9 +634,27 @@ class Router:
         """The first route's client's policy (the batch's 429 budget reads it)."""
         return self.pipeline.retry_policy
 
-    def with_options(self, *, retry_policy: RetryPolicy) -> Router:
-        """The router itself: its attempts go out with retries off whatever the policy."""
+    def with_options(self, **options: Any) -> Router:
+        """The router itself: it is the only retry loop (``max_retries``, ``retry_policy``
+        change nothing), and the routes' clients carry the other settings."""
         return self
+
+    async def post(
+        self, path: str, *, cast_to: type[T], body: object = None, timeout: Any = None
+    ) -> T:
+        """``POST`` a body to ``path`` on the routes (what the JSONL job runner sends):
+        ``body`` a dict, Struct or bytes; a route's ``model`` replaces the body's."""
+        from ._client import check_path, encode_body
+        from ._pipeline import item_decoder
+
+        content = encode_body(body)
+        path = check_path(path)
+        item_decoder(cast_to)  # an unusable cast_to fails here, before any I/O
+        pipeline = self.pipeline
+        context = pipeline.context("POST", path, body, False) if pipeline.observers else None
+        options = None if timeout is None else {"timeout": timeout}
+        result: T = await pipeline.send("POST", path, content, options, cast_to, context)
+        return result
 
     # --- health ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from .plan import DEFAULT_JOB_CONCURRENCY, Breaker, answer_line, open_job, send_
 if TYPE_CHECKING:
     from .._client import AsyncClient
     from .._ratelimit import RateLimiter
+    from .._router import Router
 
 __all__ = ["run_jsonl_job"]
 
@@ -33,7 +34,7 @@ async def run_jsonl_job(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     *,
-    client: AsyncClient | None = None,
+    client: AsyncClient | Router | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     model: str | None = None,
@@ -53,7 +54,8 @@ async def run_jsonl_job(
     it stopped; see `anyapi_async._jobs` for the formats. ``retry_failed=True`` runs the
     requests whose recorded result is a failure again, leaving one line per request.
     Without ``client`` one is made from ``api_key``/``base_url``/``max_retries`` (defaults:
-    the environment) and closed at the end. ``model`` replaces every body's model.
+    the environment) and closed at the end. ``client`` may be a `Router`: each request
+    then fails over across its routes (docs/failover.md). ``model`` replaces every body's model.
     ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
     written as error lines), ``on_notice(message)`` about repairs of the output.
 
@@ -96,7 +98,7 @@ async def run_jsonl_job(
             for item in files.pending(on_invalid_line)
         )
         run = BatchRun(
-            client,
+            client,  # type: ignore[arg-type]  # a Router is a batch client over its own pipeline
             items,
             concurrency=concurrency,
             rpm=rpm,
