@@ -383,7 +383,9 @@ class RouterPipeline:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.shared = RouterShared([r.pipeline for r in router.routes])
-        first = router.routes[0].pipeline
+        # The first route's client's own settings (its policy with its retries: the number
+        # of waits when every route is cooling, and a batch's 429 budget).
+        first = router.routes[0].source
         self.base_url = first.base_url
         self.timeout = first.timeout
         self.retry_policy = first.retry_policy
@@ -789,25 +791,35 @@ class Router:
         self,
         errors: list[tuple[str, BaseException]],
         tried: list[Route],
-        options: Mapping[str, Any] | None,
+        waits: int,
         deadline: float | None,
     ) -> float:
-        """No route is left to try: the wait before trying the cooling ones again, or raise."""
+        """No route is left to try: the wait before trying the cooling ones again, or raise
+        (also after the first route's client's ``max_retries`` such waits)."""
         now = _now()
-        if errors and not all(
-            isinstance(e, APIStatusError) and e.retry_after for _, e in errors[-len(tried):]
+        # This round's failures (none when no route could be tried at all).
+        recent = errors[-len(tried):] if tried else []
+        if recent and not all(
+            isinstance(e, APIStatusError) and e.retry_after for _, e in recent
         ):
             raise _all_failed(errors) from errors[-1][1]
         cooling = [r.cooling_until - now for r in self.routes if r.cooling_until > now]
-        if not cooling:
-            if errors:
-                raise _all_failed(errors) from errors[-1][1]
+        if cooling:
+            wait = min(cooling)
+        elif recent:
+            wait = 0.0  # the cool-downs they asked for are already over
+        elif errors:
+            raise _all_failed(errors) from errors[-1][1]
+        else:
             raise AllRoutesFailedError(
                 "No route can take the call: every route's breaker is open", []
             )
-        wait = min(cooling)
-        max_after = self.retry_policy.max_retry_after
-        if wait > max_after or (deadline is not None and now + wait >= deadline):
+        policy = self.retry_policy
+        if (
+            wait > policy.max_retry_after
+            or waits >= policy.max_retries
+            or (deadline is not None and now + wait >= deadline)
+        ):
             error = RateLimitError(
                 f"Every route is cooling down; the soonest is free in {wait:.2f}s",
                 status_code=429,
@@ -838,6 +850,7 @@ class Router:
         tried: list[Route] = []
         context_only = False
         deadline: float | None = None
+        waits = 0
         loop = asyncio.get_running_loop()
         started = now = loop.time()
         route = self.routes[0]
@@ -848,7 +861,8 @@ class Router:
                 if picked is None:
                     if deadline is None:
                         deadline = self._deadline(options, started)
-                    await sleep(self.exhausted(errors, tried, options, deadline))
+                    await sleep(self.exhausted(errors, tried, waits, deadline))
+                    waits += 1
                     tried.clear()
                     now = loop.time()
                     route = self.routes[0]
@@ -908,6 +922,7 @@ class Router:
         context_only = False
         hedged = False
         deadline: float | None = None
+        waits = 0
         loop = asyncio.get_running_loop()
         call_started = loop.time()
 
@@ -928,7 +943,8 @@ class Router:
                     if route is None:
                         if deadline is None:
                             deadline = self._deadline(options, call_started)
-                        await sleep(self.exhausted(errors, tried, options, deadline))
+                        await sleep(self.exhausted(errors, tried, waits, deadline))
+                        waits += 1
                         tried.clear()
                         continue
                     start(route)

@@ -338,3 +338,16 @@ def test_bad_routes_are_refused_before_io() -> None:
         Route(object())
     with pytest.raises(ValueError, match="failures"):
         CircuitBreaker(failures=0)
+
+
+async def test_waiting_for_cooling_routes_is_bounded_by_max_retries(
+    servers: Servers, clients: Clients
+) -> None:
+    a, b, _ = clients  # max_retries=3: three waits, then RateLimitError
+    router = Router([Route(a, name="a"), Route(b, name="b")])
+    for server in servers[:2]:
+        server.set_default(ErrorResponse(429, headers={"retry-after-ms": "1"}))
+    with pytest.raises(RateLimitError) as info:
+        await router.chat.completions.create(model="x", messages=MSGS)
+    assert info.value.retry_after is not None
+    assert (chats(servers[0]), chats(servers[1])) == (4, 4)
