@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
                 summary = await _jobs.run_jsonl_job(
                     source,
                     target,
-                    client=router,
+                    router=router,
                     model=args.model,
                     concurrency=args.concurrency,
                     rpm=args.rpm,

@@ -34,7 +34,7 @@ async def run_jsonl_job(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     *,
-    client: AsyncClient | Router | None = None,
+    client: AsyncClient | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     model: str | None = None,
@@ -47,6 +47,7 @@ async def run_jsonl_job(
     retry_failed: bool = False,
     on_invalid_line: Callable[[int, str], object] | None = None,
     on_notice: Callable[[str], object] | None = None,
+    router: Router | None = None,
 ) -> JobSummary:
     """Run every request of a JSONL file and append one result line per request.
 
@@ -54,8 +55,9 @@ async def run_jsonl_job(
     it stopped; see `anyapi_async._jobs` for the formats. ``retry_failed=True`` runs the
     requests whose recorded result is a failure again, leaving one line per request.
     Without ``client`` one is made from ``api_key``/``base_url``/``max_retries`` (defaults:
-    the environment) and closed at the end. ``client`` may be a `Router`: each request
-    then fails over across its routes (docs/failover.md). ``model`` replaces every body's model.
+    the environment) and closed at the end. With ``router`` (a `Router`, instead of
+    ``client``) each request fails over across its routes (docs/failover.md). ``model``
+    replaces every body's model.
     ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
     written as error lines), ``on_notice(message)`` about repairs of the output.
 
@@ -75,6 +77,8 @@ async def run_jsonl_job(
     """
     if client is not None and (api_key is not None or base_url is not None):
         raise ValueError("pass either client=... or api_key/base_url, not both")
+    if router is not None and (client is not None or api_key is not None or base_url is not None):
+        raise ValueError("pass either router=... or client=... / api_key/base_url, not both")
     started = asyncio.get_running_loop().time()
     # Opening, checking and compacting happen before any request is in flight, so doing
     # them on the loop's thread holds nothing up.
@@ -85,20 +89,25 @@ async def run_jsonl_job(
     items: Generator[dict[str, Any], None, None] | None = None
     summary = files.summary
     try:
-        if client is None:
-            from .._client import AsyncClient
+        sender: AsyncClient | Router
+        if router is not None:
+            sender = router  # its attempts go out with retries off: max_retries is moot
+        else:
+            if client is None:
+                from .._client import AsyncClient
 
-            # The key comes from resolve_api_key(), as for the CLI: api_key, else the
-            # environment's (pasted blank stripped), else none for a local server.
-            client = owned = AsyncClient(api_key=api_key, base_url=base_url)
-        if max_retries is not None:
-            client = client.with_options(max_retries=max_retries)
+                # The key comes from resolve_api_key(), as for the CLI: api_key, else the
+                # environment's (pasted blank stripped), else none for a local server.
+                client = owned = AsyncClient(api_key=api_key, base_url=base_url)
+            if max_retries is not None:
+                client = client.with_options(max_retries=max_retries)
+            sender = client
         items = (
             {"custom_id": item.custom_id, "body": item.body, "item": item}
             for item in files.pending(on_invalid_line)
         )
         run = BatchRun(
-            client,  # type: ignore[arg-type]  # a Router is a batch client over its own pipeline
+            sender,  # type: ignore[arg-type]  # a Router is a batch client over its own pipeline
             items,
             concurrency=concurrency,
             rpm=rpm,

@@ -42,7 +42,7 @@ async def test_jsonl_job_through_a_router(
     router = Router([Route(a, model="m-a", name="a"), Route(b, model="m-b", name="b")])
     servers[0].set_default(ErrorResponse(503))
     summary = await run_jsonl_job(
-        write_jobs(tmp_path / "in.jsonl", 6), tmp_path / "out.jsonl", client=router,
+        write_jobs(tmp_path / "in.jsonl", 6), tmp_path / "out.jsonl", router=router,
         concurrency=2,
     )
     assert summary.succeeded == 6 and summary.failed == 0
