@@ -199,7 +199,8 @@ class Route:
     ``model``, when set, replaces the caller's model. ``on_context_length``: a
     context-length 400 on an earlier route moves on to this one (a model with a longer
     context). ``prefill``: the route's API takes ``{"role": "assistant", "prefix": true}``
-    to continue a reply (used by ``continue_streams``). The router does not close clients.
+    to continue a reply (for stream continuation, not built yet). The router does not close
+    clients. A route's breaker state lives on the `Route`: give each `Router` its own.
     """
 
     __slots__ = (

@@ -111,3 +111,26 @@ def test_hedge_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="max_extra"):
         Hedge(after=1.0, max_extra=0)
     assert Hedge(after="p99").quantile == pytest.approx(0.99)
+
+
+async def test_a_cancelled_probe_lets_the_next_one_through(
+    hanging: HangingServer, stalled: anyapi_async.AsyncClient, servers: Servers, clients: Clients
+) -> None:
+    router = Router(
+        [Route(stalled, name="slow"), Route(clients[1], name="b")],
+        breaker=anyapi_async.CircuitBreaker(failures=1, cooldown=0.0),
+    )
+    router.failed(router.routes[0], anyapi_async.APIConnectionError(), "next")  # open it
+    assert router.health()["slow"].state == "half_open"
+    call = asyncio.ensure_future(router.chat.completions.create(model="x", messages=MSGS))
+    await asyncio.wait_for(hanging.arrived.wait(), 10)  # the probe is on the slow route
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    hanging.arrived.clear()
+    call = asyncio.ensure_future(router.chat.completions.create(model="x", messages=MSGS))
+    await asyncio.wait_for(hanging.arrived.wait(), 10)  # a new probe went through
+    assert hanging.requests == 2
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
