@@ -24,7 +24,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
@@ -40,11 +40,16 @@ from ._exceptions import (
 )
 from ._observe import CallContext
 from ._pipeline import Pipeline
-from ._resources import Chat
+from ._resources import Completions
 from ._retry import RetryPolicy
+from ._types import ChatCompletion, ChatCompletionChunk, CompletionCreateParams
 from ._waits import sleep
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._chat_stream import ChatCompletionStreamManager
+    from ._messages import MessageInput
     from ._observe import Hooks, Observer
     from ._response import APIResponse, StreamedAPIResponse
     from ._streaming import AsyncStream
@@ -624,8 +629,9 @@ class Router:
         #: Hedged attempts started so far (for the benchmark and tests).
         self.hedges = 0
         self.pipeline = RouterPipeline(self)
-        # The client's own Completions over the router's pipeline (and the router for batch).
-        self.chat = Chat(self)  # type: ignore[arg-type]
+        #: ``router.chat.completions``: the client's `Completions` over the router's
+        #: pipeline, ``model`` optional when every route sets one.
+        self.chat = RouterChat(self)
 
     def __repr__(self) -> str:
         return f"Router({[r.name for r in self.routes]!r})"
@@ -1011,6 +1017,91 @@ class Router:
             return hedge.initial
         q = route.quantile(hedge.quantile)
         return hedge.initial if q is None else q
+
+
+class RouterCompletions(Completions):
+    """``router.chat.completions``: a client's completions over the routes.
+
+    Everything is as on a client; ``create`` and ``stream`` also take no ``model`` when
+    every route sets its own (the body then carries the first route's, which each route
+    replaces with its own).
+    """
+
+    def __init__(self, router: Router) -> None:
+        super().__init__(router)  # type: ignore[arg-type]  # a batch client over its pipeline
+        self._router = router
+
+    def _model(self, model: str | None) -> str:
+        if model is not None:
+            return model
+        for route in self._router.routes:
+            if route.model is None:
+                raise TypeError(
+                    f"model is required: route {route.name!r} has no model of its own "
+                    "(pass model=..., or give every Route a model)"
+                )
+        return self._router.routes[0].model  # type: ignore[return-value]
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[MessageInput],
+        stream: Literal[False] = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[MessageInput],
+        stream: Literal[True],
+        **params: Unpack[CompletionCreateParams],
+    ) -> AsyncStream[ChatCompletionChunk]: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[MessageInput],
+        stream: bool,
+        **params: Unpack[CompletionCreateParams],
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
+
+    async def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[MessageInput],
+        stream: bool = False,
+        **params: Unpack[CompletionCreateParams],
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """`Completions.create` over the routes; ``model`` may be left out when every route
+        sets one."""
+        return await super().create(
+            model=self._model(model), messages=messages, stream=stream, **params
+        )
+
+    def stream(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[MessageInput],
+        **params: Unpack[CompletionCreateParams],
+    ) -> ChatCompletionStreamManager:
+        """`Completions.stream` over the routes; ``model`` as for `create`."""
+        return super().stream(model=self._model(model), messages=messages, **params)
+
+
+class RouterChat:
+    """``router.chat``."""
+
+    def __init__(self, router: Router) -> None:
+        self.completions = RouterCompletions(router)
 
 
 async def _discard(result: Any) -> None:

@@ -16,6 +16,7 @@ from .parser import DEFAULT_MODEL, ENV_MODEL
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
+    from .._resources import Completions
     from .._types import ChatCompletion, ChatCompletionTokenLogprob
 
 __all__ = ["run"]
@@ -137,6 +138,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
             params["response_format"] = load_response_format(args.json_schema)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
+    completions: Completions
     async with AsyncExitStack() as stack:
         if args.routes is not None:
             from .routes import open_router

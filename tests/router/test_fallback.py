@@ -351,3 +351,22 @@ async def test_waiting_for_cooling_routes_is_bounded_by_max_retries(
         await router.chat.completions.create(model="x", messages=MSGS)
     assert info.value.retry_after is not None
     assert (chats(servers[0]), chats(servers[1])) == (4, 4)
+
+
+async def test_model_may_be_left_out_when_every_route_sets_one(
+    servers: Servers, clients: Clients
+) -> None:
+    a, b, c = clients
+    router = Router([Route(a, model="m-a", name="a"), Route(b, model="m-b", name="b")])
+    servers[0].queue(ErrorResponse(503))
+    completion = await router.chat.completions.create(messages=MSGS, max_tokens=5)
+    assert completion.choices
+    assert servers[1].requests[-1].json["model"] == "m-b"
+    async with router.chat.completions.stream(messages=MSGS) as s:
+        assert [t async for t in s.text_deltas()]
+    assert servers[0].requests[-1].json["model"] == "m-a"
+    # A route without a model needs the caller's: refused before any request.
+    partial = Router([Route(a, model="m-a", name="a"), Route(c, name="c")])
+    with pytest.raises(TypeError, match="'c' has no model"):
+        await partial.chat.completions.create(messages=MSGS)
+    assert chats(servers[2]) == 0
