@@ -463,7 +463,7 @@ class RouterPipeline:
         if router.hedge is not None:
             return await router.hedged(
                 lambda p, b, o, c: p.send(method, path, b, o, cast_to, c, observed=True),
-                body, options, context, False,
+                body, options, context,
             )
         return await router.route_call(
             lambda p, b, o, c: p.send(method, path, b, o, cast_to, c, observed=True),
@@ -526,7 +526,7 @@ class RouterPipeline:
             return p.stream(method, path, b, o, cast_to, c, observed=True)
 
         if router.hedge is not None:
-            opened: AsyncStream[Any] = await router.hedged(attempt, body, options, context, True)
+            opened: AsyncStream[Any] = await router.hedged(attempt, body, options, context)
         else:
             opened = await router.route_call(attempt, body, options, context)
         return opened
@@ -593,7 +593,6 @@ class Router:
         breaker: CircuitBreaker | None = None,
         hedge: Hedge | None = None,
         continue_streams: bool = False,
-        max_continuations: int = 2,
     ) -> None:
         routes = list(routes)
         if not routes:
@@ -623,7 +622,6 @@ class Router:
                 "raises as on a client"
             )
         self.continue_streams = False
-        self.max_continuations = max_continuations
         #: Hedges earned (``max_extra`` per call) and not yet spent.
         self.hedge_tokens = 0.0
         #: Hedged attempts started so far (for the benchmark and tests).
@@ -915,7 +913,6 @@ class Router:
         body: bytes | None,
         options: Mapping[str, Any] | None,
         context: CallContext | None,
-        stream: bool,
     ) -> Any:
         """`route_call` with hedging: after ``hedge.after`` seconds without an answer, the
         same request starts on the next healthy route; the first success wins and the
