@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import AsyncClient
 from ._config import NOT_GIVEN, Limits, NotGiven, Timeout
 from ._exceptions import (
+    AllRoutesFailedError,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -99,6 +100,10 @@ if TYPE_CHECKING:
     from ._resources import CompletionsWithRawResponse as CompletionsWithRawResponse
     from ._resources import CompletionsWithStreamingResponse as CompletionsWithStreamingResponse
     from ._resources import Models as Models
+    from ._router import CircuitBreaker as CircuitBreaker
+    from ._router import Hedge as Hedge
+    from ._router import Route as Route
+    from ._router import Router as Router
     from ._schema import ResponseSchema as ResponseSchema
     from ._schema import response_schema as response_schema
     from ._tool_stream import ToolCallErrorEvent as ToolCallErrorEvent
@@ -150,6 +155,7 @@ _LAZY: dict[str, str] = {
         "_parsing",
     ),
     "PartialJSON": "_partial",
+    **dict.fromkeys(("CircuitBreaker", "Hedge", "Route", "Router"), "_router"),
     "RateLimiter": "_ratelimit",
     # Reached as client.chat.completions / client.models; importable for type hints.
     **dict.fromkeys(
@@ -195,6 +201,7 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "AllRoutesFailedError",
     "AsyncClient",
     "AsyncStream",
     "AttemptInfo",

@@ -13,7 +13,8 @@ APIError
 │   └── StreamError                  an error object with a 2xx status
 ├── APIResponseValidationError       a body that is not the expected JSON
 │   └── ContentValidationError       a parse() reply that does not decode into its type
-└── ResponseTooLargeError            a body larger than the configured limit
+├── ResponseTooLargeError            a body larger than the configured limit
+└── AllRoutesFailedError             every route of a Router failed (.errors)
 RuntimeError
 └── ToolRoundsExceededError          run_tools() still asked for tools after max_rounds
 Exception
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIConnectionError",
+    "AllRoutesFailedError",
     "APIError",
     "APIResponseValidationError",
     "APIStatusError",
@@ -229,6 +231,18 @@ class ContentValidationError(APIResponseValidationError):
 
 class ResponseTooLargeError(APIError):
     """A response body or stream event exceeded the configured size limit."""
+
+
+class AllRoutesFailedError(APIError):
+    """Every route a `Router` tried failed.
+
+    ``errors`` lists ``(route name, error)`` for every attempt, in the order tried; the
+    last error is also the exception's ``__cause__``.
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, BaseException]]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class ToolRoundsExceededError(RuntimeError):

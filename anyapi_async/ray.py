@@ -53,6 +53,7 @@ from ._ratelimit import (
     SharedBudget,
     check_budgets,
 )
+from ._router import CircuitBreaker, Hedge, Route, Router
 from ._settings import DEFAULT_BASE_URL, ENV_BASE_URL, resolve_api_key
 from .cache import open_cache
 
@@ -299,6 +300,32 @@ def _text(obj: Any) -> str:
     return _encode(obj).decode()
 
 
+_ROUTE_KEYS: Final = frozenset(
+    ("name", "base_url", "api_key", "api_key_env", "model", "on_context_length", "timeout")
+)
+
+
+def _check_routes(
+    routes: Sequence[Mapping[str, Any]], base_url: str | None, api_key: str | None
+) -> list[dict[str, Any]]:
+    """``routes`` checked before any I/O (plain dicts: they travel to the actors)."""
+    if base_url is not None or api_key is not None:
+        raise ValueError("pass either routes=[...] or base_url/api_key, not both")
+    if isinstance(routes, (str, bytes, Mapping)) or not routes:
+        raise ValueError("routes must be a non-empty list of route dicts")
+    checked = []
+    for i, spec in enumerate(routes):
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"routes[{i}] must be a dict, not {type(spec).__name__}")
+        unknown = set(spec) - _ROUTE_KEYS
+        if unknown:
+            raise ValueError(f"routes[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
+        if "api_key" in spec and "api_key_env" in spec:
+            raise ValueError(f"routes[{i}]: pass api_key or api_key_env, not both")
+        checked.append(dict(spec))
+    return checked
+
+
 class ChatCompletions:
     """A ``Dataset.map_batches`` stage sending each row's request body to chat completions.
 
@@ -332,6 +359,11 @@ class ChatCompletions:
         cache: a response cache for every actor (see docs/cache.md): a
             ``redis://HOST:PORT/DB`` URL, shared by all of them wherever they run (the
             ``redis`` extra), or a SQLite file path, shared by the actors of one machine.
+        routes: instead of ``base_url``/``api_key``, fail over across endpoints (a
+            `Router` per actor, docs/failover.md): a list of dicts with ``base_url``,
+            ``api_key`` or ``api_key_env`` (the variable in the worker's environment),
+            and optionally ``name``, ``model``, ``on_context_length``, ``timeout``.
+        breaker, hedge: the router's `CircuitBreaker` and `Hedge` (with ``routes``).
     """
 
     def __init__(
@@ -347,9 +379,16 @@ class ChatCompletions:
         timeout: float | None = None,
         model: str | None = None,
         cache: str | None = None,
+        routes: Sequence[Mapping[str, Any]] | None = None,
+        breaker: CircuitBreaker | None = None,
+        hedge: Hedge | None = None,
     ) -> None:
         if cache is not None:
             open_cache(cache)  # a bad value fails here, on the driver
+        if routes is not None:
+            routes = _check_routes(routes, base_url, api_key)
+        elif breaker is not None or hedge is not None:
+            raise ValueError("breaker and hedge go with routes=[...]")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         check_budgets(rpm, tpm, DEFAULT_BURST_SECONDS)
@@ -369,7 +408,12 @@ class ChatCompletions:
         self._timeout = timeout
         self._model = model
         self._cache = cache
-        self._client: AsyncClient | None = None
+        self._routes = routes
+        self._breaker = breaker
+        self._hedge = hedge
+        #: What the requests go through: the client, or a Router over ``_clients``.
+        self._client: AsyncClient | Router | None = None
+        self._clients: list[AsyncClient] = []
         self._limiter: Limiter | None = None
         self._ready: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -378,17 +422,22 @@ class ChatCompletions:
         # Ray Data drops the stage when its actor pool shuts down gracefully: close the
         # pool's connections on the loop they belong to.
         # getattr: __init__ may have refused its arguments before setting these.
-        client, loop = getattr(self, "_client", None), getattr(self, "_loop", None)
-        if client is None or loop is None or loop.is_closed() or not loop.is_running():
+        clients, loop = getattr(self, "_clients", None), getattr(self, "_loop", None)
+        if not clients or loop is None or loop.is_closed() or not loop.is_running():
             return
+
+        async def close() -> None:
+            for client in clients:
+                await client.aclose()
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is not None:  # on the loop itself: all we can do is schedule it
-            running.create_task(client.aclose())
+            running.create_task(close())
             return
-        future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        future = asyncio.run_coroutine_threadsafe(close(), loop)
         try:
             future.result(CLOSE_TIMEOUT)
         except Exception:  # the actor is exiting: nothing to report to
@@ -400,7 +449,7 @@ class ChatCompletions:
             f"rpm={self._rpm!r}, tpm={self._tpm!r})"
         )
 
-    async def _setup(self) -> tuple[AsyncClient, Limiter]:
+    async def _setup(self) -> tuple[AsyncClient | Router, Limiter]:
         # On the actor's event loop: the client's pool belongs to the loop it is made on.
         if self._client is not None and self._limiter is not None:
             return self._client, self._limiter
@@ -414,15 +463,23 @@ class ChatCompletions:
                     options["max_retries"] = self._max_retries
                 if self._timeout is not None:
                     options["timeout"] = self._timeout
-                # The key the client uses, found as the CLI and the job runner find it.
-                key = resolve_api_key(self._api_key, base_url)
+                client: AsyncClient | Router
                 if self._cache is not None:
                     options["cache"] = open_cache(self._cache)
-                client = AsyncClient(api_key=key, base_url=base_url, **options)
+                if self._routes is not None:
+                    options.pop("max_retries", None)  # the router is the only retry loop
+                    client, key = self._router(options)
+                    base_url = client.pipeline.base_url
+                else:
+                    # The key the client uses, found as the CLI and the job runner find it.
+                    key = resolve_api_key(self._api_key, base_url)
+                    client = AsyncClient(api_key=key, base_url=base_url, **options)
+                    self._clients.append(client)
+                    base_url = client.base_url
                 limiter: Limiter
                 if self._rpm or self._tpm:
                     key = key or ""
-                    name = self._budget_name or budget_name(client.base_url, key)
+                    name = self._budget_name or budget_name(base_url, key)
                     # get_or_create blocks on ray.get: off the loop.
                     handle = await asyncio.to_thread(
                         RateBudget.get_or_create, name, rpm=self._rpm, tpm=self._tpm
@@ -436,6 +493,35 @@ class ChatCompletions:
         assert self._client is not None and self._limiter is not None
         return self._client, self._limiter
 
+    def _router(self, options: dict[str, Any]) -> tuple[Router, str | None]:
+        """A Router over one client per route (made on the actor's loop), and the first
+        route's key (for the budget's name)."""
+        assert self._routes is not None
+        routes = []
+        first_key: str | None = None
+        for i, spec in enumerate(self._routes):
+            env = spec.get("api_key_env")
+            given = spec.get("api_key")
+            if env is not None:
+                given = os.environ.get(env) or None
+            key = resolve_api_key(given, spec.get("base_url"))
+            if i == 0:
+                first_key = key
+            route_options = dict(options)
+            if spec.get("timeout") is not None:
+                route_options["timeout"] = spec["timeout"]
+            client = AsyncClient(api_key=key, base_url=spec.get("base_url"), **route_options)
+            self._clients.append(client)
+            routes.append(
+                Route(
+                    client,
+                    model=spec.get("model"),
+                    name=spec.get("name"),
+                    on_context_length=bool(spec.get("on_context_length", False)),
+                )
+            )
+        return Router(routes, breaker=self._breaker, hedge=self._hedge), first_key
+
     async def answer(self, bodies: Sequence[dict[str, Any]]) -> AsyncIterator[BatchResult]:
         """Send request bodies through this actor's client and budget, all at once.
 
@@ -444,7 +530,7 @@ class ChatCompletions:
         """
         client, limiter = await self._setup()
         run = BatchRun(
-            client,
+            client,  # type: ignore[arg-type]  # a Router is a batch client over its own pipeline
             [{"body": body} for body in bodies],
             concurrency=self._concurrency,
             limiter=limiter,

@@ -100,7 +100,26 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     progress = _progress_display(args.progress)
     try:
         if args.engine == "ray":
+            if args.routes is not None:
+                raise CLIError("--routes works with --engine local only")
             summary = await _batch_on_ray(args, source, target, progress, on_invalid_line)
+        elif args.routes is not None:
+            from .routes import open_router
+
+            async with open_router(args) as router:
+                summary = await _jobs.run_jsonl_job(
+                    source,
+                    target,
+                    router=router,
+                    model=args.model,
+                    concurrency=args.concurrency,
+                    rpm=args.rpm,
+                    tpm=args.tpm,
+                    progress=progress,
+                    retry_failed=args.retry_failed,
+                    on_invalid_line=on_invalid_line,
+                    on_notice=_say,
+                )
         else:
             async with make_client(args) as client:
                 summary = await _jobs.run_jsonl_job(

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from .._settings import DEFAULT_BASE_URL
@@ -15,6 +16,7 @@ from .parser import DEFAULT_MODEL, ENV_MODEL
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
+    from .._resources import Completions
     from .._types import ChatCompletion, ChatCompletionTokenLogprob
 
 __all__ = ["run"]
@@ -136,9 +138,19 @@ async def run(args: argparse.Namespace, out: Output) -> int:
             params["response_format"] = load_response_format(args.json_schema)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-    async with make_client(args) as client:
-        model, picked = await _choose_model(client, given)
-        completions = client.chat.completions
+    completions: Completions
+    async with AsyncExitStack() as stack:
+        if args.routes is not None:
+            from .routes import open_router
+
+            router = await stack.enter_async_context(open_router(args))
+            # The routes' models, when set, replace this one.
+            model, picked = given or DEFAULT_MODEL, False
+            completions = router.chat.completions
+        else:
+            client = await stack.enter_async_context(make_client(args))
+            model, picked = await _choose_model(client, given)
+            completions = client.chat.completions
         if args.json or args.no_stream:
             final = await completions.create(model=model, messages=messages, **params)
             if args.json:

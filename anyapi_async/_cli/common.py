@@ -15,11 +15,21 @@ if TYPE_CHECKING:
     from .._client import AsyncClient
     from ..cache import Cache
 
-__all__ = ["Output", "endpoint", "make_cache", "make_client", "one_line", "redacted", "url_hint"]
+__all__ = [
+    "PLAIN_HTTP_WARNING",
+    "Output",
+    "api_key_from",
+    "endpoint",
+    "make_cache",
+    "make_client",
+    "one_line",
+    "redacted",
+    "url_hint",
+]
 
 #: The start of `check_base_url`'s warning about http:// to a non-loopback host: `endpoint`
 #: shows it, so the client's own check of the same URL must not show it again.
-_PLAIN_HTTP_WARNING: Final = r"base_url .* uses plain HTTP"
+PLAIN_HTTP_WARNING: Final = r"base_url .* uses plain HTTP"
 
 
 def _base_url(args: argparse.Namespace) -> str | None:
@@ -28,7 +38,7 @@ def _base_url(args: argparse.Namespace) -> str | None:
     return args.base_url or os.environ.get(ENV_BASE_URL) or None
 
 
-def _api_key(name: str, base_url: str | None) -> str | None:
+def api_key_from(name: str, base_url: str | None) -> str | None:
     """The key in the variable ``name``; None for a loopback server (it needs none)."""
     from .._settings import resolve_api_key
 
@@ -56,7 +66,7 @@ def endpoint(args: argparse.Namespace) -> tuple[str | None, str | None]:
             check_base_url(base_url)
         except ValueError as exc:
             raise CLIError(redacted(str(exc), base_url)) from None
-    return base_url, _api_key(args.api_key_env, base_url)
+    return base_url, api_key_from(args.api_key_env, base_url)
 
 
 def make_client(args: argparse.Namespace) -> AsyncClient:
@@ -66,7 +76,7 @@ def make_client(args: argparse.Namespace) -> AsyncClient:
     base_url, key = endpoint(args)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", _PLAIN_HTTP_WARNING, UserWarning)
+            warnings.filterwarnings("ignore", PLAIN_HTTP_WARNING, UserWarning)
             return AsyncClient(
                 api_key=key,
                 base_url=base_url,

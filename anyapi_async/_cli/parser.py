@@ -114,6 +114,15 @@ def _add_cache_argument(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_routes_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--routes",
+        metavar="FILE",
+        help="fail over across the endpoints of a TOML routes file (a Router; see the CLI "
+        "docs); instead of --base-url",
+    )
+
+
 def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``anyapi batch`` option (an engine's options belong here too)."""
     parser.add_argument("input", metavar="INPUT", help="JSONL file of requests")
@@ -186,6 +195,7 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency is the total, split exactly between them (fewer workers if it is smaller)",
     )
     _add_connection_arguments(parser)
+    _add_routes_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cache_argument(chat, "a prompt asked before")
     _add_connection_arguments(chat)
+    _add_routes_argument(chat)
 
     models = commands.add_parser(
         "models",

@@ -15,6 +15,7 @@ from .plan import DEFAULT_JOB_CONCURRENCY, Breaker, answer_line, open_job, send_
 if TYPE_CHECKING:
     from .._client import AsyncClient
     from .._ratelimit import RateLimiter
+    from .._router import Router
     from ..cache import Cache
 
 __all__ = ["run_jsonl_job"]
@@ -48,6 +49,7 @@ async def run_jsonl_job(
     on_invalid_line: Callable[[int, str], object] | None = None,
     on_notice: Callable[[str], object] | None = None,
     cache: Cache | None = None,
+    router: Router | None = None,
 ) -> JobSummary:
     """Run every request of a JSONL file and append one result line per request.
 
@@ -55,7 +57,9 @@ async def run_jsonl_job(
     it stopped; see `anyapi_async._jobs` for the formats. ``retry_failed=True`` runs the
     requests whose recorded result is a failure again, leaving one line per request.
     Without ``client`` one is made from ``api_key``/``base_url``/``max_retries`` (defaults:
-    the environment) and closed at the end. ``model`` replaces every body's model.
+    the environment) and closed at the end. With ``router`` (a `Router`, instead of
+    ``client``) each request fails over across its routes (docs/failover.md). ``model``
+    replaces every body's model.
     ``on_invalid_line(number, message)`` hears about each invalid input line (they are also
     written as error lines), ``on_notice(message)`` about repairs of the output. ``cache``
     (an `anyapi_async.cache` backend, for the client made here; a given client has its
@@ -80,6 +84,10 @@ async def run_jsonl_job(
         raise ValueError("pass either client=... or api_key/base_url, not both")
     if client is not None and cache is not None:
         raise ValueError("pass cache=... to the client (AsyncClient(cache=...)), not to the job")
+    if router is not None and (client is not None or api_key is not None or base_url is not None):
+        raise ValueError("pass either router=... or client=... / api_key/base_url, not both")
+    if router is not None and cache is not None:
+        raise ValueError("pass cache=... to the routes' clients (AsyncClient(cache=...))")
     started = asyncio.get_running_loop().time()
     # Opening, checking and compacting happen before any request is in flight, so doing
     # them on the loop's thread holds nothing up.
@@ -90,20 +98,25 @@ async def run_jsonl_job(
     items: Generator[dict[str, Any], None, None] | None = None
     summary = files.summary
     try:
-        if client is None:
-            from .._client import AsyncClient
+        sender: AsyncClient | Router
+        if router is not None:
+            sender = router  # its attempts go out with retries off: max_retries is moot
+        else:
+            if client is None:
+                from .._client import AsyncClient
 
-            # The key comes from resolve_api_key(), as for the CLI: api_key, else the
-            # environment's (pasted blank stripped), else none for a local server.
-            client = owned = AsyncClient(api_key=api_key, base_url=base_url, cache=cache)
-        if max_retries is not None:
-            client = client.with_options(max_retries=max_retries)
+                # The key comes from resolve_api_key(), as for the CLI: api_key, else the
+                # environment's (pasted blank stripped), else none for a local server.
+                client = owned = AsyncClient(api_key=api_key, base_url=base_url, cache=cache)
+            if max_retries is not None:
+                client = client.with_options(max_retries=max_retries)
+            sender = client
         items = (
             {"custom_id": item.custom_id, "body": item.body, "item": item}
             for item in files.pending(on_invalid_line)
         )
         run = BatchRun(
-            client,
+            sender,  # type: ignore[arg-type]  # a Router is a batch client over its own pipeline
             items,
             concurrency=concurrency,
             rpm=rpm,

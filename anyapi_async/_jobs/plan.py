@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from .._exceptions import (
+    AllRoutesFailedError,
     APIConnectionError,
     AuthenticationError,
     JobConflict,
@@ -33,6 +34,7 @@ from .files import InputItem, OutputFile, Recorded, invalid_record, read_input, 
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
+    from .._router import Router
 
 __all__ = [
     "DEFAULT_JOB_CONCURRENCY",
@@ -56,7 +58,7 @@ STOP_AFTER_ENDPOINT_ERRORS: Final = 5
 Line = tuple[dict[str, Any], bool, str, str]
 
 
-async def send_body(client: AsyncClient, body: dict[str, Any]) -> ChatCompletion:
+async def send_body(client: AsyncClient | Router, body: dict[str, Any]) -> ChatCompletion:
     """Send one job body: the one place either engine sends a request (the Ray stage too).
 
     Only the client's public API (`AsyncClient.post`), so the client's insides can change
@@ -267,6 +269,11 @@ def failure_kind(error: BaseException | None) -> str:
         return UNREACHABLE
     if isinstance(error, NotFoundError) and error.code != "model_not_found":
         return NOT_FOUND
+    if isinstance(error, AllRoutesFailedError) and error.errors:
+        # Through a Router: endpoint-like only when every route failed the same way.
+        kinds = {failure_kind(e) for _, e in error.errors}
+        if len(kinds) == 1:
+            return kinds.pop()
     return ""
 
 

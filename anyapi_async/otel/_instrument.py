@@ -100,6 +100,8 @@ class Instrumentation(Telemetry, Observer):
             _CURRENT.reset(call_token)
         if context.cache is not None:
             call.span.set_attribute(ANYAPI_CACHE_HIT, context.cache == "hit")
+        if context.route is not None:
+            call.answered_by(context.route)
         return self._follow(call, context, result)
 
     def _follow(self, call: Call, context: CallContext, result: T) -> T:
@@ -146,6 +148,14 @@ class Instrumentation(Telemetry, Observer):
         call = _CURRENT.get()
         if call is not None:
             call.retry(info.attempt, delay, error)
+
+    def on_error(self, info: AttemptInfo, error: APIError) -> None:
+        # Through a Router every attempt is final for its route: an event names the route.
+        context = info.call
+        if context is not None and context.route is not None:
+            call = _CURRENT.get()
+            if call is not None:
+                call.route_failed(context.route, error)
 
     # --- batch and job requests ---------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -88,6 +88,12 @@ if TYPE_CHECKING:
 __all__ = ["BatchItem", "Call", "LatestTokens", "Telemetry"]
 
 T = TypeVar("T")
+
+
+#: The route of a `Router` that answered a call (a span attribute), and the event of an
+#: attempt on another route that failed (with that route and ``error.type``).
+ANYAPI_ROUTE: Final = "anyapi.route"
+ANYAPI_ROUTE_FAILED_EVENT: Final = "anyapi.route.failed"
 
 
 class Telemetry:
@@ -361,6 +367,18 @@ class Call:
             self.span.set_attributes({k: content.to_json(v) for k, v in captured.items()})
 
     # --- endings ---------------------------------------------------------------------------
+
+    def route_failed(self, route: str, error: APIError) -> None:
+        """An attempt on a router's route failed (the router moved on, or gave up)."""
+        if self.recording:
+            self.span.add_event(
+                ANYAPI_ROUTE_FAILED_EVENT, {ANYAPI_ROUTE: route, ERROR_TYPE: error_type(error)}
+            )
+
+    def answered_by(self, route: str) -> None:
+        """The router's route that answered the call."""
+        if self.recording:
+            self.span.set_attribute(ANYAPI_ROUTE, route)
 
     def retry(self, attempt: int, delay: float, error: APIError) -> None:
         self.retry_wait += delay
