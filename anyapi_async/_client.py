@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
-from ._cache import CacheStep
 from ._config import DEFAULT_TIMEOUT, NOT_GIVEN, Limits, NotGiven, Timeout, TimeoutTypes
 from ._logging import redact_url, setup_logging, with_log_hook
 from ._pipeline import Pipeline, item_decoder
@@ -174,6 +173,8 @@ class AsyncClient:
             hooks=with_log_hook(hooks),
         )
         if cache is not None:
+            from ._cache import CacheStep  # loaded with the first cache: no cost without one
+
             self._pipeline.cache = CacheStep(cache)
         self._owner = True
         self._chat: Chat | None = None

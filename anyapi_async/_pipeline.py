@@ -31,7 +31,6 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ._cache import Entry, Flight, Recorder, ReplayResponse, entry_from, validator
 from ._config import Timeout
 from ._decode import COMPLETION_DECODER, JSON_DECODER, decode_lenient, decoder_for
 from ._exceptions import (
@@ -64,7 +63,7 @@ from ._types import ChatCompletion, ChatCompletionChunk, CompletionUsage, keep_r
 from ._waits import sleep, timeout_after
 
 if TYPE_CHECKING:
-    from ._cache import CacheStep
+    from ._cache import CacheStep, Entry, Flight, Recorder, ReplayResponse
     from ._observe import Hooks
     from ._transports.base import Response, Transport
 
@@ -582,94 +581,124 @@ class Pipeline:
         The whole call, a first attempt that succeeds included, runs in this one frame.
         """
         if self.shared.callers and not observed:
-            if context is None:
-                context = self.context(method, path, None, False)
-            return await self._observed(
-                context,
-                lambda: self.send(method, path, body, options, cast_to, context, observed=True),
-            )
+            # In another frame: a closure here would give every call (and every call queued
+            # for a slot) a cell per argument.
+            return await self._send_observed(method, path, body, options, cast_to, context)
         if self.cache is not None:
             return await self._send_cached(method, path, body, options, cast_to, context)
-        semaphore = None
+        if self.slots is None:
+            return await self._send(method, path, body, options, cast_to, context, None)
+        # Queued in this small frame (the call's one body is built once the slot is taken):
+        # 10,000 calls waiting for the cap hold little each.
+        semaphore = self.slots.current()
         deadline = None
-        if self.slots is not None:
+        if semaphore.locked() and self._total(options) is not None:
             semaphore, deadline = await self._take_slot(options)
+        else:
+            await semaphore.acquire()
         try:
-            request = self._request(method, path, body, options, False, deadline)
-            if self.key_provider is not None:
-                await self._authorize(request)
-            policy = self.retry_policy
-            if options and "max_retries" in options:
-                policy = policy.with_max_retries(options["max_retries"])
-            loop = asyncio.get_running_loop()
-            timings = Timings(loop.time())
-            hooks = self.shared.hooks
-            max_size = self.max_response_size
-            transport = self.transport
-            attempt = 0
-            while True:
-                attempt += 1
-                info = None
-                if attempt > 1:
-                    request.headers["X-Retry-Count"] = str(attempt - 1)
-                if hooks:
-                    info = AttemptInfo(method, request.url, attempt, False)
-                    info.call = context
-                    for hook in hooks:
-                        hook.on_request(info)
-                if context is not None:
-                    context.attempt = attempt
-                request.attempt_started = loop.time()
-                try:
-                    response = await transport.send(request)
-                    if info is not None:
-                        for hook in hooks:
-                            hook.on_response(info, response.status, response.headers)
-                    if not 200 <= response.status < 300:
-                        await _raise_for_status(response)
-                    timings.headers = loop.time()
-                    data = await response.read(max_size)
-                    if cast_to is ChatCompletion:
-                        # The chat fast path of _decode_body: the same checks, inline.
-                        try:
-                            result: Any = COMPLETION_DECODER.decode(data)
-                        except (msgspec.ValidationError, msgspec.DecodeError):
-                            result = _decode_body(data, response, COMPLETION_DECODER)
-                        else:
-                            if (
-                                result.error is not None
-                                or result.object == "error"
-                                or (not result.choices and b'"choices"' not in data)
-                            ):
-                                result = _decode_body(data, response, COMPLETION_DECODER)
-                    elif cast_to is bytes:
-                        result = data
-                    else:
-                        result = _decode_body(data, response, decoder_for(cast_to))
-                    timings.finished = timings.first_token = loop.time()
-                    if cast_to is not bytes or context is not None:
-                        meta = ResponseInfo(response.status, response.headers, attempt, timings)
-                        if cast_to is not bytes:
-                            keep_response(result, data, meta)
-                        if context is not None:
-                            context.response = meta
-                    if info is not None:
-                        # Only a CompletionUsage is usage: a cast_to may have a field of that
-                        # name meaning something else.
-                        usage = getattr(result, "usage", None)
-                        if not isinstance(usage, CompletionUsage):
-                            usage = None
-                        for hook in hooks:
-                            hook.on_complete(info, usage)
-                    return result
-                except APIError as exc:
-                    delay = self._retry_delay(exc, attempt, policy, request, info)
-                    if delay is None:
-                        raise
-                    await sleep(delay)
+            return await self._send(method, path, body, options, cast_to, context, deadline)
         finally:
-            if semaphore is not None:
-                semaphore.release()
+            semaphore.release()
+
+    async def _send_observed(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        context: CallContext | None,
+    ) -> Any:
+        call = context if context is not None else self.context(method, path, None, False)
+        return await self._observed(
+            call, lambda: self.send(method, path, body, options, cast_to, call, observed=True)
+        )
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        context: CallContext | None,
+        deadline: float | None,
+    ) -> Any:
+        """`send` once its slot (if any) is held: the request, its attempts and the decoding,
+        all in this frame (no coroutine per layer)."""
+        request = self._request(method, path, body, options, False, deadline)
+        if self.key_provider is not None:
+            await self._authorize(request)
+        policy = self.retry_policy
+        if options and "max_retries" in options:
+            policy = policy.with_max_retries(options["max_retries"])
+        loop = asyncio.get_running_loop()
+        timings = Timings(loop.time())
+        hooks = self.shared.hooks
+        max_size = self.max_response_size
+        transport = self.transport
+        attempt = 0
+        while True:
+            attempt += 1
+            info = None
+            if attempt > 1:
+                request.headers["X-Retry-Count"] = str(attempt - 1)
+            if hooks:
+                info = AttemptInfo(method, request.url, attempt, False)
+                info.call = context
+                for hook in hooks:
+                    hook.on_request(info)
+            if context is not None:
+                context.attempt = attempt
+            request.attempt_started = loop.time()
+            try:
+                response = await transport.send(request)
+                if info is not None:
+                    for hook in hooks:
+                        hook.on_response(info, response.status, response.headers)
+                if not 200 <= response.status < 300:
+                    await _raise_for_status(response)
+                timings.headers = loop.time()
+                data = await response.read(max_size)
+                if cast_to is ChatCompletion:
+                    # The chat fast path of _decode_body: the same checks, inline.
+                    try:
+                        result: Any = COMPLETION_DECODER.decode(data)
+                    except (msgspec.ValidationError, msgspec.DecodeError):
+                        result = _decode_body(data, response, COMPLETION_DECODER)
+                    else:
+                        if (
+                            result.error is not None
+                            or result.object == "error"
+                            or (not result.choices and b'"choices"' not in data)
+                        ):
+                            result = _decode_body(data, response, COMPLETION_DECODER)
+                elif cast_to is bytes:
+                    result = data
+                else:
+                    result = _decode_body(data, response, decoder_for(cast_to))
+                timings.finished = timings.first_token = loop.time()
+                if cast_to is not bytes or context is not None:
+                    meta = ResponseInfo(response.status, response.headers, attempt, timings)
+                    if cast_to is not bytes:
+                        keep_response(result, data, meta)
+                    if context is not None:
+                        context.response = meta
+                if info is not None:
+                    # Only a CompletionUsage is usage: a cast_to may have a field of that
+                    # name meaning something else.
+                    usage = getattr(result, "usage", None)
+                    if not isinstance(usage, CompletionUsage):
+                        usage = None
+                    for hook in hooks:
+                        hook.on_complete(info, usage)
+                return result
+            except APIError as exc:
+                delay = self._retry_delay(exc, attempt, policy, request, info)
+                if delay is None:
+                    raise
+                await sleep(delay)
 
     async def send_raw(
         self,
@@ -814,6 +843,20 @@ class Pipeline:
             started=started,
         )
 
+    async def _stream_observed(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        cast_to: Any,
+        context: CallContext | None,
+    ) -> AsyncStream[Any]:
+        call = context if context is not None else self.context(method, path, None, True)
+        return await self._observed(
+            call, lambda: self.stream(method, path, body, options, cast_to, call, observed=True)
+        )
+
     async def stream(
         self,
         method: str,
@@ -831,19 +874,18 @@ class Pipeline:
         then held by the stream until it is closed.
         """
         if self.shared.callers and not observed:
-            if context is None:
-                context = self.context(method, path, None, True)
-            return await self._observed(
-                context,
-                lambda: self.stream(method, path, body, options, cast_to, context, observed=True),
-            )
+            return await self._stream_observed(method, path, body, options, cast_to, context)
         if self.cache is not None:
             return await self._stream_cached(method, path, body, options, cast_to, context)
         decode_item = None if cast_to is ChatCompletionChunk else item_decoder(cast_to)
         semaphore = None
         deadline = None
         if self.slots is not None:
-            semaphore, deadline = await self._take_slot(options)
+            semaphore = self.slots.current()
+            if semaphore.locked() and self._total(options) is not None:
+                semaphore, deadline = await self._take_slot(options)
+            else:
+                await semaphore.acquire()  # in this frame, as in send()
         try:
             request = self._request(method, path, body, options, True, deadline)
             if self.key_provider is not None:
@@ -1060,6 +1102,8 @@ class Pipeline:
 
         Identical calls in flight wait for the leader: its entry, its error (raised here),
         or, when it stopped without either, they try again themselves."""
+        from ._cache import Flight  # loaded with the first cache: no cost without one
+
         step = self.cache
         assert step is not None
         flights = step.flights
@@ -1109,6 +1153,8 @@ class Pipeline:
     ) -> Any:
         """`send` with the cache step: a hit decodes the stored body, a miss stores a
         whole success (a body that decoded as ``cast_to``)."""
+        from ._cache import Recorder, ReplayResponse, entry_from, validator
+
         step = self.cache
         assert step is not None
         mode = options.get("cache", True) if options else True
@@ -1158,6 +1204,8 @@ class Pipeline:
     ) -> AsyncStream[Any]:
         """`stream` with the cache step: a hit replays the stored events as a stream; a
         miss stores the events of a stream that ends normally (not a cut or closed one)."""
+        from ._cache import Recorder, ReplayResponse, entry_from
+
         step = self.cache
         assert step is not None
         mode = options.get("cache", True) if options else True
