@@ -618,8 +618,11 @@ class Router:
 
     Routes are tried in order; each attempt goes out with the client's retries off (the
     router is the only retry loop). See docs/failover.md for which error does what, the
-    breaker, Retry-After cool-downs, ``hedge`` and ``continue_streams``. The router does not
-    own its clients: close them yourself.
+    breaker, Retry-After cool-downs, ``hedge`` and ``continue_streams`` (a text stream cut
+    after content goes on on the next route: the caller reads one whole stream, whose
+    ``continued`` counts the continuations; ``continue_instruction`` is the user message
+    sent after the partial reply to routes without ``prefill``). The router does not own
+    its clients: close them yourself.
     """
 
     def __init__(
@@ -1343,6 +1346,8 @@ class ContinuingStream(AsyncStream[ChatCompletionChunk]):
         opened: AsyncStream[ChatCompletionChunk] = await router.route_call(
             noting, body, options, context, tried=tried, errors=errors
         )
+        if self._closed:  # closed by the caller (another task) meanwhile
+            await opened.close()
         self._current = opened
         self._route = origin[id(opened)]
         self.http = opened.http

@@ -13,6 +13,7 @@ from anyapi_async import (
     AllRoutesFailedError,
     AttemptInfo,
     ChatCompletionMessageParam,
+    Hedge,
     Hooks,
     Route,
     Router,
@@ -250,3 +251,14 @@ async def test_one_span_for_a_continued_stream(
     assert attrs["anyapi.stream.end"] == "complete"
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
     assert attrs["anyapi.stream.chunks"] > 3  # a's three chunks and b's
+
+
+async def test_continued_with_hedging_on(servers: Servers, clients: Clients) -> None:
+    router = router_of(clients, continue_streams=True, hedge=Hedge(after=30.0))
+    servers[0].queue(Generated(text=TEXT, cut_after=3))
+    servers[1].queue(Generated(text="rest"))
+    async with router.chat.completions.stream(model="x", messages=MSGS) as s:
+        text = await s.get_final_text()
+    assert text.endswith("rest") and len(text) > len("rest")
+    assert getattr(s.stream, "continued", None) == 1
+    assert router.hedges == 0
