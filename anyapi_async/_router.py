@@ -1191,6 +1191,7 @@ class ContinuingStream(AsyncStream[ChatCompletionChunk]):
         self._error: Exception | None = None
         self._iterator: Any = None
         self._reading = False
+        self._opening: asyncio.Task[Any] | None = None  # a continuation being opened
         #: How many times the stream was continued on another route.
         self.continued = 0
         self.usage: Any = None
@@ -1250,6 +1251,8 @@ class ContinuingStream(AsyncStream[ChatCompletionChunk]):
                     if self._closed:
                         raise
                     await self._continue(exc)
+                    if self._closed:
+                        return  # closed by the caller meanwhile: a quiet end
                     continue
                 finally:
                     await chunks.aclose()  # type: ignore[attr-defined]
@@ -1343,9 +1346,23 @@ class ContinuingStream(AsyncStream[ChatCompletionChunk]):
             origin[id(opened)] = router.route_of(p)
             return opened
 
-        opened: AsyncStream[ChatCompletionChunk] = await router.route_call(
-            noting, body, options, context, tried=tried, errors=errors
+        # A task, so that close() from another task can stop the opening (as it wakes a
+        # reader waiting on a plain stream); asyncio.wait leaves it to be cancelled here
+        # when this task is.
+        opening = self._opening = asyncio.get_running_loop().create_task(
+            router.route_call(noting, body, options, context, tried=tried, errors=errors)
         )
+        try:
+            await asyncio.wait((opening,))
+        except BaseException:
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            raise
+        finally:
+            self._opening = None
+        if opening.cancelled():  # close() stopped it: a quiet end, as for a plain stream
+            return
+        opened: AsyncStream[ChatCompletionChunk] = opening.result()
         if self._closed:  # closed by the caller (another task) meanwhile
             await opened.close()
         self._current = opened
@@ -1357,6 +1374,8 @@ class ContinuingStream(AsyncStream[ChatCompletionChunk]):
         if self._closed:
             return
         self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
         await self._current.close()
         if self._observer is not None:
             self._observer.closed(self)

@@ -22,7 +22,7 @@ from anyapi_async.otel import instrument
 from anyapi_async.testing import ErrorResponse, Generated, SSEResponse
 
 from ..otel.conftest import Telemetry, attrs_of
-from .conftest import Clients, Servers
+from .conftest import Clients, HangingServer, Servers
 
 MSGS: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 TEXT = "one two three four five six seven eight"
@@ -262,3 +262,31 @@ async def test_continued_with_hedging_on(servers: Servers, clients: Clients) -> 
     assert text.endswith("rest") and len(text) > len("rest")
     assert getattr(s.stream, "continued", None) == 1
     assert router.hedges == 0
+
+
+async def test_closed_from_another_task_while_the_continuation_opens(
+    servers: Servers, clients: Clients, hanging: HangingServer
+) -> None:
+    stalled = anyapi_async.AsyncClient(base_url=hanging.base_url)
+    try:
+        router = Router([Route(clients[0], name="a"), Route(stalled, name="stalled")],
+                        continue_streams=True)
+        servers[0].queue(Generated(text=TEXT, cut_after=3))
+        before = client_tasks()
+        async with router.chat.completions.stream(model="x", messages=MSGS) as s:
+
+            async def close_when_stalled() -> None:
+                await hanging.arrived.wait()
+                await s.stream.close()  # AsyncStream.close: safe from any task
+
+            closer = asyncio.create_task(close_when_stalled())
+            text = "".join([t async for t in s.text_deltas()])  # ends quietly on close
+            await closer
+        assert text and TEXT.startswith(text) and text != TEXT
+        await hanging.released.wait()  # the continuation's connection was let go
+        assert hanging.requests == 1
+        with pytest.raises(anyapi_async.APIConnectionError, match="closed"):
+            await s.get_final_completion()
+        assert client_tasks() == before
+    finally:
+        await stalled.aclose()
