@@ -196,16 +196,49 @@ async def test_never_continued_inside_a_tool_call(servers: Servers, clients: Cli
     assert (chats(servers[1]), chats(servers[2])) == (0, 0)
 
 
+def text_chunk(text: str, index: int = 0, **choice: Any) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": index, "delta": {"content": text}, **choice}]}
+
+
 @pytest.mark.parametrize(
     "params", [{"n": 2}, {"logprobs": True}, {"logprobs": True, "top_logprobs": 2}]
 )
-async def test_never_continued_with_n_or_logprobs(
+async def test_never_continued_when_n_or_logprobs_were_asked(
     servers: Servers, clients: Clients, params: dict[str, Any]
 ) -> None:
     router = router_of(clients, continue_streams=True)
-    servers[0].queue(Generated(text=TEXT, cut_after=3))
-    with pytest.raises(anyapi_async.APIConnectionError):
+    # Plain text chunks (as if the server ignored the parameter), ending without [DONE]:
+    # the request alone forbids the continuation.
+    servers[0].queue(SSEResponse([text_chunk("one "), text_chunk("two ")], done=False))
+    with pytest.raises(anyapi_async.APIConnectionError, match="ended early"):
         async with router.chat.completions.stream(model="x", messages=MSGS, **params) as s:
+            await s.get_final_completion()
+    assert (chats(servers[1]), chats(servers[2])) == (0, 0)
+    # The same stream without those parameters is continued.
+    servers[0].queue(SSEResponse([text_chunk("one "), text_chunk("two ")], done=False))
+    servers[1].queue(Generated(text="three"))
+    async with router.chat.completions.stream(model="x", messages=MSGS) as s:
+        assert await s.get_final_text() == "one two three"
+
+
+@pytest.mark.parametrize(
+    "delivered",
+    [
+        text_chunk("b", index=1),
+        text_chunk("b", logprobs={"content": [], "refusal": None}),
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"refusal": "I can't"}}]},
+    ],
+    ids=["second-choice", "logprobs", "refusal"],
+)
+async def test_never_continued_after_other_choices_logprobs_or_a_refusal(
+    servers: Servers, clients: Clients, delivered: dict[str, Any]
+) -> None:
+    router = router_of(clients, continue_streams=True)
+    servers[0].queue(SSEResponse([text_chunk("a "), delivered], done=False))
+    with pytest.raises(anyapi_async.APIConnectionError, match="ended early"):
+        async with router.chat.completions.stream(model="x", messages=MSGS) as s:
             await s.get_final_completion()
     assert (chats(servers[1]), chats(servers[2])) == (0, 0)
 
