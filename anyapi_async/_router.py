@@ -42,7 +42,14 @@ from ._observe import CallContext
 from ._pipeline import Pipeline
 from ._resources import Completions
 from ._retry import RetryPolicy
-from ._types import ChatCompletion, ChatCompletionChunk, CompletionCreateParams
+from ._streaming import AsyncStream, StreamObserver
+from ._types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    CompletionCreateParams,
+    keep_response,
+    kept_body,
+)
 from ._waits import sleep
 
 if TYPE_CHECKING:
@@ -52,9 +59,17 @@ if TYPE_CHECKING:
     from ._messages import MessageInput
     from ._observe import Hooks, Observer
     from ._response import APIResponse, StreamedAPIResponse
-    from ._streaming import AsyncStream
 
-__all__ = ["CircuitBreaker", "Hedge", "Route", "RouteHealth", "Router", "classify"]
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "CircuitBreaker",
+    "ContinuingStream",
+    "Hedge",
+    "Route",
+    "RouteHealth",
+    "Router",
+    "classify",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("anyapi_async")
@@ -72,6 +87,11 @@ _CONTEXT_WORDS: Final = (
 #: Recent errors and latencies kept per route (for health() and "pNN" hedging).
 _RECENT_ERRORS: Final = 5
 _LATENCIES: Final = 200
+#: The user message that follows the partial reply when a cut stream is continued on a
+#: route without assistant prefill (docs/failover.md).
+CONTINUE_INSTRUCTION: Final = (
+    "Continue exactly where your previous message stopped, without repeating it."
+)
 
 
 def classify(exc: BaseException) -> Verdict:
@@ -204,7 +224,7 @@ class Route:
     ``model``, when set, replaces the caller's model. ``on_context_length``: a
     context-length 400 on an earlier route moves on to this one (a model with a longer
     context). ``prefill``: the route's API takes ``{"role": "assistant", "prefix": true}``
-    to continue a reply (for stream continuation, not built yet). The router does not close
+    to continue a reply (used when a cut stream is continued on it). The router does not close
     clients. A route's breaker state lives on the `Route`: give each `Router` its own.
     """
 
@@ -525,10 +545,26 @@ class RouterPipeline:
         ) -> Coroutine[Any, Any, Any]:
             return p.stream(method, path, b, o, cast_to, c, observed=True)
 
+        if router.continue_streams and cast_to is ChatCompletionChunk:
+            # Which route opened the stream (several attempts may run when hedging).
+            origin: dict[int, Route] = {}
+
+            async def attempt_noting(
+                p: Pipeline, b: bytes | None, o: Mapping[str, Any] | None, c: CallContext | None
+            ) -> Any:
+                opened = await p.stream(method, path, b, o, cast_to, c, observed=True)
+                origin[id(opened)] = router.route_of(p)
+                return opened
+
+            attempt = attempt_noting
         if router.hedge is not None:
             opened: AsyncStream[Any] = await router.hedged(attempt, body, options, context)
         else:
             opened = await router.route_call(attempt, body, options, context)
+        if router.continue_streams and cast_to is ChatCompletionChunk:
+            return ContinuingStream(
+                router, opened, origin[id(opened)], method, path, body, options, context
+            )
         return opened
 
     async def open(
@@ -582,8 +618,11 @@ class Router:
 
     Routes are tried in order; each attempt goes out with the client's retries off (the
     router is the only retry loop). See docs/failover.md for which error does what, the
-    breaker, Retry-After cool-downs, ``hedge`` and ``continue_streams``. The router does not
-    own its clients: close them yourself.
+    breaker, Retry-After cool-downs, ``hedge`` and ``continue_streams`` (a text stream cut
+    after content goes on on the next route: the caller reads one whole stream, whose
+    ``continued`` counts the continuations; ``continue_instruction`` is the user message
+    sent after the partial reply to routes without ``prefill``). The router does not own
+    its clients: close them yourself.
     """
 
     def __init__(
@@ -615,13 +654,10 @@ class Router:
         self.routes: tuple[Route, ...] = tuple(routes)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.hedge = hedge
-        if continue_streams:
-            # Not built yet (issue 21.6): refuse rather than silently not continuing.
-            raise NotImplementedError(
-                "continue_streams=True is not implemented yet: a stream cut after content "
-                "raises as on a client"
-            )
-        self.continue_streams = False
+        #: Continue a text stream cut after content on the next route (docs/failover.md).
+        self.continue_streams = bool(continue_streams)
+        #: The user message sent after the partial reply to a route without ``prefill``.
+        self.continue_instruction: str = CONTINUE_INSTRUCTION
         #: Hedges earned (``max_extra`` per call) and not yet spent.
         self.hedge_tokens = 0.0
         #: Hedged attempts started so far (for the benchmark and tests).
@@ -633,6 +669,13 @@ class Router:
 
     def __repr__(self) -> str:
         return f"Router({[r.name for r in self.routes]!r})"
+
+    def route_of(self, pipeline: Pipeline) -> Route:
+        """The route whose attempts go through ``pipeline``."""
+        for route in self.routes:
+            if route.pipeline is pipeline:
+                return route
+        raise LookupError("no route sends through this pipeline")  # pragma: no cover
 
     # --- what a batch run needs of its client (BatchClient) -----------------------------------
 
@@ -849,10 +892,18 @@ class Router:
         body: bytes | None,
         options: Mapping[str, Any] | None,
         context: CallContext | None,
+        *,
+        tried: list[Route] | None = None,
+        errors: list[tuple[str, BaseException]] | None = None,
     ) -> Any:
-        """Try the routes in order, one attempt each (the fast path: no hedging)."""
-        errors: list[tuple[str, BaseException]] = []
-        tried: list[Route] = []
+        """Try the routes in order, one attempt each (the fast path: no hedging).
+
+        ``tried`` and ``errors`` carry routes already tried in this call and their errors
+        (a stream's continuation: the routes that cut it)."""
+        if errors is None:
+            errors = []
+        if tried is None:
+            tried = []
         context_only = False
         deadline: float | None = None
         waits = 0
@@ -1099,6 +1150,254 @@ class RouterChat:
 
     def __init__(self, router: Router) -> None:
         self.completions = RouterCompletions(router)
+
+
+class ContinuingStream(AsyncStream[ChatCompletionChunk]):
+    """A router's chat stream with ``continue_streams=True``: one stream over the route's
+    stream and, when that one is cut after content, its continuations on the next routes.
+
+    ``continued`` counts the continuations; the chunks they bring (and so the final
+    completion's ``to_dict()``) carry ``"anyapi_continued": N``. A continuation is refused
+    (the cut's `APIConnectionError` is raised) once a tool-call fragment, a refusal, a
+    choice other than 0 or logprobs reached the caller, or when the request asked for
+    ``n > 1`` or logprobs. Headers, ``http`` and ``usage`` are those of the stream being
+    read (the last route's, after a continuation).
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        stream: AsyncStream[ChatCompletionChunk],
+        route: Route,
+        method: str,
+        path: str,
+        body: bytes | None,
+        options: Mapping[str, Any] | None,
+        context: CallContext | None,
+    ) -> None:
+        # Not AsyncStream.__init__: this stream reads another one, not a response.
+        self._router = router
+        self._current = stream
+        self._route = route
+        self._request = (method, path, body, options, context)
+        #: The routes that cut this stream, with their errors (in order).
+        self._cuts: list[tuple[Route, BaseException]] = []
+        self._text: list[str] = []  # choice 0's content delivered so far
+        self._refusal: str | None = None  # why the delivered chunks forbid continuing
+        self._item_decoder = None  # a chat stream (otel's yields_chunks reads it)
+        self._observer: StreamObserver | None = None
+        self._closed = False
+        self._complete = False
+        self._error: Exception | None = None
+        self._iterator: Any = None
+        self._reading = False
+        self._opening: asyncio.Task[Any] | None = None  # a continuation being opened
+        #: How many times the stream was continued on another route.
+        self.continued = 0
+        self.usage: Any = None
+        self.http = stream.http
+        self._timings = stream.http.timings
+
+    @property
+    def headers(self) -> Any:
+        """The response headers of the stream being read."""
+        return self._current.headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The request id of the stream being read."""
+        return self._current.request_id
+
+    def __aiter__(self) -> Any:
+        if self._iterator is not None:
+            return self._iterator
+        if self._reading:
+            raise RuntimeError(
+                "This AsyncStream is already being iterated (by another loop or task); "
+                "a stream can be read by one loop at a time"
+            )
+        iterator: Any = self._read()
+        if self._observer is not None:
+            iterator = self._observer.wrap(iterator)
+        return iterator
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._iterator is None:
+            self._iterator = self.__aiter__()
+        chunk: ChatCompletionChunk = await self._iterator.__anext__()
+        return chunk
+
+    async def _read(self) -> Any:
+        if self._closed or self._reading:
+            if self._error is not None:
+                raise self._error
+            return
+        self._reading = True
+        try:
+            while True:
+                chunks = self._current.__aiter__()
+                mark = (
+                    b'{"anyapi_continued":%d,' % self.continued if self.continued else None
+                )
+                try:
+                    async for chunk in chunks:
+                        self._track(chunk)
+                        if mark is not None:
+                            raw = kept_body(chunk)
+                            if raw is not None and raw.startswith(b"{"):
+                                keep_response(chunk, mark + raw[1:])
+                        yield chunk
+                except APIConnectionError as exc:
+                    if self._closed:
+                        raise
+                    await self._continue(exc)
+                    if self._closed:
+                        return  # closed by the caller meanwhile: a quiet end
+                    continue
+                finally:
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                if not self._closed:
+                    self._complete = True
+                    if self.continued:
+                        # The caller's timings (first token on the first route, as an
+                        # observer that watched from the start holds them) end now too.
+                        self._timings.finished = self._current.http.timings.finished
+                return
+        except Exception as exc:
+            self._error = exc
+            raise
+        finally:
+            self._reading = False
+            await self._close()
+
+    def _track(self, chunk: ChatCompletionChunk) -> None:
+        """Keep choice 0's text; note what would make a continuation wrong."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            if choice.index != 0:
+                self._refusal = "a choice other than 0 was streamed"
+            if delta.tool_calls or delta.function_call is not None:
+                self._refusal = "a tool-call fragment was delivered"
+            if delta.refusal:
+                self._refusal = "a refusal was delivered"
+            if choice.logprobs is not None:
+                self._refusal = "logprobs were delivered"
+            if delta.content:
+                self._text.append(delta.content)
+
+    async def _continue(self, cut: APIConnectionError) -> None:
+        """Open the continuation of the stream ``cut`` ended, on the next route; raise
+        ``cut`` when the stream must not be continued."""
+        router = self._router
+        route = self._route
+        method, path, body, options, context = self._request
+        if self._refusal is not None or body is None or route.source.closed:
+            raise cut
+        payload = msgspec.json.decode(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
+            raise cut
+        n = payload.get("n")
+        if (isinstance(n, int) and n > 1) or payload.get("logprobs") or payload.get(
+            "top_logprobs"
+        ):
+            raise cut
+        router.failed(route, cut, "next")
+        self._cuts.append((route, cut))
+        await self._current.close()
+        logger.warning(
+            "Stream cut on route %r after content (%s): continuing on the next route",
+            route.name, error_line(cut),
+        )
+        partial = "".join(self._text)
+        messages: list[Any] = payload["messages"]
+        caller_model = payload.get("model")
+        cast_to = ChatCompletionChunk
+
+        def attempt(
+            p: Pipeline, b: bytes | None, o: Mapping[str, Any] | None, c: CallContext | None
+        ) -> Coroutine[Any, Any, Any]:
+            target = router.route_of(p)
+            tail: list[dict[str, Any]] = []
+            if partial and target.prefill:
+                tail = [{"role": "assistant", "content": partial, "prefix": True}]
+            elif partial:
+                tail = [
+                    {"role": "assistant", "content": partial},
+                    {"role": "user", "content": router.continue_instruction},
+                ]
+            sent = {
+                **payload,
+                "model": target.model if target.model is not None else caller_model,
+                "messages": messages + tail,
+            }
+            encoded = msgspec.json.encode(sent)
+            return p.stream(method, path, encoded, o, cast_to, c, observed=True)
+
+        tried = [r for r, _ in self._cuts]
+        errors: list[tuple[str, BaseException]] = [(r.name, e) for r, e in self._cuts]
+        origin: dict[int, Route] = {}
+
+        async def noting(
+            p: Pipeline, b: bytes | None, o: Mapping[str, Any] | None, c: CallContext | None
+        ) -> Any:
+            opened = await attempt(p, b, o, c)
+            origin[id(opened)] = router.route_of(p)
+            return opened
+
+        # A task, so that close() from another task can stop the opening (as it wakes a
+        # reader waiting on a plain stream); asyncio.wait leaves it to be cancelled here
+        # when this task is.
+        opening = self._opening = asyncio.get_running_loop().create_task(
+            router.route_call(noting, body, options, context, tried=tried, errors=errors)
+        )
+        try:
+            await asyncio.wait((opening,))
+        except BaseException:
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            raise
+        finally:
+            self._opening = None
+        if opening.cancelled():  # close() stopped it: a quiet end, as for a plain stream
+            return
+        opened: AsyncStream[ChatCompletionChunk] = opening.result()
+        if self._closed:  # closed by the caller (another task) meanwhile
+            await opened.close()
+        self._current = opened
+        self._route = origin[id(opened)]
+        self.http = opened.http
+        self.continued += 1
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
+        await self._current.close()
+        if self._observer is not None:
+            self._observer.closed(self)
+
+    async def close(self) -> None:
+        """Release the connection; idempotent."""
+        await self._close()
+
+    aclose = close
+
+    async def __aenter__(self) -> ContinuingStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None:
+            await iterator.aclose()
+
+    def __del__(self, _warn: Any = None) -> None:
+        # The stream read (an AsyncStream) warns and lets go of its connection itself.
+        pass
 
 
 async def _discard(result: Any) -> None:
