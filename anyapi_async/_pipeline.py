@@ -4,8 +4,9 @@
 resource (arguments -> body)
    │  send() / send_raw() / stream() / stream_raw() / open()
    ▼
-Pipeline ── observers' call() ── max_concurrency slot ── request (auth, headers, query,
-   │                                                     timeouts, idempotency key)
+Pipeline ── observers' call() ── cache step (hit: replayed, nothing sent) ──
+   │         max_concurrency slot ── request (auth, headers, query, timeouts,
+   │                                          idempotency key)
    │   attempts: transport.send -> status -> read/decode (or first stream event)
    │             retry? (RetryPolicy, Retry-After, Timeout.total) -> wait -> again
    ▼
@@ -13,10 +14,13 @@ Transport (`anyapi_async._transports.base`)
 ```
 
 `AsyncClient` builds one from its settings and is a thin face over it; resources, batch
-runs, jobs, the Ray stage and instrumentation talk to the pipeline. Copies
-(`AsyncClient.with_options`) share the transport, the ``max_concurrency`` slots, the
-observers and the set of open streams. Everything per call is done in the operation's
-own frame (no helper coroutine per layer): the fixed cost of a call is a few Python calls.
+runs, jobs, the Ray stage, instrumentation, the cache (`anyapi_async._cache`) and the
+router (`anyapi_async._router`, an object with the same operations over several
+pipelines) talk to the pipeline. Copies (`AsyncClient.with_options`) share the transport,
+the ``max_concurrency`` slots, the cache, the observers and the set of open streams. The
+hot paths (`send` once its slot is held, `stream`) run the request, the attempts and the
+decoding in one frame (no coroutine per layer): the fixed cost of a call is a few Python
+calls, which `python -m benchmarks.callcount --check` bounds in CI.
 """
 
 from __future__ import annotations
