@@ -35,12 +35,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .common import PLAIN_HTTP_WARNING, api_key_from, redacted
+from .common import PLAIN_HTTP_WARNING, api_key_from, make_cache, redacted
 from .errors import CLIError
 
 if TYPE_CHECKING:
     from .._client import AsyncClient
     from .._router import Router
+    from ..cache import Cache
 
 __all__ = ["open_router", "read_routes"]
 
@@ -95,7 +96,9 @@ def read_routes(path: str) -> dict[str, Any]:
     return data
 
 
-def _client(route: dict[str, Any], i: int, args: argparse.Namespace) -> AsyncClient:
+def _client(
+    route: dict[str, Any], i: int, args: argparse.Namespace, cache: Cache | None
+) -> AsyncClient:
     from .._client import AsyncClient
     base_url = route.get("base_url")
     if base_url is not None and not isinstance(base_url, str):
@@ -109,6 +112,7 @@ def _client(route: dict[str, Any], i: int, args: argparse.Namespace) -> AsyncCli
                 base_url=base_url,
                 timeout=route.get("timeout", args.timeout),
                 max_retries=0,  # the router is the only retry loop
+                cache=cache,
             )
     except (TypeError, ValueError) as exc:
         raise CLIError(f"--routes: route {i + 1}: {redacted(str(exc), base_url)}") from None
@@ -127,11 +131,13 @@ async def open_router(args: argparse.Namespace) -> AsyncIterator[Router]:
         hedge = Hedge(**data["hedge"]) if "hedge" in data else None
     except (TypeError, ValueError) as exc:
         raise CLIError(f"--routes: {exc}") from None
+    # One --cache for every route: a key holds the body, and so the route's model.
+    cache = make_cache(getattr(args, "cache", None))
     clients: list[AsyncClient] = []
     try:
         routes = []
         for i, spec in enumerate(data["route"]):
-            client = _client(spec, i, args)
+            client = _client(spec, i, args, cache)
             clients.append(client)
             try:
                 routes.append(

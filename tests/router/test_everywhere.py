@@ -105,6 +105,23 @@ async def test_batch_with_routes(servers: Servers, tmp_path: Path) -> None:
 
 
 @needs_tomllib
+async def test_batch_with_routes_and_a_cache(servers: Servers, tmp_path: Path) -> None:
+    """--cache applies to --routes: a finished job rerun into a new output sends nothing."""
+    source = write_jobs(tmp_path / "in.jsonl", 3)
+    routes = routes_file(tmp_path / "routes.toml", servers)
+    cache = str(tmp_path / "responses.sqlite")
+    for output in ("first.jsonl", "second.jsonl"):
+        status, out, err = await anyapi(
+            "batch", str(source), "-o", str(tmp_path / output), "--routes", str(routes),
+            "--cache", cache, "--no-progress", "--concurrency", "1",
+        )  # fmt: skip
+        assert status == 0, err
+        assert "3 succeeded" in out
+    assert chats(servers[0]) == 3  # the first run only: the rerun was answered by the cache
+    assert chats(servers[1]) == 0
+
+
+@needs_tomllib
 async def test_chat_with_routes(servers: Servers, tmp_path: Path) -> None:
     servers[0].queue(ErrorResponse(500))
     routes = routes_file(tmp_path / "routes.toml", servers)
