@@ -71,7 +71,15 @@ if TYPE_CHECKING:
     from ._observe import Hooks
     from ._transports.base import Response, Transport
 
-__all__ = ["MAX_ERROR_BODY", "Pipeline", "PipelineState", "Slots", "item_decoder"]
+__all__ = [
+    "MAX_ERROR_BODY",
+    "Pipeline",
+    "PipelineState",
+    "Slots",
+    "call_context",
+    "item_decoder",
+    "observe_call",
+]
 
 T = TypeVar("T")
 
@@ -149,6 +157,45 @@ def item_decoder(cast_to: Any) -> Callable[[bytes], Any] | None:
         return bytes
     return decoder_for(cast_to).decode
 
+
+
+def call_context(
+    method: str, path: str, body: object, stream: bool, operation: str = ""
+) -> CallContext:
+    """A `CallContext` for a call made by path (``post``/``get``): the operation from the
+    path, the parameters (and model) from a dict body."""
+    params = body if isinstance(body, Mapping) else None
+    if not operation:
+        chat = path.partition("?")[0].endswith("/chat/completions")
+        operation = "chat" if chat else "models" if path.startswith("/models") else "request"
+    model = params.get("model") if params is not None else None
+    return CallContext(
+        operation,
+        method=method,
+        path=path,
+        model=model if isinstance(model, str) else None,
+        params=params,
+        stream=stream,
+    )
+
+
+async def observe_call(
+    callers: tuple[Hooks, ...],
+    base_url: str,
+    context: CallContext,
+    send: Callable[[], Awaitable[T]],
+) -> T:
+    """``send()`` wrapped by each call-level observer in turn (the first outermost)."""
+    context.base_url = base_url
+    if len(callers) == 1:
+        return await callers[0].call(context, send)  # type: ignore[attr-defined, no-any-return]
+
+    async def through(i: int) -> T:
+        if i == len(callers):
+            return await send()
+        return await callers[i].call(context, lambda: through(i + 1))  # type: ignore[attr-defined, no-any-return]
+
+    return await through(0)
 
 def _decode_body(body: bytes, response: Response, decoder: msgspec.json.Decoder[T]) -> T:
     """``body`` decoded, tolerantly when the strict decoder refuses it; an error object
@@ -346,32 +393,10 @@ class Pipeline:
         self, method: str, path: str, body: object, stream: bool, operation: str = ""
     ) -> CallContext:
         """A `CallContext` for a call the caller made by path (``post``/``get``)."""
-        params = body if isinstance(body, Mapping) else None
-        if not operation:
-            chat = path.partition("?")[0].endswith("/chat/completions")
-            operation = "chat" if chat else "models" if path.startswith("/models") else "request"
-        model = params.get("model") if params is not None else None
-        return CallContext(
-            operation,
-            method=method,
-            path=path,
-            model=model if isinstance(model, str) else None,
-            params=params,
-            stream=stream,
-        )
+        return call_context(method, path, body, stream, operation)
 
     async def _observed(self, context: CallContext, send: Callable[[], Awaitable[T]]) -> T:
-        context.base_url = self.base_url
-        callers = self.shared.callers
-        if len(callers) == 1:
-            return await callers[0].call(context, send)  # type: ignore[attr-defined, no-any-return]
-
-        async def through(i: int) -> T:
-            if i == len(callers):
-                return await send()
-            return await callers[i].call(context, lambda: through(i + 1))  # type: ignore[attr-defined, no-any-return]
-
-        return await through(0)
+        return await observe_call(self.shared.callers, self.base_url, context, send)
 
     def _opened(self, context: CallContext | None, stream: AsyncStream[Any]) -> None:
         watchers = self.shared.stream_watchers

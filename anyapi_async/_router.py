@@ -39,7 +39,7 @@ from ._exceptions import (
     error_line,
 )
 from ._observe import CallContext
-from ._pipeline import Pipeline
+from ._pipeline import Pipeline, call_context, observe_call
 from ._resources import Completions
 from ._retry import RetryPolicy
 from ._streaming import AsyncStream, StreamObserver
@@ -437,28 +437,10 @@ class RouterPipeline:
         self, method: str, path: str, body: object, stream: bool, operation: str = ""
     ) -> CallContext:
         """A `CallContext` for a call made by path."""
-        params = body if isinstance(body, Mapping) else None
-        chat = path.partition("?")[0].endswith("/chat/completions")
-        model = params.get("model") if params is not None else None
-        return CallContext(
-            operation or ("chat" if chat else "request"),
-            method=method,
-            path=path,
-            model=model if isinstance(model, str) else None,
-            params=params,
-            stream=stream,
-        )
+        return call_context(method, path, body, stream, operation)
 
     async def _observed(self, context: CallContext, send: Callable[[], Awaitable[T]]) -> T:
-        context.base_url = self.base_url
-        callers = self.shared.callers
-
-        async def through(i: int) -> T:
-            if i == len(callers):
-                return await send()
-            return await callers[i].call(context, lambda: through(i + 1))
-
-        return await through(0)
+        return await observe_call(self.shared.callers, self.base_url, context, send)
 
     async def send(
         self,
