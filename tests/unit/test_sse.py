@@ -148,3 +148,76 @@ def test_single_oversized_event_in_one_read() -> None:
     decoder = SSEDecoder(max_event_size=50)
     with pytest.raises(ResponseTooLargeError):
         decoder.feed(b"data: " + b"q" * 100 + b"\n\n")
+
+
+def reference(body: bytes) -> list[tuple[str | None, bytes]]:
+    """The WHATWG algorithm over the whole body at once, line by line, as written there
+    (plus this decoder's two documented choices: at EOF the last event counts; bytes)."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    lines = [*body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"), b""]
+    out: list[tuple[str | None, bytes]] = []
+    data: list[bytes] = []
+    event: str | None = None
+    for line in lines:
+        if not line:
+            payload = b"\n".join(data)
+            if payload:
+                out.append((event, payload))
+            data, event = [], None
+            continue
+        if line.startswith(b":"):
+            continue
+        name, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            text = value.decode("utf-8", "replace")
+            event = text if text and text != "message" else None
+    return out
+
+
+_LINES = st.sampled_from(
+    [
+        b'data: {"x": 1}\n\n',
+        b'data: {"y": "a\\nb"}\n\n',
+        b"data: [DONE]\n\n",
+        b"data:\n\n",
+        b"data: \n\n",
+        b": keep-alive\n\n",
+        b": PROCESSING\n",
+        b"\n",
+        b"event: ping\ndata: p\n\n",
+        b"event: message\ndata: m\n\n",
+        b"data: one\ndata: two\n\n",
+        b"id: 4\n\n",
+        b"retry: 10\n",
+        b"data:nospace\n\n",
+        b"data: crlf\r\n\r\n",
+        b"data: cr\r\r",
+        b"data",
+        b"\n\n\n",
+    ]
+)
+
+
+@given(st.lists(_LINES, max_size=25), st.data())
+def test_any_stream_any_split_matches_the_reference(
+    parts: list[bytes], data: st.DataObject
+) -> None:
+    """Random mixes of plain, named, multi-line, empty and commented events, cut at random
+    places, decode as the spec's line-by-line algorithm does on the whole body."""
+    body = b"".join(parts)
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(body)), max_size=12))
+    points = sorted(set(cuts))
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    want = reference(body)
+    assert _events(decode_all(chunks)) == want
+    for i in range(len(body) + 1):  # and every single cut: state carried across one read
+        assert _events(decode_all([body[:i], body[i:]])) == want, i
+
+
+def _events(out: list[bytes | ServerSentEvent]) -> list[tuple[str | None, bytes]]:
+    return [(e.event, e.data) if isinstance(e, ServerSentEvent) else (None, e) for e in out]
