@@ -557,10 +557,10 @@ class AsyncStream(Generic[T]):
                     choices = chunk.choices
                     if choices:
                         for choice in choices:
-                            if choice.finish_reason is None:
-                                seen.add(choice.index)
-                            else:
+                            if choice.finish_reason is not None:
                                 finished.add(choice.index)
+                            elif choice.index not in seen:  # a lookup, not a call, per chunk
+                                seen.add(choice.index)
                     elif chunk.object == "error":  # error objects carry no choices
                         self._decode(payload)
                     if chunk.usage is not None:
