@@ -56,6 +56,7 @@ from ._retry import RetryPolicy
 from ._settings import check_header, redact_headers
 from ._streaming import (
     AsyncStream,
+    StreamWatch,
     abort_stream,
     hold_slot,
     open_stream,
@@ -127,13 +128,22 @@ class PipelineState:
     """
 
     __slots__ = ("batch_observers", "callers", "hooks", "observers", "stream_usage",
-                 "stream_watchers", "streams")
+                 "stream_watchers", "streams", "watch")
 
     def __init__(self, hooks: tuple[Hooks, ...]) -> None:
         self.observers: tuple[Hooks, ...] = ()
         # Open streams, so that closing the client wakes their readers with an error.
         self.streams: weakref.WeakSet[AsyncStream[Any]] = weakref.WeakSet()
+        # The timer of the open streams' time limits, for the loop it belongs to.
+        self.watch: StreamWatch | None = None
         self.set(hooks)
+
+    def watch_for(self, loop: asyncio.AbstractEventLoop) -> StreamWatch:
+        """The streams' `StreamWatch` in ``loop`` (a new loop gets a new one)."""
+        watch = self.watch
+        if watch is None or watch.loop is not loop:
+            watch = self.watch = StreamWatch(loop)
+        return watch
 
     def set(self, observers: tuple[Hooks, ...]) -> None:
         self.observers = observers
@@ -846,6 +856,7 @@ class Pipeline:
                     hooks=hooks,
                     item_decoder=decode_item,
                     max_response_size=self.max_response_size,
+                    watch=self.shared.watch_for(loop),
                 )
                 return opened, response, started
 
@@ -926,7 +937,11 @@ class Pipeline:
             timings = Timings(loop.time())
             first_event = request.timeout.first_event
             idle = request.timeout.idle
-            hooks = self.shared.hooks
+            shared = self.shared
+            hooks = shared.hooks
+            watch = shared.watch
+            if watch is None or watch.loop is not loop:  # watch_for(), inline
+                watch = shared.watch_for(loop)
             transport = self.transport
             attempt = 0
             # The attempts loop of _attempts, inline: a stream's set-up is per call.
@@ -962,6 +977,7 @@ class Pipeline:
                         hooks=hooks,
                         item_decoder=decode_item,
                         max_response_size=self.max_response_size,
+                        watch=watch,
                     )
                     break
                 except APIError as exc:
@@ -1056,6 +1072,7 @@ class Pipeline:
                 hooks=hooks,
                 item_decoder=item_decoder(cast_to),
                 max_response_size=max_size,
+                watch=self.shared.watch_for(loop),
             )
             if self.shared.stream_watchers:
                 self._opened(context, opened)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncStream",
     "StreamObserver",
+    "StreamWatch",
     "abort_stream",
     "hold_slot",
     "observe",
@@ -102,13 +103,15 @@ def open_stream(
     hooks: tuple[Hooks, ...] = (),
     item_decoder: Callable[[bytes], Any] | None = None,
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+    watch: StreamWatch | None = None,
 ) -> Awaitable[AsyncStream[Any]]:
     """Await it for an `AsyncStream` over ``response``, read up to its first event (so
     errors before it can still be retried; the stream is closed if that fails).
     ``item_decoder`` turns each event into an item; without one the items are
     `ChatCompletionChunk` objects, checked as a chat stream. ``max_response_size`` bounds a
-    JSON body sent instead of a stream. (A plain function handing back the stream's own
-    coroutine: one frame fewer in every stream's set-up.)"""
+    JSON body sent instead of a stream; ``watch`` (the pipeline's, for this loop) enforces
+    its time limits. (A plain function handing back the stream's own coroutine: one frame
+    fewer in every stream's set-up.)"""
     stream: AsyncStream[Any] = AsyncStream(
         response,
         attempt=attempt,
@@ -118,71 +121,110 @@ def open_stream(
         first_event_by=first_event_by,
         hooks=hooks,
         item_decoder=item_decoder,
+        watch=watch,
     )
     return stream._open(max_response_size)
 
 
-class Watchdog:
-    """Enforces the ``idle`` and ``first_event`` limits of a stream without per-event timers.
+class StreamWatch:
+    """The one timer behind the ``idle`` and ``first_event`` limits of every stream that a
+    pipeline (and its copies) has open in one event loop.
 
-    The stream sets `since` to the loop time when it starts waiting for an event and to
-    ``inf`` while the caller holds one; a single timer handle re-arms itself and fires only
-    if a wait has lasted too long. That costs two attribute stores per event instead of a
-    timer per event.
+    Each stream's `Watchdog` keeps its own deadline in plain attributes, set per network
+    read; the watch keeps a single timer armed at the earliest deadline and, when it fires,
+    ends the streams whose wait has lasted too long and re-arms for the next. A stream that
+    opens while the timer is armed for an earlier moment (as each of a run of streams with
+    the same limits does) costs a set insertion, not a timer of its own.
     """
 
-    __slots__ = ("_first_by", "_handle", "_idle", "_loop", "_response", "fired", "since")
+    __slots__ = ("_dogs", "_handle", "_when", "loop")
+
+    def __init__(self, loop: AbstractEventLoop) -> None:
+        self.loop = loop
+        self._dogs: set[Watchdog] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = math.inf
+
+    def watch(self, dog: Watchdog, when: float) -> None:
+        """Watch ``dog``, whose first deadline is ``when`` (loop time)."""
+        self._dogs.add(dog)
+        if when < self._when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._when = when
+            self._handle = self.loop.call_at(when, self._check)
+
+    def forget(self, dog: Watchdog) -> None:
+        # The timer stays armed: it finds one stream fewer, or none and stops.
+        self._dogs.discard(dog)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        soonest = math.inf
+        for dog in [*self._dogs]:  # a stream ended here leaves the set
+            when = dog.deadline(now)
+            if when <= now:
+                dog.fire(when)
+            elif when < soonest:
+                soonest = when
+        self._handle = None
+        self._when = soonest
+        if soonest != math.inf:
+            self._handle = self.loop.call_at(soonest, self._check)
+
+
+class Watchdog:
+    """Enforces the ``idle`` and ``first_event`` limits of one stream without per-event timers.
+
+    The stream sets `since` to the loop time when it starts waiting for an event and to
+    ``inf`` while the caller holds one; its `StreamWatch` looks at the deadline that gives
+    when its timer fires. That costs two attribute stores per read instead of a timer per
+    event.
+    """
+
+    __slots__ = ("_first_by", "_idle", "_response", "_watch", "fired", "since")
 
     def __init__(
         self,
         response: Response,
-        loop: AbstractEventLoop,
+        watch: StreamWatch,
         idle: float | None,
         first_event_by: float | None,
     ) -> None:
         self._response = response
-        self._loop = loop
+        self._watch = watch
         self._idle = idle
         self._first_by = first_event_by
-        self.since = since = loop.time()
+        self.since = since = watch.loop.time()
         self.fired: str | None = None
-        # _arm(_deadline()), inline: this runs once per stream.
         when = since + idle if idle is not None else math.inf
         if first_event_by is not None and first_event_by < when:
             when = first_event_by
-        if when == math.inf:
-            when = since + (idle or 1.0)
-        self._handle: asyncio.TimerHandle | None = loop.call_at(when, self._check)
+        watch.watch(self, when)
 
-    def _deadline(self) -> float:
-        idle_by = self.since + self._idle if self._idle is not None else math.inf
-        if self._first_by is not None:
-            return min(idle_by, self._first_by)
-        return idle_by
+    def deadline(self, now: float) -> float:
+        """When the current wait will have lasted too long; while the caller holds an
+        event (no wait), one idle period from ``now``, to look again then."""
+        idle = self._idle
+        if self.since == math.inf:
+            when = now + (idle or 1.0)
+        else:
+            when = self.since + idle if idle is not None else math.inf
+        if self._first_by is not None and self._first_by < when:
+            when = self._first_by
+        return when
 
-    def _arm(self, when: float) -> None:
-        if when == math.inf:
-            # Not waiting now: look again one idle period later.
-            when = self._loop.time() + (self._idle or 1.0)
-        self._handle = self._loop.call_at(when, self._check)
-
-    def _check(self) -> None:
-        deadline = self._deadline()
-        if self._loop.time() < deadline:
-            self._arm(deadline)
-            return
+    def fire(self, deadline: float) -> None:
         first = self._first_by is not None and deadline == self._first_by
         self.fired = "first_event" if first else "idle"
         what = "the first stream event" if first else "the next stream event"
-        self._handle = None
+        self._watch.forget(self)
         self._response.abort(
             APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
         )
 
     def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._watch.forget(self)
 
 
 class _Closed(Exception):
@@ -277,6 +319,7 @@ class AsyncStream(Generic[T]):
         first_event_by: float | None,
         hooks: tuple[Hooks, ...] = (),
         item_decoder: Callable[[bytes], Any] | None = None,
+        watch: StreamWatch | None = None,
     ) -> None:
         self._response = response
         # None: chat chunks (the checked fast path); else how other items decode.
@@ -307,6 +350,7 @@ class AsyncStream(Generic[T]):
         self._timings = timings
         self._idle = idle
         self._first_event_by = first_event_by
+        self._watch = watch
         self._watchdog: Watchdog | None = None
         self.usage: Any = None
         attempts = attempt if isinstance(attempt, int) else attempt.attempt
@@ -346,9 +390,10 @@ class AsyncStream(Generic[T]):
                     keep_response(self._json_chunk, body)
                 return self
             if self._idle is not None or self._first_event_by is not None:
-                self._watchdog = Watchdog(
-                    response, self._loop, self._idle, self._first_event_by
-                )
+                watch = self._watch
+                if watch is None or watch.loop is not self._loop:
+                    watch = StreamWatch(self._loop)  # a stream of its own
+                self._watchdog = Watchdog(response, watch, self._idle, self._first_event_by)
             if content_type != "text/event-stream":
                 # A proxy's HTML page, plain text, or SSE under another content type: look.
                 await self._sniff(content_type)
