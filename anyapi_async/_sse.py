@@ -99,9 +99,12 @@ class SSEDecoder:
         ``data: {...}`` events costs two slices and a comparison per event.
         """
         if not self._started:
-            chunk = self._strip_bom(chunk)
-            if not chunk:
-                return []
+            if chunk and chunk[0] != 0xEF and not self._partial:  # no BOM can start here
+                self._started = True
+            else:
+                chunk = self._strip_bom(chunk)
+                if not chunk:
+                    return []
         if self._skip_lf:
             # The previous chunk ended in CR: an LF now is the second half of a CRLF.
             self._skip_lf = False

@@ -170,6 +170,32 @@ def measure_calls(python: str) -> dict[str, Any]:
     return found
 
 
+def measure_paired(python: str, port: int, *, quick: bool) -> dict[str, Any]:
+    """The floor and anyapi in alternating rounds of one process (`benchmarks.paired`), and
+    the floor paired with itself: the method's own noise."""
+    base = [python, "-m", "benchmarks.paired", "--port", str(port)]
+    if quick:
+        base += ["--rounds", "8", "--samples", "120"]
+    found: dict[str, Any] = {"pipeline": {}, "noise": {}}
+    for key, extra in (
+        ("pipeline", []),
+        ("noise", ["--pair", "floor,floor", "--scenarios", "completion-c1,stream-c1"]),
+    ):
+        out = subprocess.run(
+            base + extra, capture_output=True, text=True, cwd=ROOT, timeout=WORKER_TIMEOUT
+        )
+        if out.returncode:
+            tail = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+            found[key]["error"] = tail
+            _log(f"paired ({key}) failed: {tail}")
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                figures = json.loads(line)
+                found[key][figures["scenario"]] = figures
+                print(json.dumps({"case": f"paired {key}", **figures}), flush=True)
+    return found
+
+
 def run_worker(
     python: str, client: str, scenario: Scenario, port: int, *, quick: bool, target: float
 ) -> dict[str, Any]:
@@ -255,6 +281,7 @@ def run(
     clients: list[str] | None = None,
     target: float | None = None,
     skip_imports: bool = False,
+    skip_paired: bool = False,
 ) -> dict[str, Any]:
     """Run the selected cases and return the results document."""
     mode = QUICK if quick else FULL
@@ -302,6 +329,9 @@ def run(
                 print(
                     json.dumps({"scenario": scenario.name, "client": client, **figures}), flush=True
                 )
+        if "anyapi" in wanted and "floor" in wanted and not skip_paired:
+            _log("paired rounds (benchmarks.paired) ...")
+            doc["paired"] = measure_paired(python, port, quick=quick)
     finally:
         server.terminate()
         server.wait()
@@ -325,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", help="comma-separated: " + ",".join(CLIENTS))
     parser.add_argument("--skip-imports", action="store_true", help="skip the import timings")
     parser.add_argument(
+        "--skip-paired", action="store_true", help="skip the paired rounds (benchmarks.paired)"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="directory for benchmarks.json/.md/.png (full: docs/, quick: benchmarks/results/)",
@@ -341,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         clients=args.clients.split(",") if args.clients else None,
         target=args.target,
         skip_imports=args.skip_imports,
+        skip_paired=args.skip_paired,
     )
     from .report import write_all
 
