@@ -41,7 +41,7 @@ class Timeout:
     | Limit | What it bounds |
     | --- | --- |
     | `connect` | opening the TCP (and TLS) connection |
-    | `read` | silence between two bytes received; and a whole non-streamed body |
+    | `read` | silence between two bytes (a stream: while it waits); a non-streamed body |
     | `first_event` | until the response headers, and for a stream its first event |
     | `idle` | silence before and between stream events (comments and pings are no events) |
     | `total` | the whole call: a slot wait, every attempt and backoff, reading a stream |

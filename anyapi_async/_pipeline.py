@@ -57,7 +57,9 @@ from ._settings import check_header, redact_headers
 from ._streaming import (
     AsyncStream,
     StreamWatch,
+    Watchdog,
     abort_stream,
+    headers_timed_out,
     hold_slot,
     open_stream,
     when_complete,
@@ -926,6 +928,7 @@ class Pipeline:
                 semaphore, deadline = await self._take_slot(options)
             else:
                 await semaphore.acquire()  # in this frame, as in send()
+        dog: Watchdog | None = None
         try:
             request = self._request(method, path, body, options, True, deadline)
             if self.key_provider is not None:
@@ -937,11 +940,16 @@ class Pipeline:
             timings = Timings(loop.time())
             first_event = request.timeout.first_event
             idle = request.timeout.idle
+            read = request.timeout.read
             shared = self.shared
             hooks = shared.hooks
             watch = shared.watch
             if watch is None or watch.loop is not loop:  # watch_for(), inline
                 watch = shared.watch_for(loop)
+            # The read limit is this stream's watchdog's, from the request on: the transport
+            # needs no per-read timer (aiohttp's re-arms on every packet received).
+            task = asyncio.current_task() if read is not None else None
+            request.watched = read is not None
             transport = self.transport
             attempt = 0
             # The attempts loop of _attempts, inline: a stream's set-up is per call.
@@ -958,12 +966,24 @@ class Pipeline:
                 if context is not None:
                     context.attempt = attempt
                 request.attempt_started = started = loop.time()
+                if read is not None:
+                    dog = Watchdog(None, watch, None, None, read, task)
                 try:
-                    response = await transport.send(request)
+                    try:
+                        response = await transport.send(request)
+                    except asyncio.CancelledError:
+                        if headers_timed_out(dog, task):
+                            raise APITimeoutError(
+                                "Timed out waiting for the response headers (read limit)",
+                                limit="read",
+                            ) from None
+                        raise
                     if info is not None:
                         for hook in hooks:
                             hook.on_response(info, response.status, response.headers)
                     if not 200 <= response.status < 300:
+                        if dog is not None:
+                            dog.cancel()  # read() bounds the error body as a whole
                         await _raise_for_status(response)
                     timings.headers = loop.time()
                     # first_event is per attempt: a retry gets the whole limit again.
@@ -978,14 +998,19 @@ class Pipeline:
                         item_decoder=decode_item,
                         max_response_size=self.max_response_size,
                         watch=watch,
+                        watchdog=dog,
                     )
                     break
                 except APIError as exc:
+                    if dog is not None:
+                        dog.cancel()
                     delay = self._retry_delay(exc, attempt, policy, request, info)
                     if delay is None:
                         raise
                     await sleep(delay)
         except BaseException:
+            if dog is not None:
+                dog.cancel()  # idempotent; a stream that opened owns it
             if semaphore is not None:
                 semaphore.release()
             raise

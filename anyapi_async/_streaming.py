@@ -43,7 +43,9 @@ __all__ = [
     "AsyncStream",
     "StreamObserver",
     "StreamWatch",
+    "Watchdog",
     "abort_stream",
+    "headers_timed_out",
     "hold_slot",
     "observe",
     "open_stream",
@@ -104,14 +106,16 @@ def open_stream(
     item_decoder: Callable[[bytes], Any] | None = None,
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     watch: StreamWatch | None = None,
+    watchdog: Watchdog | None = None,
 ) -> Awaitable[AsyncStream[Any]]:
     """Await it for an `AsyncStream` over ``response``, read up to its first event (so
     errors before it can still be retried; the stream is closed if that fails).
     ``item_decoder`` turns each event into an item; without one the items are
     `ChatCompletionChunk` objects, checked as a chat stream. ``max_response_size`` bounds a
     JSON body sent instead of a stream; ``watch`` (the pipeline's, for this loop) enforces
-    its time limits. (A plain function handing back the stream's own coroutine: one frame
-    fewer in every stream's set-up.)"""
+    its time limits, through ``watchdog`` if the pipeline started one with the request.
+    (A plain function handing back the stream's own coroutine: one frame fewer in every
+    stream's set-up.)"""
     stream: AsyncStream[Any] = AsyncStream(
         response,
         attempt=attempt,
@@ -122,6 +126,7 @@ def open_stream(
         hooks=hooks,
         item_decoder=item_decoder,
         watch=watch,
+        watchdog=watchdog,
     )
     return stream._open(max_response_size)
 
@@ -134,7 +139,8 @@ class StreamWatch:
     read; the watch keeps a single timer armed at the earliest deadline and, when it fires,
     ends the streams whose wait has lasted too long and re-arms for the next. A stream that
     opens while the timer is armed for an earlier moment (as each of a run of streams with
-    the same limits does) costs a set insertion, not a timer of its own.
+    the same limits does) costs a set insertion, not a timer of its own; one that ends
+    leaves the set, and the timer, finding nothing left to watch, stops.
     """
 
     __slots__ = ("_dogs", "_handle", "_when", "loop")
@@ -145,18 +151,13 @@ class StreamWatch:
         self._handle: asyncio.TimerHandle | None = None
         self._when = math.inf
 
-    def watch(self, dog: Watchdog, when: float) -> None:
-        """Watch ``dog``, whose first deadline is ``when`` (loop time)."""
-        self._dogs.add(dog)
+    def arm(self, when: float) -> None:
+        """Make sure the timer fires by ``when`` (loop time)."""
         if when < self._when:
             if self._handle is not None:
                 self._handle.cancel()
             self._when = when
             self._handle = self.loop.call_at(when, self._check)
-
-    def forget(self, dog: Watchdog) -> None:
-        # The timer stays armed: it finds one stream fewer, or none and stops.
-        self._dogs.discard(dog)
 
     def _check(self) -> None:
         now = self.loop.time()
@@ -174,57 +175,114 @@ class StreamWatch:
 
 
 class Watchdog:
-    """Enforces the ``idle`` and ``first_event`` limits of one stream without per-event timers.
+    """Enforces one stream attempt's time limits without a timer of its own or per event.
 
-    The stream sets `since` to the loop time when it starts waiting for an event and to
-    ``inf`` while the caller holds one; its `StreamWatch` looks at the deadline that gives
-    when its timer fires. That costs two attribute stores per read instead of a timer per
-    event.
+    From the request to the response headers (``response`` not given yet) it bounds the
+    ``read`` limit by cancelling ``task``, the one sending the request (the pipeline turns
+    that into `APITimeoutError`, see `headers_timed_out`); once `attach` gives it the
+    response it bounds ``first_event``, ``idle`` (silence while waiting for an event) and
+    ``read`` (silence while waiting for bytes) by aborting the response. The stream sets
+    `since` to the loop time when it starts waiting and to ``inf`` while the caller holds
+    an event, and `heard` when bytes came but no event; its `StreamWatch` asks for the
+    deadline when its timer fires. Per network read that is an attribute store or two.
     """
 
-    __slots__ = ("_first_by", "_idle", "_response", "_watch", "fired", "since")
+    __slots__ = (
+        "_first_by",
+        "_idle",
+        "_read",
+        "_response",
+        "_task",
+        "_watch",
+        "fired",
+        "heard",
+        "since",
+    )
 
     def __init__(
         self,
-        response: Response,
+        response: Response | None,
         watch: StreamWatch,
         idle: float | None,
         first_event_by: float | None,
+        read: float | None = None,
+        task: asyncio.Task[Any] | None = None,
     ) -> None:
         self._response = response
         self._watch = watch
+        self._idle = idle if response is not None else None
+        self._first_by = first_event_by
+        self._read = read
+        self._task = task
+        self.since = since = watch.loop.time()
+        self.heard = since
+        self.fired: str | None = None
+        watch._dogs.add(self)
+        when = self.deadline(since)
+        if when < watch._when:
+            watch.arm(when)
+
+    def attach(self, response: Response, idle: float | None, first_event_by: float | None) -> None:
+        """The headers are in: watch the body of ``response`` from now on."""
+        self._response = response
         self._idle = idle
         self._first_by = first_event_by
-        self.since = since = watch.loop.time()
-        self.fired: str | None = None
-        when = since + idle if idle is not None else math.inf
-        if first_event_by is not None and first_event_by < when:
-            when = first_event_by
-        watch.watch(self, when)
+        self.since = self.heard = now = self._watch.loop.time()
+        when = self.deadline(now)
+        if when < self._watch._when:
+            self._watch.arm(when)
 
     def deadline(self, now: float) -> float:
         """When the current wait will have lasted too long; while the caller holds an
-        event (no wait), one idle period from ``now``, to look again then."""
+        event (no wait), one limit from ``now``, to look again then."""
+        since = self.since
         idle = self._idle
-        if self.since == math.inf:
-            when = now + (idle or 1.0)
+        read = self._read
+        if since == math.inf:
+            when = now + (idle or read or 1.0)
         else:
-            when = self.since + idle if idle is not None else math.inf
+            when = since + idle if idle is not None else math.inf
+            if read is not None:
+                heard = self.heard
+                by = (heard if heard > since else since) + read
+                if by < when:
+                    when = by
         if self._first_by is not None and self._first_by < when:
             when = self._first_by
         return when
 
     def fire(self, deadline: float) -> None:
-        first = self._first_by is not None and deadline == self._first_by
-        self.fired = "first_event" if first else "idle"
-        what = "the first stream event" if first else "the next stream event"
-        self._watch.forget(self)
-        self._response.abort(
+        self._watch._dogs.discard(self)
+        if self._first_by is not None and deadline == self._first_by:
+            self.fired, what = "first_event", "the first stream event"
+        elif self._idle is not None and deadline == self.since + self._idle:
+            self.fired, what = "idle", "the next stream event"
+        else:
+            self.fired = "read"
+            what = "data from the server" if self._response is not None else "the response headers"
+        response = self._response
+        if response is None:
+            if self._task is not None:
+                self._task.cancel()
+            return
+        response.abort(
             APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
         )
 
     def cancel(self) -> None:
-        self._watch.forget(self)
+        self._watch._dogs.discard(self)  # StreamWatch.forget, inline
+
+
+def headers_timed_out(watchdog: Watchdog | None, task: asyncio.Task[Any] | None) -> bool:
+    """Whether a `CancelledError` out of sending a request is the watchdog's read limit
+    (then it is taken back from ``task``) rather than a cancellation from outside."""
+    if watchdog is None or watchdog.fired is None:
+        return False
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:  # Python 3.11+: count it off; another cancel still stands
+        uncancel()
+        return not task.cancelling()  # type: ignore[union-attr]
+    return True
 
 
 class _Closed(Exception):
@@ -320,6 +378,7 @@ class AsyncStream(Generic[T]):
         hooks: tuple[Hooks, ...] = (),
         item_decoder: Callable[[bytes], Any] | None = None,
         watch: StreamWatch | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._response = response
         # None: chat chunks (the checked fast path); else how other items decode.
@@ -351,7 +410,8 @@ class AsyncStream(Generic[T]):
         self._idle = idle
         self._first_event_by = first_event_by
         self._watch = watch
-        self._watchdog: Watchdog | None = None
+        # Started with the request (the read limit up to the headers); attached in _open.
+        self._watchdog: Watchdog | None = watchdog
         self.usage: Any = None
         attempts = attempt if isinstance(attempt, int) else attempt.attempt
         #: Headers, request id, rate limits, timings and attempts of this stream.
@@ -378,9 +438,13 @@ class AsyncStream(Generic[T]):
         try:
             response = self._response
             content_type = response.content_type
+            watchdog = self._watchdog
             if content_type in ("application/json", "text/json"):
                 # Some gateways answer errors (and some servers whole completions) as plain
                 # JSON even when a stream was asked for.
+                if watchdog is not None:  # read() bounds a whole body itself
+                    watchdog.cancel()
+                    self._watchdog = None
                 body = await response.read(max_response_size)
                 self._done = True
                 if self._item_decoder is not None:
@@ -389,11 +453,15 @@ class AsyncStream(Generic[T]):
                     self._json_chunk = self._decode_slow(body)
                     keep_response(self._json_chunk, body)
                 return self
-            if self._idle is not None or self._first_event_by is not None:
+            if watchdog is not None:
+                watchdog.attach(response, self._idle, self._first_event_by)
+            elif self._idle is not None or self._first_event_by is not None:
                 watch = self._watch
                 if watch is None or watch.loop is not self._loop:
                     watch = StreamWatch(self._loop)  # a stream of its own
-                self._watchdog = Watchdog(response, watch, self._idle, self._first_event_by)
+                watchdog = self._watchdog = Watchdog(
+                    response, watch, self._idle, self._first_event_by
+                )
             if content_type != "text/event-stream":
                 # A proxy's HTML page, plain text, or SSE under another content type: look.
                 await self._sniff(content_type)
@@ -408,6 +476,8 @@ class AsyncStream(Generic[T]):
                         ) from None
                     break
                 self._backlog = self._decoder.feed_data(data)
+                if watchdog is not None and not self._backlog:
+                    watchdog.heard = self._loop.time()  # bytes, no event yet
             self._timings.first_token = self._loop.time()
             # Check the first event now: an error event here is retried like a status.
             for payload in self._backlog:
@@ -435,6 +505,8 @@ class AsyncStream(Generic[T]):
                 head += await self._chunks.__anext__()
             except StopAsyncIteration:
                 ended = True
+            if self._watchdog is not None:
+                self._watchdog.heard = self._loop.time()
         start = head.lstrip(_BLANK)
         if start and start.startswith(_SSE_STARTS):
             self._backlog = self._decoder.feed_data(head)
@@ -627,8 +699,11 @@ class AsyncStream(Generic[T]):
                     payloads = decoder.flush_data()
                     continue
                 payloads = decoder.feed_data(data)
-                if watchdog is not None and payloads:
-                    watchdog.since = math.inf
+                if watchdog is not None:
+                    if payloads:
+                        watchdog.since = math.inf
+                    else:
+                        watchdog.heard = time()  # bytes but no event: the read limit restarts
             if not self._done and not (finished and seen <= finished):
                 raise APIConnectionError(
                     "The stream ended early: no [DONE] and "
@@ -688,8 +763,11 @@ class AsyncStream(Generic[T]):
                     payloads = decoder.flush_data()
                     continue
                 payloads = decoder.feed_data(data)
-                if watchdog is not None and payloads:
-                    watchdog.since = math.inf
+                if watchdog is not None:
+                    if payloads:
+                        watchdog.since = math.inf
+                    else:
+                        watchdog.heard = time()  # bytes but no event: the read limit restarts
             if not self._done:
                 # Without the chat rules (every choice finished) only [DONE] says "complete".
                 raise APIConnectionError("The stream ended early: no [DONE]")

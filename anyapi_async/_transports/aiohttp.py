@@ -35,8 +35,13 @@ MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
 
 
-def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect, sock_read=timeout.read)
+def _client_timeouts(timeout: Timeout) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    # Indexed by Request.watched: a watched request gets no sock_read, whose timer aiohttp
+    # re-arms on every packet received (the pipeline's watchdog bounds those waits).
+    return (
+        aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect, sock_read=timeout.read),
+        aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect),
+    )
 
 
 class AiohttpResponse:
@@ -310,13 +315,15 @@ class AiohttpTransport:
         """Send ``request`` and return once the response headers are in."""
         session = self._get_session()
         timeout = request.timeout
-        client_timeout = transport_form(timeout, _client_timeout)
+        client_timeout = transport_form(timeout, _client_timeouts)[request.watched]
         if request.deadline is not None:
             remaining = request.deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise APITimeoutError("Request exceeded its total timeout", limit="total")
             client_timeout = aiohttp.ClientTimeout(
-                total=remaining, sock_connect=timeout.connect, sock_read=timeout.read
+                total=remaining,
+                sock_connect=timeout.connect,
+                sock_read=None if request.watched else timeout.read,
             )
         url = request.url
         headers: Mapping[str, str] = request.headers

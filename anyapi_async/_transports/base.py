@@ -42,6 +42,7 @@ class Request:
         "stream",
         "timeout",
         "url",
+        "watched",
     )
 
     def __init__(
@@ -66,6 +67,11 @@ class Request:
         self.deadline = deadline
         #: ``loop.time()`` when the current attempt started (set by the pipeline).
         self.attempt_started = 0.0
+        #: The pipeline enforces the ``read`` limit of this request itself (a chat stream,
+        #: whose watchdog covers the wait for the headers and every wait for data): a
+        #: transport may leave out a per-read timer of its own. One that keeps it is
+        #: still correct, only slower.
+        self.watched = False
 
 
 class Response(Protocol):

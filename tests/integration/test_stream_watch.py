@@ -3,7 +3,8 @@
 The limits themselves are tested in test_streaming/test_retries_timeouts; these tests pin
 what sharing the timer must keep: a stream opened later with a shorter limit still times
 out on time, streams that end leave the watch, and a run of sequential streams arms no
-timer of its own.
+timer of its own. A chat stream's read limit is its watchdog's too, from the request to
+the last byte, so aiohttp's per-packet read timer is left out.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 import anyapi_async as aa
 from anyapi_async._streaming import StreamWatch
-from anyapi_async.testing import Generated, LocalServer
+from anyapi_async.testing import Generated, Hang, LocalServer, instant_retries
 
-MSGS = [{"role": "user", "content": "hi"}]
+MSGS: list[Any] = [{"role": "user", "content": "hi"}]
 
 
 async def _read_all(stream: aa.AsyncStream[Any]) -> int:
@@ -44,15 +47,11 @@ async def test_a_later_stream_with_a_shorter_limit_times_out_on_time(
         )
         healthy = asyncio.ensure_future(_read_all(slow_ok))
         started = time.monotonic()
-        try:
+        with pytest.raises(aa.APITimeoutError) as info:
             await asyncio.wait_for(_read_all(stalled), 20)
-        except aa.APITimeoutError as exc:
-            waited = time.monotonic() - started
-            assert exc.limit == "idle"
-        else:
-            raise AssertionError("the stalled stream did not time out")
         # Well before the first stream's 30 s limit, near its own 0.3 s.
-        assert waited < 5
+        assert time.monotonic() - started < 5
+        assert info.value.limit == "idle"
         assert await asyncio.wait_for(healthy, 20) > 2
 
 
@@ -68,7 +67,7 @@ async def test_streams_leave_the_watch_and_share_its_timer(server: LocalServer) 
             armed.append(callback.__self__)
         return call_at(when, callback, *args, **kwargs)
 
-    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
     try:
         async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
             for _ in range(20):
@@ -95,14 +94,133 @@ async def test_a_held_stream_is_not_cut_and_its_next_wait_is_watched(
     ) as c:
         stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
         got = 0
-        async with stream:
-            try:
+        with pytest.raises(aa.APITimeoutError) as info:
+            async with stream:
                 async for _ in stream:
                     got += 1
                     if got == 1:
                         await asyncio.sleep(0.8)  # holding the event, longer than idle
-            except aa.APITimeoutError as exc:
-                assert exc.limit == "idle"
-            else:
-                raise AssertionError("the stalled stream did not time out")
+        assert info.value.limit == "idle"
         assert got == 3
+
+
+# --- the read limit of a chat stream is the watchdog's, not the transport's ---------------
+
+
+async def test_stream_headers_that_never_come_time_out_on_the_read_limit(
+    server: LocalServer,
+) -> None:
+    """No aiohttp read timer bounds a stream's wait for its headers: the watchdog does."""
+    server.queue(Hang())
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, timeout=aa.Timeout(30, read=0.3), max_retries=0
+    ) as c:
+        started = time.monotonic()
+        with pytest.raises(aa.APITimeoutError, match="response headers") as info:
+            await asyncio.wait_for(
+                c.chat.completions.create(model="m", messages=MSGS, stream=True), 20
+            )
+        assert time.monotonic() - started < 5
+    assert info.value.limit == "read"
+
+
+async def test_a_read_timeout_before_the_headers_is_retried(server: LocalServer) -> None:
+    server.queue(Hang())
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, timeout=aa.Timeout(30, read=0.3), max_retries=1
+    ) as c:
+        with instant_retries():
+            stream = await asyncio.wait_for(
+                c.chat.completions.create(model="m", messages=MSGS, stream=True), 20
+            )
+        assert await _read_all(stream) > 0
+        assert stream.http is not None and stream.http.attempts == 2
+    assert len(server.requests) == 2
+
+
+async def test_a_silent_stream_times_out_on_the_read_limit(server: LocalServer) -> None:
+    """With idle off, silence between bytes is still bounded, by read."""
+    server.queue(Generated(stall_after=2))
+    async with aa.AsyncClient(
+        api_key="k",
+        base_url=server.base_url,
+        timeout=aa.Timeout(30, read=0.3, idle=None),
+        max_retries=0,
+    ) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        with pytest.raises(aa.APITimeoutError) as info:
+            await asyncio.wait_for(_read_all(stream), 20)
+    assert info.value.limit == "read"
+
+
+async def test_bytes_without_events_keep_the_read_limit_away(server: LocalServer) -> None:
+    """Keep-alive comments are bytes: with idle off, read does not fire while they come
+    (the total limit ends this stream instead)."""
+    server.queue(Generated(stall_after=2, keepalive=": PROCESSING", keepalive_interval=0.05))
+    async with aa.AsyncClient(
+        api_key="k",
+        base_url=server.base_url,
+        timeout=aa.Timeout(30, read=0.3, idle=None, total=1.5),
+        max_retries=0,
+    ) as c:
+        stream = await c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        with pytest.raises(aa.APITimeoutError) as info:
+            await asyncio.wait_for(_read_all(stream), 20)
+    assert info.value.limit == "total"
+
+
+async def test_cancelling_a_stream_request_leaves_no_watchdog_behind(
+    server: LocalServer,
+) -> None:
+    """A caller's own cancellation while the headers are awaited stays a cancellation, and
+    the request's watchdog cannot cancel the task later."""
+    server.queue(Hang())
+    sent = asyncio.Event()
+
+    class Sent(aa.Hooks):
+        def on_request(self, info: aa.AttemptInfo) -> None:
+            sent.set()
+
+    async with aa.AsyncClient(
+        api_key="k",
+        base_url=server.base_url,
+        timeout=aa.Timeout(30, read=0.2),
+        max_retries=0,
+        hooks=[Sent()],
+    ) as c:
+        pending = asyncio.ensure_future(
+            c.chat.completions.create(model="m", messages=MSGS, stream=True)
+        )
+        await sent.wait()  # the attempt is under way: its watchdog is watching
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        watch = c.pipeline.shared.watch
+        assert watch is not None and not watch._dogs
+        # Longer than the read limit: nothing cancels this task now.
+        await asyncio.sleep(0.4)
+
+
+async def test_no_aiohttp_read_timer_during_a_chat_stream(server: LocalServer) -> None:
+    """aiohttp re-arms its sock_read timer on every packet; a chat stream does without it
+    (a plain request keeps it: it has no watchdog)."""
+    loop = asyncio.get_running_loop()
+    armed: list[str] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        armed.append(getattr(callback, "__name__", ""))
+        return call_at(when, callback, *args, **kwargs)
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+    try:
+        async with aa.AsyncClient(api_key="k", base_url=server.base_url) as c:
+            stream = await c.chat.completions.create(
+                model="m", messages=MSGS, stream=True, max_tokens=5
+            )
+            assert await _read_all(stream) > 0
+            assert "_on_read_timeout" not in armed
+            await c.chat.completions.create(model="m", messages=MSGS, max_tokens=5)
+            assert "_on_read_timeout" in armed
+    finally:
+        del loop.call_at
