@@ -676,9 +676,23 @@ class Pipeline:
             policy = policy.with_max_retries(options["max_retries"])
         loop = asyncio.get_running_loop()
         timings = Timings(loop.time())
-        hooks = self.shared.hooks
+        shared = self.shared
+        hooks = shared.hooks
         max_size = self.max_response_size
         transport = self.transport
+        # The read limit (the wait for the headers, then the whole body) is a watchdog's on
+        # the pipeline's one timer, not the transport's timers (aiohttp re-arms its own on
+        # every packet, and a body timer would be one more per request).
+        read = request.timeout.read
+        task = None
+        watch = None
+        if read is not None:
+            request.watched = True
+            task = asyncio.current_task()
+            watch = shared.watch
+            if watch is None or watch.loop is not loop:
+                watch = shared.watch_for(loop)
+        dog = None
         attempt = 0
         while True:
             attempt += 1
@@ -693,8 +707,20 @@ class Pipeline:
             if context is not None:
                 context.attempt = attempt
             request.attempt_started = loop.time()
+            if watch is not None:
+                dog = Watchdog(None, watch, None, None, read, task)
             try:
-                response = await transport.send(request)
+                try:
+                    response = await transport.send(request)
+                except asyncio.CancelledError:
+                    if headers_timed_out(dog, task):
+                        raise APITimeoutError(
+                            "Timed out waiting for the response headers (read limit)",
+                            limit="read",
+                        ) from None
+                    raise
+                if dog is not None:
+                    dog.whole_body(response)
                 if info is not None:
                     for hook in hooks:
                         hook.on_response(info, response.status, response.headers)
@@ -702,6 +728,8 @@ class Pipeline:
                     await _raise_for_status(response)
                 timings.headers = loop.time()
                 data = await response.read(max_size)
+                if dog is not None:
+                    dog.cancel()
                 if cast_to is ChatCompletion:
                     # The chat fast path of _decode_body: the same checks, inline.
                     try:
@@ -736,10 +764,16 @@ class Pipeline:
                         hook.on_complete(info, usage)
                 return result
             except APIError as exc:
+                if dog is not None:
+                    dog.cancel()
                 delay = self._retry_delay(exc, attempt, policy, request, info)
                 if delay is None:
                     raise
                 await sleep(delay)
+            except BaseException:
+                if dog is not None:
+                    dog.cancel()  # idempotent
+                raise
 
     async def send_raw(
         self,

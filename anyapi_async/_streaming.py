@@ -175,13 +175,14 @@ class StreamWatch:
 
 
 class Watchdog:
-    """Enforces one stream attempt's time limits without a timer of its own or per event.
+    """Enforces one attempt's time limits without a timer of its own, per event or per packet.
 
     From the request to the response headers (``response`` not given yet) it bounds the
     ``read`` limit by cancelling ``task``, the one sending the request (the pipeline turns
-    that into `APITimeoutError`, see `headers_timed_out`); once `attach` gives it the
-    response it bounds ``first_event``, ``idle`` (silence while waiting for an event) and
-    ``read`` (silence while waiting for bytes) by aborting the response. The stream sets
+    that into `APITimeoutError`, see `headers_timed_out`). For a stream, once `attach`
+    gives it the response it bounds ``first_event``, ``idle`` (silence while waiting for
+    an event) and ``read`` (silence while waiting for bytes) by aborting the response; for
+    a non-streamed response `whole_body` bounds the time to read all of it. The stream sets
     `since` to the loop time when it starts waiting and to ``inf`` while the caller holds
     an event, and `heard` when bytes came but no event; its `StreamWatch` asks for the
     deadline when its timer fires. Per network read that is an attribute store or two.
@@ -194,6 +195,7 @@ class Watchdog:
         "_response",
         "_task",
         "_watch",
+        "_whole",
         "fired",
         "heard",
         "since",
@@ -214,6 +216,7 @@ class Watchdog:
         self._first_by = first_event_by
         self._read = read
         self._task = task
+        self._whole = False
         self.since = since = watch.loop.time()
         self.heard = since
         self.fired: str | None = None
@@ -231,6 +234,15 @@ class Watchdog:
         when = self.deadline(now)
         if when < self._watch._when:
             self._watch.arm(when)
+
+    def whole_body(self, response: Response) -> None:
+        """The headers of a non-streamed response are in: all of its body must arrive
+        within the read limit from now (`Response.read`'s own bound, kept here)."""
+        self._response = response
+        self._whole = True
+        self.since = self.heard = now = self._watch.loop.time()
+        if self._read is not None and now + self._read < self._watch._when:
+            self._watch.arm(now + self._read)
 
     def deadline(self, now: float) -> float:
         """When the current wait will have lasted too long; while the caller holds an
@@ -265,9 +277,14 @@ class Watchdog:
             if self._task is not None:
                 self._task.cancel()
             return
-        response.abort(
-            APITimeoutError(f"Timed out waiting for {what} ({self.fired} limit)", limit=self.fired)
-        )
+        if self._whole:
+            message = (
+                "Timed out reading the response body: all of it must arrive within the read "
+                f"limit ({self._read:g} s)"
+            )
+        else:
+            message = f"Timed out waiting for {what} ({self.fired} limit)"
+        response.abort(APITimeoutError(message, limit=self.fired))
 
     def cancel(self) -> None:
         self._watch._dogs.discard(self)  # StreamWatch.forget, inline

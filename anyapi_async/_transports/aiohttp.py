@@ -344,7 +344,8 @@ class AiohttpTransport:
             except NETWORK_ERRORS as exc:
                 raise translate_error(exc) from exc
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
-                return AiohttpResponse(resp, read_limit=timeout.read)
+                # A watched request's body is bounded by the pipeline's watchdog.
+                return AiohttpResponse(resp, read_limit=None if request.watched else timeout.read)
             headers = self._redirect_headers(resp, headers)
             url = str(resp.url.join(URL(resp.headers["Location"])))
             resp.release()

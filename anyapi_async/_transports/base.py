@@ -67,10 +67,10 @@ class Request:
         self.deadline = deadline
         #: ``loop.time()`` when the current attempt started (set by the pipeline).
         self.attempt_started = 0.0
-        #: The pipeline enforces the ``read`` limit of this request itself (a chat stream,
-        #: whose watchdog covers the wait for the headers and every wait for data): a
-        #: transport may leave out a per-read timer of its own. One that keeps it is
-        #: still correct, only slower.
+        #: The pipeline enforces the ``read`` limit of this request itself: its watchdog
+        #: bounds the wait for the headers, then a stream's every wait for data or a
+        #: non-streamed response's whole body (`Response.read`). A transport may leave
+        #: out its own read timers; one that keeps them is still correct, only slower.
         self.watched = False
 
 

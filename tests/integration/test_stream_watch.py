@@ -3,8 +3,9 @@
 The limits themselves are tested in test_streaming/test_retries_timeouts; these tests pin
 what sharing the timer must keep: a stream opened later with a shorter limit still times
 out on time, streams that end leave the watch, and a run of sequential streams arms no
-timer of its own. A chat stream's read limit is its watchdog's too, from the request to
-the last byte, so aiohttp's per-packet read timer is left out.
+timer of its own. A chat call's read limit is its watchdog's too, from the request to
+the last byte (a stream's silences, or a whole non-streamed body), so aiohttp's per-packet
+read timer is left out.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ async def test_a_held_stream_is_not_cut_and_its_next_wait_is_watched(
         assert got == 3
 
 
-# --- the read limit of a chat stream is the watchdog's, not the transport's ---------------
+# --- the read limit of a chat call is the watchdog's, not the transport's -----------------
 
 
 async def test_stream_headers_that_never_come_time_out_on_the_read_limit(
@@ -201,9 +202,9 @@ async def test_cancelling_a_stream_request_leaves_no_watchdog_behind(
         await asyncio.sleep(0.4)
 
 
-async def test_no_aiohttp_read_timer_during_a_chat_stream(server: LocalServer) -> None:
-    """aiohttp re-arms its sock_read timer on every packet; a chat stream does without it
-    (a plain request keeps it: it has no watchdog)."""
+async def test_no_aiohttp_read_timer_for_chat_calls(server: LocalServer) -> None:
+    """aiohttp re-arms its sock_read timer on every packet; a chat stream and a plain call
+    do without it (their watchdog bounds the read limit), a raw response keeps it."""
     loop = asyncio.get_running_loop()
     armed: list[str] = []
     call_at = loop.call_at
@@ -219,8 +220,53 @@ async def test_no_aiohttp_read_timer_during_a_chat_stream(server: LocalServer) -
                 model="m", messages=MSGS, stream=True, max_tokens=5
             )
             assert await _read_all(stream) > 0
-            assert "_on_read_timeout" not in armed
             await c.chat.completions.create(model="m", messages=MSGS, max_tokens=5)
+            assert "_on_read_timeout" not in armed
+            raw = await c.chat.completions.with_raw_response.create(
+                model="m", messages=MSGS, max_tokens=5
+            )
+            assert raw.parse().choices
             assert "_on_read_timeout" in armed
     finally:
         del loop.call_at
+
+
+async def test_a_plain_call_whose_headers_never_come_times_out_and_is_retried(
+    server: LocalServer,
+) -> None:
+    server.queue(Hang())
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, timeout=aa.Timeout(30, read=0.3), max_retries=1
+    ) as c:
+        with instant_retries():
+            completion = await asyncio.wait_for(
+                c.chat.completions.create(model="m", messages=MSGS), 20
+            )
+        assert completion.choices and completion.http is not None
+        assert completion.http.attempts == 2
+    assert len(server.requests) == 2
+
+
+async def test_cancelling_a_plain_call_leaves_no_watchdog_behind(server: LocalServer) -> None:
+    server.queue(Hang())
+    sent = asyncio.Event()
+
+    class Sent(aa.Hooks):
+        def on_request(self, info: aa.AttemptInfo) -> None:
+            sent.set()
+
+    async with aa.AsyncClient(
+        api_key="k",
+        base_url=server.base_url,
+        timeout=aa.Timeout(30, read=0.2),
+        max_retries=0,
+        hooks=[Sent()],
+    ) as c:
+        pending = asyncio.ensure_future(c.chat.completions.create(model="m", messages=MSGS))
+        await sent.wait()
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        watch = c.pipeline.shared.watch
+        assert watch is not None and not watch._dogs
+        await asyncio.sleep(0.4)  # longer than the read limit: nothing cancels this task
