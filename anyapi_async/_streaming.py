@@ -221,7 +221,10 @@ class Watchdog:
         self.heard = since
         self.fired: str | None = None
         watch._dogs.add(self)
-        when = self.deadline(since)
+        if response is None and first_event_by is None:  # deadline(), for the headers
+            when = since + read if read is not None else math.inf
+        else:
+            when = self.deadline(since)
         if when < watch._when:
             watch.arm(when)
 
@@ -404,6 +407,8 @@ class AsyncStream(Generic[T]):
         self._decoder = SSEDecoder(max_event_size)
         self._backlog: list[bytes] = []
         self._json_chunk: Any = None
+        # The first event, decoded (and checked) while opening; the loop yields it first.
+        self._first: ChatCompletionChunk | None = None
         self._attempt = attempt
         self._hooks = hooks
         # Set by the client once the stream holds a max_concurrency slot: frees it on close.
@@ -497,12 +502,14 @@ class AsyncStream(Generic[T]):
                     watchdog.heard = self._loop.time()  # bytes, no event yet
             self._timings.first_token = self._loop.time()
             # Check the first event now: an error event here is retried like a status.
+            # A chat chunk decoded here is the one the loop yields first.
             for payload in self._backlog:
                 if payload.strip() and payload[:1] != b"[":
                     if self._item_decoder is not None:
                         self._decode_item(payload)
                     else:
-                        self._decode(payload)
+                        chunk = self._first = self._decode(payload)
+                        chunk._raw = payload
                 break
             if self._watchdog is not None:
                 self._watchdog._first_by = None  # the first_event limit is met
@@ -675,6 +682,19 @@ class AsyncStream(Generic[T]):
                 self._complete = True
                 yield self._json_chunk
                 return
+            first = self._first
+            if first is not None:
+                # Decoded and checked by _open (payloads[0]): its bookkeeping, as below.
+                self._first = None
+                del payloads[0]
+                for choice in first.choices:
+                    if choice.finish_reason is not None:
+                        finished.add(choice.index)
+                    else:
+                        seen.add(choice.index)
+                if first.usage is not None:
+                    self.usage = first.usage
+                yield first
             while True:
                 for payload in payloads:
                     if payload[0] == 91 and payload.strip() == b"[DONE]":  # 91 is "["

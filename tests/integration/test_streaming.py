@@ -89,6 +89,26 @@ async def test_eof_after_finish_reason_without_done_is_normal(
     assert (text_of(chunks, 0), text_of(chunks, 1)) == ("a", "b")
 
 
+async def test_first_event_counts_like_any_other(
+    client: aa.AsyncClient, server: LocalServer
+) -> None:
+    """The first event is decoded while the stream opens and yielded from there: its choice,
+    finish reason, usage and body count as for every later event."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    server.queue(SSEResponse([ev("a", "stop", usage=usage)], done=False))
+    stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+    assert text_of(chunks) == "a"
+    assert stream.usage is not None and stream.usage.total_tokens == 4
+    assert chunks[0].to_dict()["usage"] == usage
+
+    # Choice 1 opens the stream and never finishes: that is a cut stream.
+    server.queue(SSEResponse([ev("b", index=1), ev(None, "stop", 0)], done=False))
+    with pytest.raises(aa.APIConnectionError, match="not every choice"):
+        await collect(client)
+
+
 async def test_eof_without_done_or_finish_raises(
     client: aa.AsyncClient, server: LocalServer
 ) -> None:
