@@ -184,7 +184,14 @@ class Completions:
         ```
         """
         pipeline = self._pipeline
-        body, options, context = _prepare(pipeline, model, messages, stream, params)  # type: ignore[arg-type]
+        # _prepare(), inline: every chat call comes this way.
+        shared = pipeline.shared
+        body, options = build_body(
+            model, messages, stream, params, stream_usage=shared.stream_usage  # type: ignore[arg-type]
+        )
+        context = (
+            chat_context(model, messages, stream, params, options) if shared.observers else None
+        )
         if stream:
             return await pipeline.stream(
                 "POST", CHAT_PATH, body, options, ChatCompletionChunk, context

@@ -435,9 +435,24 @@ class AsyncStream(Generic[T]):
         # Started with the request (the read limit up to the headers); attached in _open.
         self._watchdog: Watchdog | None = watchdog
         self.usage: Any = None
-        attempts = attempt if isinstance(attempt, int) else attempt.attempt
-        #: Headers, request id, rate limits, timings and attempts of this stream.
-        self.http = ResponseInfo(response.status, response.headers, attempts, timings)
+        self._http: ResponseInfo | None = None
+
+    @property
+    def http(self) -> ResponseInfo:
+        """Headers, request id, rate limits, timings and attempts of this stream."""
+        http = self._http
+        if http is None:  # built when first asked for: most streams never are
+            attempt = self._attempt
+            attempts = attempt if isinstance(attempt, int) else attempt.attempt
+            response = self._response
+            http = self._http = ResponseInfo(
+                response.status, response.headers, attempts, self._timings
+            )
+        return http
+
+    @http.setter
+    def http(self, value: ResponseInfo) -> None:
+        self._http = value
 
     @property
     def headers(self) -> Any:
