@@ -706,9 +706,9 @@ class Pipeline:
                     hook.on_request(info)
             if context is not None:
                 context.attempt = attempt
-            request.attempt_started = loop.time()
+            request.attempt_started = started = loop.time()
             if watch is not None:
-                dog = Watchdog(None, watch, None, None, read, task)
+                dog = Watchdog(None, watch, None, None, read, task, started)
             try:
                 try:
                     response = await transport.send(request)
@@ -1001,7 +1001,7 @@ class Pipeline:
                     context.attempt = attempt
                 request.attempt_started = started = loop.time()
                 if read is not None:
-                    dog = Watchdog(None, watch, None, None, read, task)
+                    dog = Watchdog(None, watch, None, None, read, task, started)
                 try:
                     try:
                         response = await transport.send(request)

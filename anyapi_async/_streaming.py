@@ -209,6 +209,7 @@ class Watchdog:
         first_event_by: float | None,
         read: float | None = None,
         task: asyncio.Task[Any] | None = None,
+        since: float | None = None,
     ) -> None:
         self._response = response
         self._watch = watch
@@ -217,7 +218,9 @@ class Watchdog:
         self._read = read
         self._task = task
         self._whole = False
-        self.since = since = watch.loop.time()
+        if since is None:
+            since = watch.loop.time()
+        self.since = since
         self.heard = since
         self.fired: str | None = None
         watch._dogs.add(self)
@@ -228,13 +231,27 @@ class Watchdog:
         if when < watch._when:
             watch.arm(when)
 
-    def attach(self, response: Response, idle: float | None, first_event_by: float | None) -> None:
-        """The headers are in: watch the body of ``response`` from now on."""
+    def attach(
+        self,
+        response: Response,
+        idle: float | None,
+        first_event_by: float | None,
+        now: float | None = None,
+    ) -> None:
+        """The headers are in (at loop time ``now``): watch the body of ``response``."""
         self._response = response
         self._idle = idle
         self._first_by = first_event_by
-        self.since = self.heard = now = self._watch.loop.time()
-        when = self.deadline(now)
+        if now is None:
+            now = self._watch.loop.time()
+        self.since = self.heard = now
+        # deadline(now), inline: this runs once per stream.
+        when = now + idle if idle is not None else math.inf
+        read = self._read
+        if read is not None and now + read < when:
+            when = now + read
+        if first_event_by is not None and first_event_by < when:
+            when = first_event_by
         if when < self._watch._when:
             self._watch.arm(when)
 
@@ -406,27 +423,8 @@ class AsyncStream(Generic[T]):
         self._chunks = response.chunks()
         self._decoder = SSEDecoder(max_event_size)
         self._backlog: list[bytes] = []
-        self._json_chunk: Any = None
-        # The first event, decoded (and checked) while opening; the loop yields it first.
-        self._first: ChatCompletionChunk | None = None
         self._attempt = attempt
         self._hooks = hooks
-        # Set by the client once the stream holds a max_concurrency slot: frees it on close.
-        self._on_close: Callable[[], None] | None = None
-        # Set by the cache step: told when the stream ends normally (and so may be stored).
-        self._on_complete: Callable[[], None] | None = None
-        self._observer: StreamObserver | None = None
-        self._closed = False
-        self._done = False
-        # Ended normally; or the error it ended with (raised again by a later loop).
-        self._complete = False
-        self._error: Exception | None = None
-        # An iterator is running (an earlier loop that was left early has not ended yet).
-        self._iterating = False
-        # Only for callers of __anext__ (a loop gets a fresh iterator from __aiter__).
-        self._iterator: AsyncIterator[T] | None = None
-        # The latest loop's iterator, weakly: alive means a loop is reading the stream.
-        self._loop_iterator: weakref.ref[Any] | None = None
         self._loop = asyncio.get_running_loop()
         self._timings = timings
         self._idle = idle
@@ -434,8 +432,31 @@ class AsyncStream(Generic[T]):
         self._watch = watch
         # Started with the request (the read limit up to the headers); attached in _open.
         self._watchdog: Watchdog | None = watchdog
-        self.usage: Any = None
-        self._http: ResponseInfo | None = None
+
+    # State every stream starts with, as class attributes: a stream sets only what changes
+    # (fewer stores on every stream's way to its first event).
+    _json_chunk: Any = None
+    #: The first event, decoded (and checked) while opening; the loop yields it first.
+    _first: ChatCompletionChunk | None = None
+    #: Set by the client once the stream holds a max_concurrency slot: frees it on close.
+    _on_close: Callable[[], None] | None = None
+    #: Set by the cache step: told when the stream ends normally (and so may be stored).
+    _on_complete: Callable[[], None] | None = None
+    _observer: StreamObserver | None = None
+    _closed = False
+    _done = False
+    #: Ended normally; or the error it ended with (raised again by a later loop).
+    _complete = False
+    _error: Exception | None = None
+    #: An iterator is running (an earlier loop that was left early has not ended yet).
+    _iterating = False
+    #: Only for callers of __anext__ (a loop gets a fresh iterator from __aiter__).
+    _iterator: AsyncIterator[T] | None = None
+    #: The latest loop's iterator, weakly: alive means a loop is reading the stream.
+    _loop_iterator: weakref.ref[Any] | None = None
+    _http: ResponseInfo | None = None
+    #: The usage chunk's figures, once it has been read (``None`` before or without one).
+    usage: Any = None
 
     @property
     def http(self) -> ResponseInfo:
@@ -491,7 +512,9 @@ class AsyncStream(Generic[T]):
                     keep_response(self._json_chunk, body)
                 return self
             if watchdog is not None:
-                watchdog.attach(response, self._idle, self._first_event_by)
+                watchdog.attach(
+                    response, self._idle, self._first_event_by, self._timings.headers
+                )
             elif self._idle is not None or self._first_event_by is not None:
                 watch = self._watch
                 if watch is None or watch.loop is not self._loop:
@@ -523,8 +546,15 @@ class AsyncStream(Generic[T]):
                     if self._item_decoder is not None:
                         self._decode_item(payload)
                     else:
-                        chunk = self._first = self._decode(payload)
+                        try:  # _decode(), its usual case inline
+                            chunk = CHUNK_DECODER.decode(payload)
+                        except (msgspec.ValidationError, msgspec.DecodeError):
+                            chunk = self._decode(payload)
+                        else:
+                            if chunk.error is not None or chunk.object == "error":
+                                self._decode(payload)  # raises the error it carries
                         chunk._raw = payload
+                        self._first = chunk
                 break
             if self._watchdog is not None:
                 self._watchdog._first_by = None  # the first_event limit is met
