@@ -7,7 +7,8 @@ resource (arguments -> body)
 Pipeline ── observers' call() ── cache step (hit: replayed, nothing sent) ──
    │         max_concurrency slot ── request (auth, headers, query, timeouts,
    │                                          idempotency key)
-   │   attempts: transport.send -> status -> read/decode (or first stream event)
+   │   attempts: transport.send -> status -> read/decode (or first stream event),
+   │             the read limit on a Watchdog of the pipeline's one timer (StreamWatch)
    │             retry? (RetryPolicy, Retry-After, Timeout.total) -> wait -> again
    ▼
 Transport (`anyapi_async._transports.base`)

@@ -1,4 +1,6 @@
-"""Streams: `AsyncStream` of chunks, and the events it can be made to end with."""
+"""Streams: `AsyncStream` of chunks, and the events it can be made to end with; the time
+limits of every chat call, a stream's or not (`Watchdog`, on a pipeline's one timer,
+`StreamWatch`)."""
 
 from __future__ import annotations
 
