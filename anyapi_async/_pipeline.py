@@ -60,7 +60,7 @@ from ._streaming import (
     StreamWatch,
     Watchdog,
     abort_stream,
-    headers_timed_out,
+    headers_timeout,
     hold_slot,
     open_stream,
     when_complete,
@@ -714,12 +714,9 @@ class Pipeline:
                 try:
                     response = await transport.send(request)
                 except asyncio.CancelledError:
-                    if headers_timed_out(dog, task):
-                        raise APITimeoutError(
-                            "Timed out waiting for the response headers (read limit)",
-                            limit="read",
-                        ) from None
-                    raise
+                    if (timeout := headers_timeout(dog, task)) is None:
+                        raise
+                    raise timeout from None
                 if dog is not None:
                     dog.whole_body(response)
                 if info is not None:
@@ -1007,12 +1004,9 @@ class Pipeline:
                     try:
                         response = await transport.send(request)
                     except asyncio.CancelledError:
-                        if headers_timed_out(dog, task):
-                            raise APITimeoutError(
-                                "Timed out waiting for the response headers (read limit)",
-                                limit="read",
-                            ) from None
-                        raise
+                        if (timeout := headers_timeout(dog, task)) is None:
+                            raise
+                        raise timeout from None
                     if info is not None:
                         for hook in hooks:
                             hook.on_response(info, response.status, response.headers)

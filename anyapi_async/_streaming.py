@@ -47,7 +47,7 @@ __all__ = [
     "StreamWatch",
     "Watchdog",
     "abort_stream",
-    "headers_timed_out",
+    "headers_timeout",
     "hold_slot",
     "observe",
     "open_stream",
@@ -181,7 +181,7 @@ class Watchdog:
 
     From the request to the response headers (``response`` not given yet) it bounds the
     ``read`` limit by cancelling ``task``, the one sending the request (the pipeline turns
-    that into `APITimeoutError`, see `headers_timed_out`). For a stream, once `attach`
+    that into `APITimeoutError`, see `headers_timeout`). For a stream, once `attach`
     gives it the response it bounds ``first_event``, ``idle`` (silence while waiting for
     an event) and ``read`` (silence while waiting for bytes) by aborting the response; for
     a non-streamed response `whole_body` bounds the time to read all of it. The stream sets
@@ -312,16 +312,22 @@ class Watchdog:
         self._watch._dogs.discard(self)  # StreamWatch.forget, inline
 
 
-def headers_timed_out(watchdog: Watchdog | None, task: asyncio.Task[Any] | None) -> bool:
-    """Whether a `CancelledError` out of sending a request is the watchdog's read limit
-    (then it is taken back from ``task``) rather than a cancellation from outside."""
+def headers_timeout(
+    watchdog: Watchdog | None, task: asyncio.Task[Any] | None
+) -> APITimeoutError | None:
+    """For a `CancelledError` out of sending a request: the error to raise instead when it
+    is the watchdog's read limit (the cancellation is then taken back from ``task``), or
+    ``None`` for a cancellation from outside, to be raised as it is."""
     if watchdog is None or watchdog.fired is None:
-        return False
+        return None
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None:  # Python 3.11+: count it off; another cancel still stands
         uncancel()
-        return not task.cancelling()  # type: ignore[union-attr]
-    return True
+        if task.cancelling():  # type: ignore[union-attr]
+            return None
+    return APITimeoutError(
+        "Timed out waiting for the response headers (read limit)", limit="read"
+    )
 
 
 class _Closed(Exception):
