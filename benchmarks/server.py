@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import resource
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "main",
     "prepare",
     "raise_fd_limit",
+    "running",
     "serve",
     "spawn",
     "stats",
@@ -282,6 +285,20 @@ def spawn(python: str = sys.executable) -> tuple[subprocess.Popen[bytes], int]:
         proc.kill()
         raise RuntimeError("the benchmark server did not start")
     return proc, int(json.loads(line)["port"])
+
+
+@contextlib.contextmanager
+def running(port: int | None) -> Iterator[int]:
+    """``port`` (a server already running), or the port of one started for the block."""
+    if port is not None:
+        yield port
+        return
+    proc, port = spawn()
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def stats(port: int, *, reset: bool = False) -> dict[str, Any]:

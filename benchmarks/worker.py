@@ -28,7 +28,7 @@ from typing import Any
 from .clients import BenchClient, make
 from .payloads import ROUTES, Outcome, Route, expected
 from .scenarios import CLIENTS, FANOUT_CAP, POOL_SIZE, SCENARIOS, Scenario
-from .server import raise_fd_limit, spawn, stats
+from .server import raise_fd_limit, running, stats
 
 __all__ = ["main", "measure"]
 
@@ -262,28 +262,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     raise_fd_limit()
-    server = None
-    port = args.port
-    if port is None:
-        server, port = spawn()
     try:
-        result = asyncio.run(
-            measure(
-                args.client,
-                SCENARIOS[args.scenario],
-                f"http://127.0.0.1:{port}/v1",
-                port,
-                quick=args.quick,
-                target=args.target,
-                profile=args.profile,
+        with running(args.port) as port:
+            result = asyncio.run(
+                measure(
+                    args.client,
+                    SCENARIOS[args.scenario],
+                    f"http://127.0.0.1:{port}/v1",
+                    port,
+                    quick=args.quick,
+                    target=args.target,
+                    profile=args.profile,
+                )
             )
-        )
     except Mismatch as exc:
         sys.exit(f"VERIFICATION FAILED: {exc}")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
     sys.stdout.write(json.dumps(result) + "\n")
 
 
