@@ -1011,8 +1011,8 @@ class Pipeline:
                         for hook in hooks:
                             hook.on_response(info, response.status, response.headers)
                     if not 200 <= response.status < 300:
-                        if dog is not None:
-                            dog.cancel()  # read() bounds the error body as a whole
+                        if dog is not None:  # the read limit bounds the error body as a whole
+                            dog.whole_body(response)
                         await _raise_for_status(response)
                     timings.headers = loop.time()
                     # first_event is per attempt: a retry gets the whole limit again.

@@ -508,10 +508,12 @@ class AsyncStream(Generic[T]):
             if content_type in ("application/json", "text/json"):
                 # Some gateways answer errors (and some servers whole completions) as plain
                 # JSON even when a stream was asked for.
-                if watchdog is not None:  # read() bounds a whole body itself
+                if watchdog is not None:  # the read limit bounds the body as a whole
+                    watchdog.whole_body(response)
+                body = await response.read(max_response_size)
+                if watchdog is not None:
                     watchdog.cancel()
                     self._watchdog = None
-                body = await response.read(max_response_size)
                 self._done = True
                 if self._item_decoder is not None:
                     self._json_chunk = self._decode_item(body)

@@ -18,7 +18,16 @@ import pytest
 
 import anyapi_async as aa
 from anyapi_async._streaming import StreamWatch
-from anyapi_async.testing import Generated, Hang, LocalServer, instant_retries
+from anyapi_async.testing import (
+    ErrorResponse,
+    Generated,
+    Hang,
+    JSONResponse,
+    LocalServer,
+    instant_retries,
+)
+
+from ..conftest import completion_body
 
 MSGS: list[Any] = [{"role": "user", "content": "hi"}]
 
@@ -246,3 +255,34 @@ async def test_a_plain_call_whose_headers_never_come_times_out_and_is_retried(
         assert completion.choices and completion.http is not None
         assert completion.http.attempts == 2
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised"),
+    [
+        # An unreadable error body still raises the status's error, once read gives up.
+        (lambda: ErrorResponse(400, "x" * 200, trickle=0.05), aa.BadRequestError),
+        (lambda: JSONResponse(completion_body("x" * 200), trickle=0.05), aa.APITimeoutError),
+    ],
+    ids=["error body", "JSON answer"],
+)
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+async def test_a_trickled_body_is_bounded_as_a_whole(
+    server: LocalServer, stream: bool, answer: Any, raised: type[Exception]
+) -> None:
+    """An error body, or a JSON answer where a stream was asked for, must arrive whole
+    within the read limit (no transport body timer bounds a watched request: its watchdog
+    does), as docs/timeouts.md says; the body alone would take 10 s."""
+    server.queue(answer())
+    async with aa.AsyncClient(
+        api_key="k", base_url=server.base_url, timeout=aa.Timeout(30, read=0.3), max_retries=0
+    ) as c:
+        started = time.monotonic()
+        with pytest.raises(raised) as info:
+            await asyncio.wait_for(
+                c.chat.completions.create(model="m", messages=MSGS, stream=stream), 20
+            )
+        assert time.monotonic() - started < 5
+    if raised is aa.APITimeoutError:
+        assert info.value.limit == "read"  # type: ignore[attr-defined]
+        assert "response body" in str(info.value)
