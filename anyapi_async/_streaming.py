@@ -226,10 +226,7 @@ class Watchdog:
         self.heard = since
         self.fired: str | None = None
         watch._dogs.add(self)
-        if response is None and first_event_by is None:  # deadline(), for the headers
-            when = since + read if read is not None else math.inf
-        else:
-            when = self.deadline(since)
+        when = self.deadline(since)
         if when < watch._when:
             watch.arm(when)
 
@@ -247,13 +244,7 @@ class Watchdog:
         if now is None:
             now = self._watch.loop.time()
         self.since = self.heard = now
-        # deadline(now), inline: this runs once per stream.
-        when = now + idle if idle is not None else math.inf
-        read = self._read
-        if read is not None and now + read < when:
-            when = now + read
-        if first_event_by is not None and first_event_by < when:
-            when = first_event_by
+        when = self.deadline(now)
         if when < self._watch._when:
             self._watch.arm(when)
 
@@ -556,13 +547,7 @@ class AsyncStream(Generic[T]):
                     if self._item_decoder is not None:
                         self._decode_item(payload)
                     else:
-                        try:  # _decode(), its usual case inline
-                            chunk = CHUNK_DECODER.decode(payload)
-                        except (msgspec.ValidationError, msgspec.DecodeError):
-                            chunk = self._decode(payload)
-                        else:
-                            if chunk.error is not None or chunk.object == "error":
-                                self._decode(payload)  # raises the error it carries
+                        chunk = self._decode(payload)
                         chunk._raw = payload
                         self._first = chunk
                 break
