@@ -50,19 +50,34 @@ def _connect(path: str, busy_ms: int) -> sqlite3.Connection:
     # Setting the file up waits for another process doing the same (once per connection).
     conn = sqlite3.connect(path, timeout=_WRITE_BUSY_MS / 1000, isolation_level=None,
                            check_same_thread=False)
+    give_up = time.monotonic() + _WRITE_BUSY_MS / 1000
     try:
-        # Checkpoints copy the WAL into the file: the writer thread does them.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        while True:
+            try:
+                _set_up(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes switching a new file to WAL at once: SQLite may answer
+                # "locked" at once rather than through the busy timeout. Try again within
+                # the same budget.
+                if "locked" not in str(exc) or time.monotonic() >= give_up:
+                    raise
+                time.sleep(0.01)
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    # Checkpoints copy the WAL into the file: the writer thread does them.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for statement in _SCHEMA:
+        conn.execute(statement)
 
 
 class SQLiteCache:
